@@ -1,0 +1,121 @@
+//! One socket's buffers: read whole messages from one half, write queued lines to the other.
+//!
+//! The codec (`protocol`) knows nothing of sockets and this module knows nothing of what the
+//! messages mean; the tracker and the nodes combine the two.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+use crate::protocol::{self, Message};
+
+/// How much to ask the kernel for per read; most reads carry a few short lines.
+const READ_CHUNK: usize = 4096;
+
+/// A batch of queued lines is written with one system call up to this size.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How long a node waits for the TCP connection to the tracker to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads messages, one line each, from a byte stream.
+pub struct LineReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_line: usize,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// Wraps `inner`, refusing lines longer than `max_line` bytes.
+    pub fn new(inner: R, max_line: usize) -> Self {
+        LineReader { inner, buf: BytesMut::with_capacity(READ_CHUNK), max_line }
+    }
+
+    /// The next message, or `None` when the peer closed the connection between lines.
+    ///
+    /// Cancel-safe: bytes read before a cancellation stay buffered for the next call.
+    ///
+    /// # Errors
+    /// - [`Error::Protocol`] for a malformed line; the line is consumed, so the caller may
+    ///   answer with an `ERROR` and read on. After `LineTooLong` nothing is consumed and the
+    ///   connection must be closed.
+    /// - [`Error::Closed`] if the peer closed in the middle of a line; [`Error::Io`] on a
+    ///   socket failure.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        loop {
+            if let Some(parsed) = self.next_buffered()? {
+                return Ok(Some(parsed));
+            }
+            self.buf.reserve(READ_CHUNK);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(Error::Closed) };
+            }
+        }
+    }
+
+    /// Whether a complete line is already buffered, so `next` will not wait on the socket.
+    /// A node uses it to flush its replies once per batch of queries instead of once per line.
+    pub fn has_line(&self) -> bool {
+        self.buf.iter().take(self.max_line).any(|&b| b == b'\n')
+    }
+
+    fn next_buffered(&mut self) -> Result<Option<Message>> {
+        let Some((line, used)) = protocol::split_line(&self.buf, self.max_line)? else {
+            return Ok(None);
+        };
+        let parsed = protocol::parse(line);
+        self.buf.advance(used);
+        Ok(Some(parsed?))
+    }
+}
+
+/// Writes every line that arrives on `lines` to `out`, several to a system call when they
+/// queue up, until the channel closes. Returns when the channel is closed and drained.
+///
+/// # Errors
+/// [`Error::Io`] if the socket fails.
+pub async fn write_lines<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    lines: &mut tokio::sync::mpsc::Receiver<Bytes>,
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(first) = lines.recv().await {
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH {
+            match lines.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        out.write_all(&batch).await?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Writes one message to `out`.
+///
+/// # Errors
+/// [`Error::Io`] if the socket fails.
+pub async fn write_message<W: AsyncWrite + Unpin>(out: &mut W, message: &Message) -> Result<()> {
+    out.write_all(&protocol::to_line(message)).await?;
+    Ok(())
+}
+
+/// Opens a TCP connection to the tracker with `TCP_NODELAY` set: without it Nagle's
+/// algorithm and delayed ACKs add tens of milliseconds to each short line.
+///
+/// # Errors
+/// [`Error::Io`] if the connection is refused, or [`Error::Timeout`] after
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::Timeout(format!("connecting to the tracker at {addr}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

@@ -1,0 +1,81 @@
+//! The crate's one error type. Everything inside returns it; `python.rs` maps it to Python
+//! exceptions in one place, and the command line maps it to a message and an exit code.
+
+use std::fmt;
+use std::io;
+
+use crate::protocol::ProtocolError;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug)]
+pub enum Error {
+    /// A caller passed a value outside its allowed range; the text names it and the range.
+    InvalidArgument(String),
+    /// The run needs more open files than this process may have.
+    TooManyFiles { needed: u64, available: u64 },
+    /// The peer sent a line that is not a valid message.
+    Protocol(ProtocolError),
+    /// The peer sent a valid message that has no place at this point of the conversation.
+    Unexpected(String),
+    /// The tracker refused us with an `ERROR` line.
+    Refused { code: String, text: String },
+    /// The peer closed the connection (or said `BYE`).
+    Closed,
+    /// Waiting for the peer took longer than allowed; the text says for what.
+    Timeout(String),
+    /// A socket operation failed.
+    Io(io::Error),
+    /// A task panicked; the panic was caught and turned into this.
+    Panic(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument(text) => f.write_str(text),
+            Error::TooManyFiles { needed, available } => write!(
+                f,
+                "this run needs about {needed} open files but only {available} are available \
+                 (raise `ulimit -n` or use a smaller n)"
+            ),
+            Error::Protocol(e) => write!(f, "malformed message: {e}"),
+            Error::Unexpected(text) => write!(f, "unexpected message: {text}"),
+            Error::Refused { code, text } => write!(f, "refused by the tracker: {code}: {text}"),
+            Error::Closed => f.write_str("the connection was closed by the other side"),
+            Error::Timeout(what) => write!(f, "timed out {what}"),
+            Error::Io(e) => write!(f, "network error: {e}"),
+            Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Error::Protocol(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Panic(e.to_string())
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

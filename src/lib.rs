@@ -1,0 +1,29 @@
+//! matchtracker: a central tracker over TCP that fans each client's match request out to
+//! every server and gathers the replies within a deadline.
+//!
+//! The modules, from the wire up:
+//! - [`protocol`]: messages and their text-line encoding; no I/O.
+//! - [`connection`]: reading messages from and writing lines to a socket.
+//! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
+//! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
+//! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds, a report.
+//! - [`transcript`]: the events of a run and their printed lines.
+//! - [`limits`]: the open-files limit.
+//! - [`error`]: the one error type.
+//! - `python` (feature `python`): the only module that knows about Python.
+
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod limits;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod simulation;
+pub mod tracker;
+pub mod transcript;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

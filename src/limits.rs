@@ -1,0 +1,50 @@
+//! The open-files limit: raised as far as allowed, and checked before a run opens anything,
+//! so a run too large for this process fails with a message instead of halfway through.
+
+use crate::error::{Error, Result};
+
+/// Descriptors kept free for the runtime, the listener and whatever the caller has open.
+const HEADROOM: u64 = 64;
+
+/// Raises the soft open-files limit to the hard limit and returns the new soft limit.
+pub fn raise_open_files_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return u64::MAX;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+        }
+        limit.rlim_cur as u64
+    }
+    #[cfg(not(unix))]
+    {
+        u64::MAX
+    }
+}
+
+/// How many descriptors this process has open now (0 where that cannot be read).
+pub fn open_files() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map(|dir| dir.count() as u64).unwrap_or(0)
+}
+
+/// Checks that `needed` more descriptors fit under the limit, raising it first.
+///
+/// # Errors
+/// [`Error::TooManyFiles`] naming what is needed and what is available.
+pub fn ensure_open_files(needed: u64) -> Result<()> {
+    let limit = raise_open_files_limit();
+    let available = limit.saturating_sub(open_files()).saturating_sub(HEADROOM);
+    if needed > available {
+        return Err(Error::TooManyFiles { needed, available });
+    }
+    Ok(())
+}

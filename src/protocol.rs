@@ -1,0 +1,520 @@
+//! The wire protocol: one message per newline-terminated UTF-8 text line, verb first.
+//!
+//! This module turns bytes into [`Message`]s and back. It never touches a socket, never
+//! allocates more than the line it is given, and never panics on any input; that is what lets
+//! the tracker, the servers and the clients share one definition of every message, and lets
+//! the codec be tested on its own. `docs/PROTOCOL.md` is the same protocol written for people.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest line a peer may send to the tracker, newline included. Every message a node sends
+/// fits in well under 100 bytes; the rest is room for future fields.
+pub const MAX_REQUEST_LINE: usize = 1024;
+
+/// Longest line the tracker may send. An `ANSWER` lists every matching server, so it grows
+/// with the number of servers: 1 MiB holds 30,000 names of the maximum length.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Longest node name, in bytes.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// The numbers servers hold and clients ask for.
+pub const NUMBERS: std::ops::RangeInclusive<u8> = 1..=10;
+
+/// A node's name: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 _ -`.
+///
+/// The charset keeps names safe to print, to put in a space-separated line, and to use in a
+/// file name. Cheap to clone: the tracker copies names into every answer.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// Checks `text` against the allowed charset and length.
+    ///
+    /// # Errors
+    /// [`ProtocolError::BadName`] if it is empty, too long, or has another character.
+    pub fn new(text: &str) -> Result<Name, ProtocolError> {
+        let ok = !text.is_empty()
+            && text.len() <= MAX_NAME_LEN
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Name(Arc::from(text)))
+        } else {
+            Err(ProtocolError::BadName)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A key that sorts `S2` before `S10`: the name without its trailing digits, then the
+    /// number those digits make. This is the "index order" answers are listed in.
+    pub fn index_key(&self) -> (&str, u64) {
+        let text = self.as_str();
+        let stem = text.trim_end_matches(|c: char| c.is_ascii_digit());
+        let index = text[stem.len()..].parse().unwrap_or(0);
+        (stem, index)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+/// Which query replies the tracker wants from its servers, told to each in its `WELCOME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Reply `MATCH` only when the number matches (the assignment's behaviour).
+    Matches,
+    /// Reply `MATCH` or `MISS` to every query, so a request can finish before its deadline.
+    All,
+}
+
+impl ReplyMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReplyMode::Matches => "matches",
+            ReplyMode::All => "all",
+        }
+    }
+}
+
+/// How a request ended, as told to the client in its `ANSWER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Every server that was queried replied before the deadline.
+    Replied,
+    /// The deadline passed first; servers that had not replied count as no match.
+    Deadline,
+    /// No server was registered, so nobody was asked: answered at once.
+    NoServers,
+}
+
+impl End {
+    /// The word used on the wire and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Replied => "replied",
+            End::Deadline => "deadline",
+            End::NoServers => "noservers",
+        }
+    }
+}
+
+/// Every message of the protocol. The direction is in each variant's doc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// server → tracker: `HELLO <name>`, the first line of a server.
+    Hello { name: Name },
+    /// client → tracker: `HI <name>`, the first line of a client.
+    Hi { name: Name },
+    /// tracker → node: `WELCOME <name> <deadline_ms> <replies>`, registration accepted.
+    Welcome { name: Name, deadline_ms: u64, replies: ReplyMode },
+    /// client → tracker: `FIND <id> <number>`; the id is the client's, echoed in the answer.
+    Find { id: u64, number: u8 },
+    /// tracker → server: `QUERY <id> <client> <number>`; the id is the tracker's.
+    Query { id: u64, client: Name, number: u8 },
+    /// server → tracker: `MATCH <id>`, the server holds the number asked for.
+    Match { id: u64 },
+    /// server → tracker: `MISS <id>`, it does not (only when told `replies` = `all`).
+    Miss { id: u64 },
+    /// tracker → client: `ANSWER <id> <end> [<server> ...]`; no servers means no match.
+    Answer { id: u64, end: End, servers: Vec<Name> },
+    /// tracker → node: `ERROR <code> <text>`; `code` is one word from docs/PROTOCOL.md.
+    Error { code: String, text: String },
+    /// either way: `BYE`, the sender is leaving; the connection closes after it.
+    Bye,
+}
+
+/// Why a line is not a valid message. Each has a stable one-word code for `ERROR` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The line is longer than the limit (or no newline came within it).
+    LineTooLong,
+    /// The line is not UTF-8.
+    NotUtf8,
+    /// The line is empty or only spaces.
+    Empty,
+    /// The first word is not a verb of the protocol.
+    UnknownVerb,
+    /// Too few or too many fields for the verb.
+    BadFields,
+    /// A number outside 1..=10.
+    BadNumber,
+    /// An id that is not a decimal integer below 2^64.
+    BadId,
+    /// A name outside the charset or length.
+    BadName,
+    /// A field that must be one of a few words is not.
+    BadWord,
+}
+
+impl ProtocolError {
+    /// The code sent in an `ERROR` line.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::LineTooLong => "line-too-long",
+            ProtocolError::NotUtf8 => "not-utf8",
+            ProtocolError::Empty => "empty-line",
+            ProtocolError::UnknownVerb => "unknown-verb",
+            ProtocolError::BadFields => "bad-fields",
+            ProtocolError::BadNumber => "bad-number",
+            ProtocolError::BadId => "bad-id",
+            ProtocolError::BadName => "bad-name",
+            ProtocolError::BadWord => "bad-word",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ProtocolError::LineTooLong => "line is longer than the limit",
+            ProtocolError::NotUtf8 => "line is not valid UTF-8",
+            ProtocolError::Empty => "line is empty",
+            ProtocolError::UnknownVerb => "unknown verb",
+            ProtocolError::BadFields => "wrong number of fields for this verb",
+            ProtocolError::BadNumber => "number must be an integer from 1 to 10",
+            ProtocolError::BadId => "id must be a decimal integer from 0 to 2^64-1",
+            ProtocolError::BadName => "name must be 1 to 32 characters from A-Z a-z 0-9 _ -",
+            ProtocolError::BadWord => "field is not one of its allowed words",
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// Finds the first complete line in `buf`.
+///
+/// Returns the line without its `\n` (and without a `\r` before it, for people typing into a
+/// terminal) and how many bytes it used, or `None` if no newline has arrived yet.
+///
+/// # Errors
+/// [`ProtocolError::LineTooLong`] if `max_line` bytes have arrived with no newline among them,
+/// so a peer cannot make the reader buffer without bound.
+pub fn split_line(buf: &[u8], max_line: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let window = &buf[..buf.len().min(max_line)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let line = &buf[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Ok(Some((line, end + 1)))
+        }
+        None if buf.len() >= max_line => Err(ProtocolError::LineTooLong),
+        None => Ok(None),
+    }
+}
+
+/// Parses one line (without its newline) into a message.
+///
+/// Fields are separated by runs of spaces or tabs; the verb is matched case-insensitively.
+///
+/// # Errors
+/// A [`ProtocolError`] naming what is wrong; the caller decides whether to go on.
+pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
+    let text = std::str::from_utf8(line).map_err(|_| ProtocolError::NotUtf8)?;
+    let mut fields = text.split_ascii_whitespace();
+    let verb = fields.next().ok_or(ProtocolError::Empty)?;
+    let verb = Verb::from_word(verb).ok_or(ProtocolError::UnknownVerb)?;
+    let mut fields = Fields(fields);
+    let message = match verb {
+        Verb::Hello => Message::Hello { name: fields.name()? },
+        Verb::Hi => Message::Hi { name: fields.name()? },
+        Verb::Welcome => Message::Welcome {
+            name: fields.name()?,
+            deadline_ms: fields.id()?,
+            replies: match fields.word()? {
+                "matches" => ReplyMode::Matches,
+                "all" => ReplyMode::All,
+                _ => return Err(ProtocolError::BadWord),
+            },
+        },
+        Verb::Find => Message::Find { id: fields.id()?, number: fields.number()? },
+        Verb::Query => Message::Query {
+            id: fields.id()?,
+            client: fields.name()?,
+            number: fields.number()?,
+        },
+        Verb::Match => Message::Match { id: fields.id()? },
+        Verb::Miss => Message::Miss { id: fields.id()? },
+        Verb::Answer => {
+            let id = fields.id()?;
+            let end = match fields.word()? {
+                "replied" => End::Replied,
+                "deadline" => End::Deadline,
+                "noservers" => End::NoServers,
+                _ => return Err(ProtocolError::BadWord),
+            };
+            let servers = fields.0.by_ref().map(Name::new).collect::<Result<_, _>>()?;
+            return Ok(Message::Answer { id, end, servers });
+        }
+        Verb::Error => {
+            let code = fields.word()?.to_owned();
+            // The text is free-form: keep it as sent, after the code.
+            let rest = fields.0.collect::<Vec<_>>().join(" ");
+            return Ok(Message::Error { code, text: rest });
+        }
+        Verb::Bye => Message::Bye,
+    };
+    fields.end()?;
+    Ok(message)
+}
+
+/// Appends `message` to `out` as one line, newline included.
+pub fn encode(message: &Message, out: &mut Vec<u8>) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = match message {
+        Message::Hello { name } => writeln!(out, "HELLO {name}"),
+        Message::Hi { name } => writeln!(out, "HI {name}"),
+        Message::Welcome { name, deadline_ms, replies } => {
+            writeln!(out, "WELCOME {name} {deadline_ms} {}", replies.as_str())
+        }
+        Message::Find { id, number } => writeln!(out, "FIND {id} {number}"),
+        Message::Query { id, client, number } => writeln!(out, "QUERY {id} {client} {number}"),
+        Message::Match { id } => writeln!(out, "MATCH {id}"),
+        Message::Miss { id } => writeln!(out, "MISS {id}"),
+        Message::Answer { id, end, servers } => {
+            let _ = write!(out, "ANSWER {id} {}", end.as_str());
+            for server in servers {
+                out.push(b' ');
+                out.extend_from_slice(server.as_str().as_bytes());
+            }
+            writeln!(out)
+        }
+        Message::Error { code, text } => {
+            // Keep the error one line whatever the text holds.
+            let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            writeln!(out, "ERROR {code} {text}")
+        }
+        Message::Bye => writeln!(out, "BYE"),
+    };
+}
+
+/// `message` as one encoded line, newline included.
+pub fn to_line(message: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode(message, &mut out);
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Hello,
+    Hi,
+    Welcome,
+    Find,
+    Query,
+    Match,
+    Miss,
+    Answer,
+    Error,
+    Bye,
+}
+
+impl Verb {
+    fn from_word(word: &str) -> Option<Verb> {
+        const VERBS: [(&str, Verb); 10] = [
+            ("HELLO", Verb::Hello),
+            ("HI", Verb::Hi),
+            ("WELCOME", Verb::Welcome),
+            ("FIND", Verb::Find),
+            ("QUERY", Verb::Query),
+            ("MATCH", Verb::Match),
+            ("MISS", Verb::Miss),
+            ("ANSWER", Verb::Answer),
+            ("ERROR", Verb::Error),
+            ("BYE", Verb::Bye),
+        ];
+        VERBS.iter().find(|(w, _)| w.eq_ignore_ascii_case(word)).map(|&(_, v)| v)
+    }
+}
+
+/// The fields after the verb, taken one at a time with their checks.
+struct Fields<'a>(std::str::SplitAsciiWhitespace<'a>);
+
+impl<'a> Fields<'a> {
+    fn word(&mut self) -> Result<&'a str, ProtocolError> {
+        self.0.next().ok_or(ProtocolError::BadFields)
+    }
+
+    fn name(&mut self) -> Result<Name, ProtocolError> {
+        Name::new(self.word()?)
+    }
+
+    fn id(&mut self) -> Result<u64, ProtocolError> {
+        let word = self.word()?;
+        // `parse` accepts a leading '+'; the protocol does not.
+        if !word.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ProtocolError::BadId);
+        }
+        word.parse().map_err(|_| ProtocolError::BadId)
+    }
+
+    fn number(&mut self) -> Result<u8, ProtocolError> {
+        let word = self.word()?;
+        match word.parse::<u8>() {
+            Ok(n) if NUMBERS.contains(&n) && !word.starts_with('+') => Ok(n),
+            _ => Err(ProtocolError::BadNumber),
+        }
+    }
+
+    fn end(mut self) -> Result<(), ProtocolError> {
+        match self.0.next() {
+            None => Ok(()),
+            Some(_) => Err(ProtocolError::BadFields),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello { name: name("S1") },
+            Message::Hi { name: name("C12") },
+            Message::Welcome { name: name("S1"), deadline_ms: 2000, replies: ReplyMode::Matches },
+            Message::Welcome { name: name("C1"), deadline_ms: 200, replies: ReplyMode::All },
+            Message::Find { id: 0, number: 1 },
+            Message::Find { id: u64::MAX, number: 10 },
+            Message::Query { id: 7, client: name("C1"), number: 5 },
+            Message::Match { id: 7 },
+            Message::Miss { id: 8 },
+            Message::Answer { id: 3, end: End::Deadline, servers: vec![] },
+            Message::Answer { id: 3, end: End::Replied, servers: vec![name("S1"), name("S3")] },
+            Message::Answer { id: 4, end: End::NoServers, servers: vec![] },
+            Message::Error { code: "bad-number".into(), text: "number must be 1..10".into() },
+            Message::Bye,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for message in samples() {
+            let line = to_line(&message);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let (body, used) = split_line(&line, MAX_LINE).unwrap().unwrap();
+            assert_eq!(used, line.len());
+            assert_eq!(parse(body).unwrap(), message, "line {:?}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    #[test]
+    fn a_message_split_at_every_offset_decodes_only_when_complete() {
+        let mut stream = Vec::new();
+        for message in samples() {
+            encode(&message, &mut stream);
+        }
+        for cut in 0..=stream.len() {
+            // Feed the first `cut` bytes, take every complete line, then feed the rest.
+            fn take(buf: &mut Vec<u8>, got: &mut Vec<Message>) {
+                while let Some((line, used)) = split_line(buf, MAX_LINE).unwrap() {
+                    got.push(parse(line).unwrap());
+                    buf.drain(..used);
+                }
+            }
+            let mut buf = stream[..cut].to_vec();
+            let mut got = Vec::new();
+            take(&mut buf, &mut got);
+            let complete = stream[..cut].iter().filter(|&&b| b == b'\n').count();
+            assert_eq!(got.len(), complete, "cut at {cut}");
+            buf.extend_from_slice(&stream[cut..]);
+            take(&mut buf, &mut got);
+            assert_eq!(got, samples());
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn typed_lines_are_accepted() {
+        assert_eq!(parse(b"hello   S1").unwrap(), Message::Hello { name: name("S1") });
+        assert_eq!(split_line(b"FIND 1 5\r\n", 64).unwrap().unwrap().0, b"FIND 1 5");
+    }
+
+    #[test]
+    fn malformed_lines_say_why() {
+        let cases: [(&[u8], ProtocolError); 16] = [
+            (b"", ProtocolError::Empty),
+            (b"   ", ProtocolError::Empty),
+            (b"\xff\xfe", ProtocolError::NotUtf8),
+            (b"JUMP 1", ProtocolError::UnknownVerb),
+            (b"HELLO", ProtocolError::BadFields),
+            (b"HELLO S1 S2", ProtocolError::BadFields),
+            (b"HELLO S1!", ProtocolError::BadName),
+            (b"HELLO abcdefghijklmnopqrstuvwxyz0123456", ProtocolError::BadName),
+            (b"FIND 1 0", ProtocolError::BadNumber),
+            (b"FIND 1 11", ProtocolError::BadNumber),
+            (b"FIND 1 +5", ProtocolError::BadNumber),
+            (b"FIND x 5", ProtocolError::BadId),
+            (b"FIND -1 5", ProtocolError::BadId),
+            (b"MATCH 18446744073709551616", ProtocolError::BadId),
+            (b"WELCOME S1 10 some", ProtocolError::BadWord),
+            (b"ANSWER 1 deadline S1 ??", ProtocolError::BadName),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), Err(want), "line {:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_at_the_limit() {
+        assert_eq!(split_line(&[b'a'; 9], 10), Ok(None));
+        assert_eq!(split_line(&[b'a'; 10], 10), Err(ProtocolError::LineTooLong));
+        assert_eq!(split_line(b"aaaaaaaaa\n", 10).unwrap().unwrap().1, 10);
+    }
+
+    #[test]
+    fn no_input_panics() {
+        // Every line of up to three bytes drawn from an alphabet that reaches every branch,
+        // plus every sample with each byte replaced by each interesting byte.
+        let alphabet: &[u8] = b" \n\r\t0159AHEFMQWBYaz-_!\xff\xc3";
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for &a in alphabet {
+            for &b in alphabet {
+                for &c in alphabet {
+                    inputs.push(vec![a, b, c]);
+                }
+            }
+        }
+        for message in samples() {
+            let line = to_line(&message);
+            for i in 0..line.len() {
+                for &x in alphabet {
+                    let mut mutated = line.clone();
+                    mutated[i] = x;
+                    inputs.push(mutated);
+                }
+            }
+        }
+        for input in inputs {
+            let _ = parse(&input);
+            let _ = split_line(&input, 4);
+        }
+    }
+
+    #[test]
+    fn index_order_sorts_by_trailing_number() {
+        let mut names = vec![name("S10"), name("S2"), name("S1"), name("X")];
+        names.sort_by(|a, b| a.index_key().cmp(&b.index_key()));
+        let names: Vec<_> = names.iter().map(Name::as_str).collect();
+        assert_eq!(names, ["S1", "S2", "S10", "X"]);
+    }
+}

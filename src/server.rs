@@ -1,0 +1,116 @@
+//! A server node: says `HELLO` with its name, then answers the tracker's queries about the
+//! number it holds until the tracker says `BYE`, the connection drops, or its owner stops it.
+
+use std::net::SocketAddr;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::connection::{self, LineReader};
+use crate::error::{Error, Result};
+use crate::node;
+use crate::protocol::{self, Message, Name, ReplyMode, MAX_LINE, NUMBERS};
+use crate::transcript::{Event, Transcript};
+
+/// A running server node. Dropping it stops it; [`ServerNode::close`] also waits.
+pub struct ServerNode {
+    name: Name,
+    number: u8,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl ServerNode {
+    /// Connects to the tracker at `tracker`, says `HELLO` and returns once registered.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `number` is outside 1..=10; [`Error::Io`] or
+    /// [`Error::Timeout`] if the tracker cannot be reached; [`Error::Refused`] if it refuses
+    /// the name.
+    pub async fn start(tracker: SocketAddr, name: Name, number: u8, transcript: Transcript) -> Result<ServerNode> {
+        if !NUMBERS.contains(&number) {
+            return Err(Error::InvalidArgument(format!("number must be from 1 to 10 (got {number})")));
+        }
+        let stream = connection::connect(tracker).await?;
+        let (read, mut write) = stream.into_split();
+        let mut reader = LineReader::new(read, MAX_LINE);
+        transcript.record_with(|| Event::HelloSent { server: name.clone() });
+        transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
+        connection::write_message(&mut write, &Message::Hello { name: name.clone() }).await?;
+        let replies = node::await_welcome(&mut reader, &name, &transcript).await?.1;
+        let (stop, stop_rx) = watch::channel(false);
+        let serving = Serving { name: name.clone(), number, replies, transcript };
+        let task = tokio::spawn(serving.run(reader, write, stop_rx));
+        Ok(ServerNode { name, number, stop, task })
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The number the server holds.
+    pub fn number(&self) -> u8 {
+        self.number
+    }
+
+    /// Whether the server has stopped serving (the tracker left or the connection broke).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops serving, closes the connection and waits for the task to end.
+    ///
+    /// # Errors
+    /// What ended the serving loop, if it ended on an error before it was stopped.
+    pub async fn close(self) -> Result<()> {
+        self.stop.send_replace(true);
+        self.task.await?
+    }
+}
+
+struct Serving {
+    name: Name,
+    number: u8,
+    replies: ReplyMode,
+    transcript: Transcript,
+}
+
+impl Serving {
+    async fn run(self, mut reader: LineReader<OwnedReadHalf>, mut write: OwnedWriteHalf, mut stop: watch::Receiver<bool>) -> Result<()> {
+        tokio::select! {
+            result = self.answer_queries(&mut reader, &mut write) => result,
+            _ = stop.wait_for(|&s| s) => Ok(()),
+        }
+    }
+
+    async fn answer_queries(&self, reader: &mut LineReader<OwnedReadHalf>, write: &mut OwnedWriteHalf) -> Result<()> {
+        let mut out = Vec::new();
+        loop {
+            match reader.next().await? {
+                Some(Message::Query { id, client, number }) => self.answer(id, client, number, &mut out),
+                Some(Message::Bye) | None => return Ok(()),
+                Some(Message::Error { code, text }) => return Err(Error::Refused { code, text }),
+                Some(other) => return Err(Error::Unexpected(format!("{other:?}"))),
+            }
+            // Replies to a burst of queries go out in one write.
+            if !reader.has_line() && !out.is_empty() {
+                write.write_all(&out).await?;
+                out.clear();
+            }
+        }
+    }
+
+    fn answer(&self, id: u64, client: Name, number: u8, out: &mut Vec<u8>) {
+        let t = &self.transcript;
+        t.record_with(|| Event::QueryReceived { server: self.name.clone(), client: client.clone(), number });
+        let matched = number == self.number;
+        if !matched && self.replies == ReplyMode::Matches {
+            return;
+        }
+        t.record_with(|| Event::ReplySent { server: self.name.clone(), client, matched });
+        let reply = if matched { Message::Match { id } } else { Message::Miss { id } };
+        protocol::encode(&reply, out);
+    }
+}

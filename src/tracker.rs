@@ -1,0 +1,722 @@
+//! The central tracker: accepts nodes, keeps the registry of live servers and clients, fans
+//! each client's request out to every server and gathers the replies until every queried
+//! server has answered or the deadline passes.
+//!
+//! Shape: one task per connection (it reads and writes its socket in one `select!`), one
+//! short-lived task per open request (it waits for completion or the deadline). The registry
+//! and the table of open requests sit behind short `parking_lot` locks that are never held
+//! across an `.await`; when both are taken, the registry comes first.
+//!
+//! Fan-out costs the same whatever the number of servers: a query is encoded once and put on
+//! one broadcast channel that every server's connection task reads from. A server that falls
+//! more than `server_queue` queries behind is a slow consumer and is disconnected; nobody
+//! waits for it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::connection::{self, LineReader};
+use crate::error::{Error, Result};
+use crate::protocol::{self, End, Message, Name, ProtocolError, ReplyMode, MAX_REQUEST_LINE};
+use crate::transcript::{Event, Role, Transcript};
+
+/// Listen backlog. The default of 128 makes a burst of thousands of connections stall for
+/// seconds on SYN retries.
+const BACKLOG: u32 = 4096;
+
+/// How long the accept loop pauses after an accept error (such as running out of file
+/// descriptors) before trying again, so it never spins.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a last line (`ERROR`, `BYE`) to a peer may take before we close regardless.
+const LAST_WORD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Lines queued to one client's connection; answers to a client that reads nothing pile up
+/// here until it is disconnected.
+const CLIENT_QUEUE: usize = 1024;
+
+/// Settings of a tracker.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// How long a request waits for replies (the assignment's 2 seconds).
+    pub deadline: Duration,
+    /// Whether servers reply to every query (`All`, so requests end early) or only on a match.
+    pub replies: ReplyMode,
+    /// How long a new connection has to say `HELLO` or `HI`.
+    pub handshake_timeout: Duration,
+    /// Most connections open at once; more are refused with an `ERROR` line.
+    pub max_connections: usize,
+    /// How many queries a server may fall behind before it is dropped as a slow consumer.
+    pub server_queue: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            deadline: Duration::from_secs(2),
+            replies: ReplyMode::Matches,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            server_queue: 65_536,
+        }
+    }
+}
+
+/// Counters a caller can read while the tracker runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Servers registered now.
+    pub servers: usize,
+    /// Clients registered now.
+    pub clients: usize,
+    /// Requests received so far.
+    pub requests: u64,
+    /// Replies that came after their request was answered, and were dropped.
+    pub late_replies: u64,
+}
+
+/// A running tracker. Dropping it stops every task; [`Tracker::shutdown`] also waits for them.
+pub struct Tracker {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    /// Each task holds a clone of this sender; when all are gone, `finished` yields `None`.
+    alive: Option<mpsc::Sender<()>>,
+    finished: mpsc::Receiver<()>,
+}
+
+impl Tracker {
+    /// Binds `addr` (port 0 picks a free port) and starts accepting nodes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad config; [`Error::Io`] if the address cannot be
+    /// bound.
+    pub async fn bind(addr: SocketAddr, config: TrackerConfig, transcript: Transcript) -> Result<Tracker> {
+        validate(&config)?;
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // Lets a restarted tracker take its port back while old connections sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
+        let local_addr = listener.local_addr()?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let (alive, finished) = mpsc::channel(1);
+        let (queries, _) = broadcast::channel(config.server_queue);
+        let shared = Arc::new(Shared {
+            limit: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            transcript,
+            registry: Mutex::new(Registry::new(queries)),
+            pending: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
+            requests: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
+            counts: watch::channel((0, 0)).0,
+        });
+        tokio::spawn(accept_loop(listener, shared.clone(), stop_rx, alive.clone()));
+        Ok(Tracker { local_addr, shared, stop, alive: Some(alive), finished })
+    }
+
+    /// The address the tracker listens on, with the port it was given.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let (servers, clients) = *self.shared.counts.borrow();
+        Stats {
+            servers,
+            clients,
+            requests: self.shared.requests.load(Ordering::Relaxed),
+            late_replies: self.shared.late_replies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until exactly `servers` servers and `clients` clients are registered.
+    pub async fn wait_for_nodes(&self, servers: usize, clients: usize) {
+        let mut counts = self.shared.counts.subscribe();
+        // The sender lives in `shared`, which we hold, so this cannot fail.
+        let _ = counts.wait_for(|&c| c == (servers, clients)).await;
+    }
+
+    /// Tells every node the tracker is leaving (`BYE`), closes every connection and waits for
+    /// every task to end. Tasks still running after `grace` are left to end on their own.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.send_replace(true);
+        self.alive = None;
+        let _ = tokio::time::timeout(grace, self.finished.recv()).await;
+    }
+}
+
+fn validate(config: &TrackerConfig) -> Result<()> {
+    let bad = |text: &str| Err(Error::InvalidArgument(text.to_owned()));
+    if config.deadline.is_zero() || config.deadline > Duration::from_secs(3600) {
+        return bad("timeout must be more than 0 and at most 3600 seconds");
+    }
+    if config.max_connections == 0 {
+        return bad("max_connections must be at least 1");
+    }
+    if config.server_queue == 0 || config.server_queue > 1 << 24 {
+        return bad("server_queue must be from 1 to 16777216");
+    }
+    Ok(())
+}
+
+/// State shared by every task of one tracker.
+struct Shared {
+    config: TrackerConfig,
+    transcript: Transcript,
+    registry: Mutex<Registry>,
+    /// Open requests by the tracker's query id. An entry exists before its query is sent and
+    /// is removed when the answer goes out; a reply that finds no entry is late.
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Query ids are unique for the tracker's lifetime, so a late reply can never be taken
+    /// for a reply to a newer request.
+    next_query: AtomicU64,
+    requests: AtomicU64,
+    late_replies: AtomicU64,
+    limit: Arc<Semaphore>,
+    /// (servers, clients) registered, for callers that wait on registration.
+    counts: watch::Sender<(usize, usize)>,
+}
+
+struct Registry {
+    /// Every live node's name: names are unique across servers and clients.
+    names: HashSet<Name>,
+    /// Server slots; a slot is a small index a request's bitset can use. Freed slots are
+    /// reused, which is safe because a leaving server's bits are cleared from every request.
+    servers: Vec<Option<Name>>,
+    free: Vec<usize>,
+    live_servers: usize,
+    clients: usize,
+    /// Every query goes here once; each server's connection task holds a receiver.
+    queries: broadcast::Sender<Bytes>,
+}
+
+impl Registry {
+    fn new(queries: broadcast::Sender<Bytes>) -> Registry {
+        Registry {
+            names: HashSet::new(),
+            servers: Vec::new(),
+            free: Vec::new(),
+            live_servers: 0,
+            clients: 0,
+            queries,
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.live_servers, self.clients)
+    }
+}
+
+/// One open request.
+struct Pending {
+    client: Name,
+    /// Bit per server slot: set while that server was asked and has not replied.
+    asked: Vec<u64>,
+    remaining: usize,
+    matched: Vec<Name>,
+    /// Fired when `remaining` reaches zero, to end the wait before the deadline.
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    /// Marks `slot` as answered; false if it was not asked or has answered already.
+    fn take(&mut self, slot: usize) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        match self.asked.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    if let Some(done) = self.done.take() {
+                        let _ = done.send(());
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What became of a reply.
+enum ReplyOutcome {
+    Counted,
+    Late,
+    NotAsked,
+    Unknown,
+}
+
+impl Shared {
+    fn publish_counts(&self, registry: &Registry) {
+        self.counts.send_replace(registry.counts());
+    }
+
+    /// Registers a server; `None` if its name is taken.
+    fn add_server(&self, name: &Name) -> Option<(usize, broadcast::Receiver<Bytes>)> {
+        let mut reg = self.registry.lock();
+        if !reg.names.insert(name.clone()) {
+            return None;
+        }
+        let slot = match reg.free.pop() {
+            Some(slot) => slot,
+            None => {
+                reg.servers.push(None);
+                reg.servers.len() - 1
+            }
+        };
+        reg.servers[slot] = Some(name.clone());
+        reg.live_servers += 1;
+        // Subscribing under the lock that fan-out also takes: a server either is in a
+        // request's bitset and receives its query, or neither.
+        let queries = reg.queries.subscribe();
+        self.publish_counts(&reg);
+        Some((slot, queries))
+    }
+
+    /// Unregisters a server; requests stop waiting for it.
+    fn remove_server(&self, slot: usize, name: &Name) {
+        let mut reg = self.registry.lock();
+        reg.servers[slot] = None;
+        reg.free.push(slot);
+        reg.names.remove(name);
+        reg.live_servers -= 1;
+        self.publish_counts(&reg);
+        for pending in self.pending.lock().values_mut() {
+            pending.take(slot);
+        }
+    }
+
+    fn add_client(&self, name: &Name) -> bool {
+        let mut reg = self.registry.lock();
+        if !reg.names.insert(name.clone()) {
+            return false;
+        }
+        reg.clients += 1;
+        self.publish_counts(&reg);
+        true
+    }
+
+    fn remove_client(&self, name: &Name) {
+        let mut reg = self.registry.lock();
+        reg.names.remove(name);
+        reg.clients -= 1;
+        self.publish_counts(&reg);
+    }
+
+    /// Opens a request and sends its query to every registered server. Returns the query id
+    /// and the receiver that fires when every server has replied, or `None` if there are no
+    /// servers to ask.
+    fn fan_out(&self, client: &Name, number: u8) -> Option<(u64, oneshot::Receiver<()>)> {
+        let id = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (done, done_rx) = oneshot::channel();
+        let reg = self.registry.lock();
+        if reg.live_servers == 0 {
+            return None;
+        }
+        let mut asked = vec![0u64; reg.servers.len().div_ceil(64)];
+        for (slot, server) in reg.servers.iter().enumerate() {
+            if server.is_some() {
+                asked[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        let pending =
+            Pending { client: client.clone(), asked, remaining: reg.live_servers, matched: Vec::new(), done: Some(done) };
+        // Register before sending, so that no reply, however fast, can find nothing.
+        self.pending.lock().insert(id, pending);
+        let query = Message::Query { id, client: client.clone(), number };
+        let _ = reg.queries.send(Bytes::from(protocol::to_line(&query)));
+        if self.transcript.is_on() {
+            for server in reg.servers.iter().flatten() {
+                self.transcript.record(Event::QuerySent {
+                    server: server.clone(),
+                    client: client.clone(),
+                    number,
+                });
+            }
+        }
+        Some((id, done_rx))
+    }
+
+    /// Counts a server's `MATCH` or `MISS`.
+    fn on_reply(&self, slot: usize, server: &Name, id: u64, matched: bool) -> ReplyOutcome {
+        let mut pending = self.pending.lock();
+        match pending.get_mut(&id) {
+            Some(request) => {
+                let client = request.client.clone();
+                if !request.take(slot) {
+                    return ReplyOutcome::NotAsked;
+                }
+                if matched {
+                    request.matched.push(server.clone());
+                }
+                self.transcript.record_with(|| Event::ReplyReceived { server: server.clone(), client, matched });
+                ReplyOutcome::Counted
+            }
+            None if id > 0 && id < self.next_query.load(Ordering::Relaxed) => {
+                self.late_replies.fetch_add(1, Ordering::Relaxed);
+                self.transcript.record_with(|| Event::LateReply { server: server.clone(), id });
+                ReplyOutcome::Late
+            }
+            None => ReplyOutcome::Unknown,
+        }
+    }
+
+    /// Sends a client its answer. A client whose queue is full or closed loses it; it has
+    /// stopped reading or left, and its connection task is ending.
+    fn answer(&self, client: &Name, to: &mpsc::Sender<Bytes>, id: u64, end: End, servers: Vec<Name>) {
+        self.transcript.record_with(|| Event::AnswerSent { client: client.clone() });
+        let line = protocol::to_line(&Message::Answer { id, end, servers });
+        let _ = to.try_send(Bytes::from(line));
+    }
+}
+
+/// Resolves when the tracker is told to stop (or its owner is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopped(&mut stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(_) => {
+                // Out of descriptors, or a connection reset before we took it: back off
+                // instead of spinning on the same error.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let (stop, alive) = (stop.clone(), alive.clone());
+        tokio::spawn(async move {
+            match shared.limit.clone().try_acquire_owned() {
+                Ok(_permit) => handle_connection(&shared, stream, peer, stop, &alive).await,
+                Err(_) => {
+                    let (_, mut write) = stream.into_split();
+                    let text = "the tracker has too many connections";
+                    refuse(&shared, &mut write, &peer.to_string(), "too-many-connections", text).await;
+                }
+            }
+            drop(alive);
+        });
+    }
+}
+
+/// Sends a last `ERROR` line and gives up on the peer.
+async fn refuse(shared: &Shared, write: &mut OwnedWriteHalf, peer: &str, code: &'static str, text: &str) {
+    shared.transcript.record(Event::ErrorSent { peer: peer.to_owned(), code });
+    let line = protocol::to_line(&Message::Error { code: code.to_owned(), text: text.to_owned() });
+    let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, write.write_all(&line)).await;
+}
+
+/// Sends `BYE` as the tracker leaves.
+async fn say_bye(write: &mut OwnedWriteHalf) {
+    let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, write.write_all(b"BYE\n")).await;
+}
+
+/// An `ERROR` line for a message that cannot be handled, and whether to close after it.
+fn error_for(e: &Error) -> (&'static str, String, bool) {
+    match e {
+        Error::Protocol(p) => (p.code(), p.to_string(), *p == ProtocolError::LineTooLong),
+        other => ("internal", other.to_string(), true),
+    }
+}
+
+async fn handle_connection(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    alive: &mpsc::Sender<()>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = LineReader::new(read, MAX_REQUEST_LINE);
+    let first = tokio::select! {
+        first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()) => first,
+        () = stopped(&mut stop) => return,
+    };
+    let peer = peer.to_string();
+    match first {
+        Ok(Ok(Some(Message::Hello { name }))) => {
+            serve_server(shared, name, reader, write, stop).await;
+        }
+        Ok(Ok(Some(Message::Hi { name }))) => {
+            serve_client(shared, name, reader, write, stop, alive).await;
+        }
+        Ok(Ok(None)) | Ok(Err(Error::Closed | Error::Io(_))) => {}
+        Ok(Ok(Some(_))) => {
+            let text = "say HELLO <name> (a server) or HI <name> (a client) first";
+            refuse(shared, &mut write, &peer, "not-registered", text).await;
+        }
+        Ok(Err(e)) => {
+            let (code, text, _) = error_for(&e);
+            refuse(shared, &mut write, &peer, code, &text).await;
+        }
+        Err(_elapsed) => {
+            let text = "no HELLO or HI in time";
+            refuse(shared, &mut write, &peer, "handshake-timeout", text).await;
+        }
+    }
+}
+
+/// Why a node's connection ended.
+enum Ending {
+    /// The node closed or said `BYE`.
+    Left,
+    /// The tracker is stopping.
+    Stopped,
+    /// The node misbehaved: send this last `ERROR` (if any) and drop it for this reason.
+    Dropped(Option<(&'static str, String)>, String),
+}
+
+async fn welcome(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf) -> Result<()> {
+    shared.transcript.record_with(|| Event::WelcomeSent { role, node: name.clone() });
+    let deadline_ms = shared.config.deadline.as_millis() as u64;
+    let message = Message::Welcome { name: name.clone(), deadline_ms, replies: shared.config.replies };
+    connection::write_message(write, &message).await
+}
+
+async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf, ending: Ending) {
+    match ending {
+        Ending::Left => {}
+        Ending::Stopped => say_bye(write).await,
+        Ending::Dropped(last, reason) => {
+            if let Some((code, text)) = last {
+                refuse(shared, write, name.as_str(), code, &text).await;
+            }
+            shared.transcript.record(Event::Dropped { role, node: name.clone(), reason });
+        }
+    }
+}
+
+async fn serve_server(
+    shared: &Arc<Shared>,
+    name: Name,
+    mut reader: LineReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+    mut stop: watch::Receiver<bool>,
+) {
+    shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
+    let Some((slot, mut queries)) = shared.add_server(&name) else {
+        let text = format!("the name {name} is taken by a live node");
+        return refuse(shared, &mut write, name.as_str(), "name-taken", &text).await;
+    };
+    let (errors, mut errors_rx) = mpsc::channel(16);
+    let ending = match welcome(shared, Role::Server, &name, &mut write).await {
+        Err(_) => Ending::Left,
+        Ok(()) => tokio::select! {
+            ending = server_reads(shared, slot, &name, &mut reader, &errors) => ending,
+            ending = server_writes(&mut write, &mut queries, &mut errors_rx) => ending,
+            () = stopped(&mut stop) => Ending::Stopped,
+        },
+    };
+    shared.remove_server(slot, &name);
+    drop(queries);
+    finish(shared, Role::Server, &name, &mut write, ending).await;
+}
+
+async fn server_reads(
+    shared: &Shared,
+    slot: usize,
+    name: &Name,
+    reader: &mut LineReader<OwnedReadHalf>,
+    errors: &mpsc::Sender<Bytes>,
+) -> Ending {
+    loop {
+        let (id, matched) = match reader.next().await {
+            Ok(Some(Message::Match { id })) => (id, true),
+            Ok(Some(Message::Miss { id })) => (id, false),
+            Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
+            Ok(Some(_)) => {
+                send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE");
+                continue;
+            }
+            Err(e) => {
+                let (code, text, fatal) = error_for(&e);
+                if fatal {
+                    return Ending::Dropped(Some((code, text)), e.to_string());
+                }
+                send_error(errors, code, &text);
+                continue;
+            }
+        };
+        match shared.on_reply(slot, name, id, matched) {
+            ReplyOutcome::Counted | ReplyOutcome::Late => {}
+            ReplyOutcome::NotAsked => {
+                send_error(errors, "not-asked", "this server was not asked, or has already replied")
+            }
+            ReplyOutcome::Unknown => send_error(errors, "unknown-request", "no request has this id"),
+        }
+    }
+}
+
+/// Queues an `ERROR` line on a connection's writer; if even that queue is full the peer is
+/// flooding us with bad lines and not reading, and the line is dropped.
+fn send_error(errors: &mpsc::Sender<Bytes>, code: &str, text: &str) {
+    let line = protocol::to_line(&Message::Error { code: code.to_owned(), text: text.to_owned() });
+    let _ = errors.try_send(Bytes::from(line));
+}
+
+async fn server_writes(
+    write: &mut OwnedWriteHalf,
+    queries: &mut broadcast::Receiver<Bytes>,
+    errors: &mut mpsc::Receiver<Bytes>,
+) -> Ending {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            query = queries.recv() => match query {
+                Ok(line) => batch.extend_from_slice(&line),
+                Err(broadcast::error::RecvError::Lagged(behind)) => {
+                    let reason = format!("it fell {behind} queries behind (a slow consumer)");
+                    return Ending::Dropped(Some(("slow-consumer", reason.clone())), reason);
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ending::Stopped,
+            },
+            Some(line) = errors.recv() => batch.extend_from_slice(&line),
+        }
+        // Take whatever else is queued, so a burst of queries costs one system call.
+        while batch.len() < 64 * 1024 {
+            match queries.try_recv() {
+                Ok(line) => batch.extend_from_slice(&line),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&batch).await.is_err() {
+            return Ending::Left;
+        }
+        batch.clear();
+    }
+}
+
+async fn serve_client(
+    shared: &Arc<Shared>,
+    name: Name,
+    mut reader: LineReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+    mut stop: watch::Receiver<bool>,
+    alive: &mpsc::Sender<()>,
+) {
+    shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
+    if !shared.add_client(&name) {
+        let text = format!("the name {name} is taken by a live node");
+        return refuse(shared, &mut write, name.as_str(), "name-taken", &text).await;
+    }
+    let (lines, mut lines_rx) = mpsc::channel(CLIENT_QUEUE);
+    let requests_stop = stop.clone();
+    let ending = match welcome(shared, Role::Client, &name, &mut write).await {
+        Err(_) => Ending::Left,
+        Ok(()) => tokio::select! {
+            ending = client_reads(shared, &name, &mut reader, &lines, &requests_stop, alive) => ending,
+            result = connection::write_lines(&mut write, &mut lines_rx) => match result {
+                Ok(()) => Ending::Stopped,
+                Err(_) => Ending::Left,
+            },
+            () = stopped(&mut stop) => Ending::Stopped,
+        },
+    };
+    shared.remove_client(&name);
+    finish(shared, Role::Client, &name, &mut write, ending).await;
+}
+
+async fn client_reads(
+    shared: &Arc<Shared>,
+    name: &Name,
+    reader: &mut LineReader<OwnedReadHalf>,
+    lines: &mpsc::Sender<Bytes>,
+    stop: &watch::Receiver<bool>,
+    alive: &mpsc::Sender<()>,
+) -> Ending {
+    loop {
+        let (client_id, number) = match reader.next().await {
+            Ok(Some(Message::Find { id, number })) => (id, number),
+            Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
+            Ok(Some(_)) => {
+                send_error(lines, "unexpected", "a client may send only FIND or BYE");
+                continue;
+            }
+            Err(e) => {
+                let (code, text, fatal) = error_for(&e);
+                if fatal {
+                    return Ending::Dropped(Some((code, text)), e.to_string());
+                }
+                send_error(lines, code, &text);
+                continue;
+            }
+        };
+        // The deadline runs from the moment the request is read, so the work of fanning
+        // out many requests at once happens inside their deadlines, not after them.
+        let deadline = Instant::now() + shared.config.deadline;
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
+        match shared.fan_out(name, number) {
+            None => shared.answer(name, lines, client_id, End::NoServers, Vec::new()),
+            Some((id, done)) => {
+                let waiter = Waiter { shared: shared.clone(), id, client: name.clone(), client_id, lines: lines.clone() };
+                let (stop, alive) = (stop.clone(), alive.clone());
+                tokio::spawn(async move {
+                    waiter.wait(done, deadline, stop).await;
+                    drop(alive);
+                });
+            }
+        }
+    }
+}
+
+/// Waits for one request to complete or reach its deadline, then answers the client.
+struct Waiter {
+    shared: Arc<Shared>,
+    id: u64,
+    client: Name,
+    client_id: u64,
+    lines: mpsc::Sender<Bytes>,
+}
+
+impl Waiter {
+    async fn wait(self, done: oneshot::Receiver<()>, deadline: Instant, mut stop: watch::Receiver<bool>) {
+        let by_deadline = tokio::select! {
+            _ = done => false,
+            () = tokio::time::sleep_until(deadline) => true,
+            () = stopped(&mut stop) => true,
+        };
+        // Removing the entry is what makes any later reply late: nothing outlives the answer.
+        let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
+        if *stop.borrow() {
+            return;
+        }
+        let transcript = &self.shared.transcript;
+        if by_deadline && request.remaining > 0 {
+            transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
+        }
+        let end = if request.remaining == 0 { End::Replied } else { End::Deadline };
+        let mut servers = request.matched;
+        servers.sort_by(|a, b| a.index_key().cmp(&b.index_key()));
+        self.shared.answer(&self.client, &self.lines, self.client_id, end, servers);
+    }
+}

@@ -1,0 +1,241 @@
+//! What a run says: one [`Event`] per message sent or received, and its printed line.
+//!
+//! Nodes never print. They hand events to a [`Transcript`], a channel with a single reader
+//! (the Python caller's loop, or a test), which writes whole lines; so lines from concurrent
+//! nodes are never glued together and a full stdout pipe never blocks a runtime thread.
+//! A sender records its event before the bytes go out and a receiver after they came in, so
+//! the order of events in the channel respects cause and effect.
+//!
+//! All wording lives here. The lines that the assignment shows are reproduced exactly.
+
+use std::fmt;
+
+use tokio::sync::mpsc;
+
+use crate::protocol::Name;
+
+/// The tracker's name in every line.
+pub const CENTRAL: &str = "Central";
+
+/// Where events go; `off` drops them without formatting anything (a quiet run of thousands
+/// of nodes must not pay for millions of lines nobody reads).
+#[derive(Clone, Debug, Default)]
+pub struct Transcript(Option<mpsc::UnboundedSender<Event>>);
+
+impl Transcript {
+    /// A transcript that records nothing.
+    pub fn off() -> Transcript {
+        Transcript(None)
+    }
+
+    /// A transcript and the receiver its events arrive on, in order.
+    pub fn channel() -> (Transcript, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Transcript(Some(tx)), rx)
+    }
+
+    /// Whether events are recorded; callers skip building costly events when not.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Records `event`. A reader that went away is not an error: the run goes on unheard.
+    pub fn record(&self, event: Event) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Records the event `make` builds, building it only if the transcript is on.
+    pub fn record_with(&self, make: impl FnOnce() -> Event) {
+        if self.is_on() {
+            self.record(make());
+        }
+    }
+}
+
+/// The kind of node a line speaks of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Server => "Server",
+            Role::Client => "Client",
+        })
+    }
+}
+
+/// One thing that happened in a run; its `Display` is the printed line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A server sends `HELLO`.
+    HelloSent { server: Name },
+    /// A server tells the number it drew.
+    NumberSelected { server: Name, number: u8 },
+    /// A client sends `HI`.
+    HiSent { client: Name },
+    /// The tracker receives `HELLO` or `HI`.
+    GreetingReceived { role: Role, node: Name },
+    /// The tracker sends `WELCOME`.
+    WelcomeSent { role: Role, node: Name },
+    /// A node receives `WELCOME`.
+    WelcomeReceived { node: Name },
+    /// A client sends `FIND`.
+    FindSent { client: Name, number: u8 },
+    /// The tracker receives `FIND`.
+    FindReceived { client: Name },
+    /// The tracker sends `QUERY` to one server.
+    QuerySent { server: Name, client: Name, number: u8 },
+    /// A server receives `QUERY`.
+    QueryReceived { server: Name, client: Name, number: u8 },
+    /// A server sends `MATCH` (`matched`) or `MISS`.
+    ReplySent { server: Name, client: Name, matched: bool },
+    /// The tracker receives `MATCH` or `MISS` for a request still open.
+    ReplyReceived { server: Name, client: Name, matched: bool },
+    /// The tracker receives a reply for a request already answered; it is dropped.
+    LateReply { server: Name, id: u64 },
+    /// A request's deadline passed before every queried server replied.
+    DeadlineReached { client: Name },
+    /// The tracker sends `ANSWER`.
+    AnswerSent { client: Name },
+    /// A client receives `ANSWER`.
+    AnswerReceived { client: Name, servers: Vec<Name> },
+    /// The tracker sends `ERROR` to a peer (named, or its address before it has a name).
+    ErrorSent { peer: String, code: &'static str },
+    /// The tracker drops a node, saying why.
+    Dropped { role: Role, node: Name, reason: String },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::HelloSent { server } => write!(f, "{server}: sending “Hello” to {CENTRAL}."),
+            Event::NumberSelected { server, number } => {
+                write!(f, "{server}: selected random number is {number}.")
+            }
+            Event::HiSent { client } => write!(f, "{client}: sending “Hi” to {CENTRAL}."),
+            Event::GreetingReceived { role, node } => {
+                let word = if *role == Role::Server { "Hello" } else { "Hi" };
+                write!(f, "{CENTRAL}: received “{word}” from {role} {node}.")
+            }
+            Event::WelcomeSent { role, node } => {
+                write!(f, "{CENTRAL}: sending “Welcome” to {role} {node}.")
+            }
+            Event::WelcomeReceived { node } => {
+                write!(f, "{node}: received “Welcome” from {CENTRAL}.")
+            }
+            Event::FindSent { client, number } => write!(f, "{client}: find match of {number}"),
+            Event::FindReceived { client } => {
+                write!(f, "{CENTRAL}: process match request from {client}")
+            }
+            Event::QuerySent { server, client, number } => {
+                write!(f, "{CENTRAL}: forward match request of {number} from {client} to {server}")
+            }
+            Event::QueryReceived { server, client, number } => {
+                write!(f, "{server}: received match request of {number} from {client}")
+            }
+            Event::ReplySent { server, client, matched } => {
+                let kind = if *matched { "match" } else { "no-match" };
+                write!(f, "{server}: sending {kind} reply for {client} to {CENTRAL}")
+            }
+            Event::ReplyReceived { server, client, matched } => {
+                let kind = if *matched { "match" } else { "no-match" };
+                write!(f, "{CENTRAL}: received {kind} reply from {server} for {client}")
+            }
+            Event::LateReply { server, id } => write!(
+                f,
+                "{CENTRAL}: late reply from {server} to request {id} dropped (already answered)"
+            ),
+            Event::DeadlineReached { client } => {
+                write!(f, "{CENTRAL}: deadline reached for match request from {client}")
+            }
+            Event::AnswerSent { client } => write!(f, "{CENTRAL}: send match reply to {client}"),
+            Event::AnswerReceived { client, servers } => {
+                write!(f, "{client}: ")?;
+                write_answer(f, servers)
+            }
+            Event::ErrorSent { peer, code } => {
+                write!(f, "{CENTRAL}: sending “Error {code}” to {peer}.")
+            }
+            Event::Dropped { role, node, reason } => {
+                write!(f, "{CENTRAL}: dropping {role} {node}: {reason}.")
+            }
+        }
+    }
+}
+
+/// "No match has been found", "Match found on server S2", "Match found on servers S1 and
+/// S3", "Match found on servers S1, S2 and S4".
+fn write_answer(f: &mut fmt::Formatter<'_>, servers: &[Name]) -> fmt::Result {
+    match servers {
+        [] => f.write_str("No match has been found"),
+        [one] => write!(f, "Match found on server {one}"),
+        [init @ .., last] => {
+            f.write_str("Match found on servers ")?;
+            for (i, server) in init.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{server}")?;
+            }
+            write!(f, " and {last}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<Name> {
+        list.iter().map(|s| Name::new(s).unwrap()).collect()
+    }
+
+    fn answer(list: &[&str]) -> String {
+        Event::AnswerReceived { client: Name::new("C2").unwrap(), servers: names(list) }
+            .to_string()
+    }
+
+    #[test]
+    fn answers_read_as_english() {
+        assert_eq!(answer(&[]), "C2: No match has been found");
+        assert_eq!(answer(&["S2"]), "C2: Match found on server S2");
+        assert_eq!(answer(&["S1", "S3"]), "C2: Match found on servers S1 and S3");
+        assert_eq!(answer(&["S1", "S2", "S4"]), "C2: Match found on servers S1, S2 and S4");
+    }
+
+    #[test]
+    fn the_sample_lines_are_exact() {
+        let s1 = Name::new("S1").unwrap();
+        let c1 = Name::new("C1").unwrap();
+        let lines = [
+            Event::HelloSent { server: s1.clone() },
+            Event::NumberSelected { server: s1.clone(), number: 3 },
+            Event::GreetingReceived { role: Role::Server, node: s1.clone() },
+            Event::HiSent { client: c1.clone() },
+            Event::GreetingReceived { role: Role::Client, node: c1.clone() },
+            Event::FindSent { client: c1.clone(), number: 5 },
+            Event::FindReceived { client: c1.clone() },
+            Event::AnswerSent { client: c1.clone() },
+        ]
+        .map(|e| e.to_string());
+        assert_eq!(
+            lines,
+            [
+                "S1: sending “Hello” to Central.",
+                "S1: selected random number is 3.",
+                "Central: received “Hello” from Server S1.",
+                "C1: sending “Hi” to Central.",
+                "Central: received “Hi” from Client C1.",
+                "C1: find match of 5",
+                "Central: process match request from C1",
+                "Central: send match reply to C1",
+            ]
+        );
+    }
+}
