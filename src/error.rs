@@ -27,6 +27,8 @@ pub enum Error {
     Io(io::Error),
     /// A task panicked; the panic was caught and turned into this.
     Panic(String),
+    /// The node was used after `close()`.
+    NodeClosed,
 }
 
 impl fmt::Display for Error {
@@ -45,6 +47,7 @@ impl fmt::Display for Error {
             Error::Timeout(what) => write!(f, "timed out {what}"),
             Error::Io(e) => write!(f, "network error: {e}"),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
+            Error::NodeClosed => f.write_str("this node is closed"),
         }
     }
 }

@@ -147,9 +147,14 @@ impl Tracker {
 
     /// Waits until exactly `servers` servers and `clients` clients are registered.
     pub async fn wait_for_nodes(&self, servers: usize, clients: usize) {
-        let mut counts = self.shared.counts.subscribe();
+        let mut counts = self.subscribe_counts();
         // The sender lives in `shared`, which we hold, so this cannot fail.
         let _ = counts.wait_for(|&c| c == (servers, clients)).await;
+    }
+
+    /// A receiver of (servers, clients) registered, updated at every change.
+    pub fn subscribe_counts(&self) -> watch::Receiver<(usize, usize)> {
+        self.shared.counts.subscribe()
     }
 
     /// Tells every node the tracker is leaving (`BYE`), closes every connection and waits for
@@ -339,8 +344,7 @@ impl Shared {
             Pending { client: client.clone(), asked, remaining: reg.live_servers, matched: Vec::new(), done: Some(done) };
         // Register before sending, so that no reply, however fast, can find nothing.
         self.pending.lock().insert(id, pending);
-        let query = Message::Query { id, client: client.clone(), number };
-        let _ = reg.queries.send(Bytes::from(protocol::to_line(&query)));
+        // Recorded before the query goes out, so no server's line about it can come first.
         if self.transcript.is_on() {
             for server in reg.servers.iter().flatten() {
                 self.transcript.record(Event::QuerySent {
@@ -350,6 +354,8 @@ impl Shared {
                 });
             }
         }
+        let query = Message::Query { id, client: client.clone(), number };
+        let _ = reg.queries.send(Bytes::from(protocol::to_line(&query)));
         Some((id, done_rx))
     }
 

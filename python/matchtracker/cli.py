@@ -1,0 +1,127 @@
+"""The command line: argument parsing, then one call into the package.
+
+Every user mistake ends with one line on stderr and exit code 2; Ctrl-C ends with one line
+and exit code 130; never a traceback for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Sequence
+
+from . import Report, run_simulation
+
+DEFAULT_N = 3
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description=(
+            "Run the central-tracker assignment: n servers each draw a number from 1 to 10 and "
+            "say Hello to the central tracker, n clients say Hi, then in each round every "
+            "client asks the tracker which servers hold a number it picked. Every message "
+            "sent and received is printed."
+        ),
+    )
+    parser.add_argument(
+        "n",
+        nargs="?",
+        help=f"number of servers and of clients, at least 2 (asked for on a terminal; "
+        f"{DEFAULT_N} otherwise)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, metavar="R", help="rounds of requests (default 5)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long the tracker waits for servers' replies to a request (default 2.0)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="X",
+        help="seed for the random numbers, so a run can be repeated exactly",
+    )
+    parser.add_argument(
+        "--early",
+        action="store_true",
+        help="servers also reply when they do not match, so a request ends as soon as "
+        "every server has replied instead of at the deadline",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the final summary, not every message",
+    )
+    return parser
+
+
+def parse_n(text: str | None, parser: argparse.ArgumentParser) -> int:
+    if text is None:
+        return ask_n() if sys.stdin.isatty() else DEFAULT_N
+    try:
+        return int(text)
+    except ValueError:
+        parser.error(f"n must be a whole number of at least 2 (got {text!r})")
+
+
+def ask_n() -> int:
+    """Asks for n on the terminal until the answer is usable; Enter takes the default."""
+    while True:
+        try:
+            text = input(f"Number of servers and clients, n (at least 2) [{DEFAULT_N}]: ").strip()
+        except EOFError:
+            return DEFAULT_N
+        if not text:
+            return DEFAULT_N
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n >= 2:
+            return n
+        print(f"Please enter a whole number of at least 2 (got {text!r}).")
+
+
+def summary(report: Report) -> str:
+    requests = report.requests
+    matched = sum(1 for r in requests if r.servers)
+    return (
+        f"Summary: n={report.n}, {report.rounds} rounds, {len(requests)} requests: "
+        f"{matched} matched, {len(requests) - matched} no match, "
+        f"{report.late_replies} late replies; {report.duration:.2f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        n = parse_n(args.n, parser)
+        report = run_simulation(
+            n,
+            args.rounds,
+            timeout=args.timeout,
+            seed=args.seed,
+            early=args.early,
+            quiet=args.quiet,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary(report), flush=True)
+    return 0

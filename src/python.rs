@@ -1,0 +1,595 @@
+//! The Python boundary, and the only module that knows about Python: the `_core` module's
+//! functions, classes and exceptions.
+//!
+//! Every blocking call extracts its arguments while attached, runs the Rust work on the one
+//! shared runtime while detached, and comes back every [`POLL`] to check for signals, so
+//! Ctrl-C stops it promptly. Rust errors become Python exceptions in [`to_py`] and nowhere
+//! else; a panic in a task comes back as an error, never as a crash.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use tokio::runtime::Runtime;
+
+use crate::client::ClientNode;
+use crate::error::Error;
+use crate::protocol::{End, Name, ReplyMode, NUMBERS};
+use crate::server::ServerNode;
+use crate::simulation::{self, SimulationConfig};
+use crate::tracker::{Tracker as RustTracker, TrackerConfig};
+use crate::transcript::Transcript;
+
+/// How often a blocking call looks up from its work to check for Ctrl-C and print lines.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long `Tracker.close()` waits for the tracker's tasks to end.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+create_exception!(_core, MatchTrackerError, PyException, "Base class of every matchtracker error.");
+create_exception!(
+    _core,
+    NetworkError,
+    MatchTrackerError,
+    "The tracker could not be reached, or the connection to it failed or closed."
+);
+create_exception!(_core, RefusedError, MatchTrackerError, "The tracker refused the request with an ERROR line.");
+create_exception!(_core, ResponseTimeout, MatchTrackerError, "No answer came in time.");
+
+/// The one place Rust errors become Python exceptions.
+fn to_py(e: Error) -> PyErr {
+    let text = e.to_string();
+    match e {
+        Error::InvalidArgument(_) | Error::TooManyFiles { .. } => PyValueError::new_err(text),
+        Error::Io(_) | Error::Closed => NetworkError::new_err(text),
+        Error::Refused { .. } => RefusedError::new_err(text),
+        Error::Timeout(_) => ResponseTimeout::new_err(text),
+        Error::Protocol(_) | Error::Unexpected(_) | Error::Panic(_) | Error::NodeClosed => {
+            MatchTrackerError::new_err(text)
+        }
+    }
+}
+
+/// The runtime every call shares, made on first use (never before a `fork()`).
+fn runtime() -> PyResult<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("matchtracker")
+        .build()
+        .map_err(|e| MatchTrackerError::new_err(format!("cannot start the runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs `work` on the runtime, detached, polling for signals. On Ctrl-C the work is
+/// cancelled (what it owns is dropped and closed) and `KeyboardInterrupt` is raised.
+fn wait<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let rt = runtime()?;
+    // Spawned rather than run on this thread, so that a panic comes back as a JoinError.
+    let mut task = rt.spawn(work);
+    loop {
+        let polled = py.detach(|| rt.block_on(async { tokio::time::timeout(POLL, &mut task).await }));
+        match polled {
+            Ok(joined) => return joined.map_err(Error::from).and_then(|r| r).map_err(to_py),
+            Err(_still_running) => {
+                if let Err(interrupt) = py.check_signals() {
+                    task.abort();
+                    return Err(interrupt);
+                }
+            }
+        }
+    }
+}
+
+fn invalid(text: impl Into<String>) -> PyErr {
+    PyValueError::new_err(text.into())
+}
+
+fn parse_name(name: &str, what: &str) -> PyResult<Name> {
+    Name::new(name).map_err(|_| invalid(format!("{what} must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})")))
+}
+
+fn parse_number(number: i64) -> PyResult<u8> {
+    match u8::try_from(number) {
+        Ok(n) if NUMBERS.contains(&n) => Ok(n),
+        _ => Err(invalid(format!("number must be from 1 to 10 (got {number})"))),
+    }
+}
+
+/// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.
+fn parse_address(address: &Bound<'_, PyAny>) -> PyResult<(String, u16)> {
+    let usage = || invalid(format!("tracker address must be \"host:port\" or a (host, port) tuple (got {address})"));
+    if let Ok(text) = address.extract::<String>() {
+        let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().map_err(|_| usage())?;
+        if host.is_empty() {
+            return Err(usage());
+        }
+        return Ok((host.to_owned(), port));
+    }
+    if let Ok(tuple) = address.cast::<PyTuple>() {
+        if let Ok((host, port)) = tuple.extract::<(String, u16)>() {
+            return Ok((host, port));
+        }
+    }
+    Err(usage())
+}
+
+/// Resolves a host and port, off the Python thread.
+async fn resolve(host: String, port: u16) -> Result<SocketAddr, Error> {
+    let mut found = tokio::net::lookup_host((host.as_str(), port)).await?;
+    found.next().ok_or_else(|| Error::Io(std::io::Error::other(format!("no address found for {host}"))))
+}
+
+/// One request of a simulation.
+#[pyclass(module = "matchtracker._core", frozen, get_all)]
+pub struct RequestRecord {
+    /// Round, from 1.
+    round: usize,
+    /// The asking client's name.
+    client: String,
+    /// The number asked for.
+    number: u8,
+    /// Matching servers in index order; empty for no match.
+    servers: Vec<String>,
+    /// How the request ended: "replied", "deadline" or "noservers".
+    end: &'static str,
+    /// Whether the deadline ended it (some queried server had not replied).
+    deadline: bool,
+    /// Seconds from the client's request to its answer.
+    elapsed: f64,
+}
+
+#[pymethods]
+impl RequestRecord {
+    fn __repr__(&self) -> String {
+        format!(
+            "RequestRecord(round={}, client={:?}, number={}, servers={:?}, end={:?}, elapsed={:.3})",
+            self.round, self.client, self.number, self.servers, self.end, self.elapsed
+        )
+    }
+}
+
+/// What a simulation decided, and what it printed.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct Report {
+    inner: simulation::Report,
+    transcript: Vec<String>,
+}
+
+#[pymethods]
+impl Report {
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.config.n
+    }
+
+    #[getter]
+    fn rounds(&self) -> usize {
+        self.inner.config.rounds
+    }
+
+    #[getter]
+    fn timeout(&self) -> f64 {
+        self.inner.config.deadline.as_secs_f64()
+    }
+
+    #[getter]
+    fn early(&self) -> bool {
+        self.inner.config.replies == ReplyMode::All
+    }
+
+    #[getter]
+    fn seed(&self) -> Option<u64> {
+        self.inner.config.seed
+    }
+
+    /// Seconds the whole run took.
+    #[getter]
+    fn duration(&self) -> f64 {
+        self.inner.duration.as_secs_f64()
+    }
+
+    #[getter]
+    fn late_replies(&self) -> u64 {
+        self.inner.late_replies
+    }
+
+    /// Each server's number, by name, in index order.
+    #[getter]
+    fn numbers(&self) -> HashMap<String, u8> {
+        self.inner.servers.iter().map(|s| (s.name.to_string(), s.number)).collect()
+    }
+
+    #[getter]
+    fn requests(&self) -> Vec<RequestRecord> {
+        self.inner
+            .requests
+            .iter()
+            .map(|r| RequestRecord {
+                round: r.round,
+                client: r.client.to_string(),
+                number: r.number,
+                servers: r.servers.iter().map(Name::to_string).collect(),
+                end: r.end.as_str(),
+                deadline: r.end == End::Deadline,
+                elapsed: r.elapsed.as_secs_f64(),
+            })
+            .collect()
+    }
+
+    /// The printed lines, in order (empty for a quiet run).
+    #[getter]
+    fn transcript(&self) -> Vec<String> {
+        self.transcript.clone()
+    }
+
+    /// The report as plain dicts, lists, numbers and strings, ready for `json.dumps`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        out.set_item("n", self.n())?;
+        out.set_item("rounds", self.rounds())?;
+        out.set_item("timeout", self.timeout())?;
+        out.set_item("early", self.early())?;
+        out.set_item("seed", self.seed())?;
+        out.set_item("duration", self.duration())?;
+        out.set_item("late_replies", self.late_replies())?;
+        let servers = PyDict::new(py);
+        for s in &self.inner.servers {
+            servers.set_item(s.name.as_str(), s.number)?;
+        }
+        out.set_item("numbers", servers)?;
+        let mut requests = Vec::with_capacity(self.inner.requests.len());
+        for r in self.requests() {
+            let d = PyDict::new(py);
+            d.set_item("round", r.round)?;
+            d.set_item("client", r.client)?;
+            d.set_item("number", r.number)?;
+            d.set_item("servers", r.servers)?;
+            d.set_item("end", r.end)?;
+            d.set_item("deadline", r.deadline)?;
+            d.set_item("elapsed", r.elapsed)?;
+            requests.push(d);
+        }
+        out.set_item("requests", requests)?;
+        out.set_item("transcript", self.transcript())?;
+        Ok(out)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Report(n={}, rounds={}, requests={}, duration={:.3})",
+            self.n(),
+            self.rounds(),
+            self.inner.requests.len(),
+            self.duration()
+        )
+    }
+}
+
+/// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
+#[pyfunction]
+#[pyo3(signature = (n, rounds = 5, *, timeout = 2.0, seed = None, early = false, quiet = false))]
+fn run_simulation(
+    py: Python<'_>,
+    n: i64,
+    rounds: i64,
+    timeout: f64,
+    seed: Option<&Bound<'_, PyAny>>,
+    early: bool,
+    quiet: bool,
+) -> PyResult<Report> {
+    let seed = match seed {
+        None => None,
+        Some(seed) => Some(seed.extract::<u64>().map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?),
+    };
+    let config = SimulationConfig::new(n, rounds, timeout, seed, early).map_err(to_py)?;
+    let (transcript, mut events) = if quiet {
+        let (_, events) = Transcript::channel();
+        (Transcript::off(), events)
+    } else {
+        Transcript::channel()
+    };
+    let rt = runtime()?;
+    let mut task = rt.spawn(simulation::run(config, transcript));
+    let mut printed = Vec::new();
+    loop {
+        // Wait for lines, the end of the run, or the next signal check, whichever is first.
+        let (finished, batch) = py.detach(|| {
+            rt.block_on(async {
+                let mut batch = Vec::new();
+                let finished = tokio::select! {
+                    joined = &mut task => Some(joined),
+                    Some(event) = events.recv() => { batch.push(event); None }
+                    () = tokio::time::sleep(POLL) => None,
+                };
+                while let Ok(event) = events.try_recv() {
+                    batch.push(event);
+                }
+                (finished, batch)
+            })
+        });
+        if !batch.is_empty() {
+            let lines: Vec<String> = batch.iter().map(ToString::to_string).collect();
+            print_lines(py, &lines)?;
+            printed.extend(lines);
+        }
+        if let Some(joined) = finished {
+            let inner = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
+            return Ok(Report { inner, transcript: printed });
+        }
+        if let Err(interrupt) = py.check_signals() {
+            // Dropping the run's future drops every node it owns, which closes their sockets
+            // and stops their tasks.
+            task.abort();
+            return Err(interrupt);
+        }
+    }
+}
+
+/// Writes lines to Python's `sys.stdout`, which is what Jupyter and pytest capture.
+fn print_lines(py: Python<'_>, lines: &[String]) -> PyResult<()> {
+    let stdout = py.import("sys")?.getattr("stdout")?;
+    if stdout.is_none() {
+        return Ok(());
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    stdout.call_method1("write", (text,))?;
+    Ok(())
+}
+
+/// A central tracker listening for servers and clients.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct Tracker {
+    inner: Mutex<Option<RustTracker>>,
+    address: SocketAddr,
+}
+
+#[pymethods]
+impl Tracker {
+    #[new]
+    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = 0, timeout = 2.0, *, early = false))]
+    fn new(py: Python<'_>, host: String, port: i64, timeout: f64, early: bool) -> PyResult<Self> {
+        let port = u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
+        if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
+            return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
+        }
+        let config = TrackerConfig {
+            deadline: Duration::from_secs_f64(timeout),
+            replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+            ..TrackerConfig::default()
+        };
+        let tracker = wait(py, async move {
+            let addr = resolve(host, port).await?;
+            RustTracker::bind(addr, config, Transcript::off()).await
+        })?;
+        let address = tracker.local_addr();
+        Ok(Tracker { inner: Mutex::new(Some(tracker)), address })
+    }
+
+    /// "host:port", ready to give to `Server` and `Client`.
+    #[getter]
+    fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    #[getter]
+    fn host(&self) -> String {
+        self.address.ip().to_string()
+    }
+
+    #[getter]
+    fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Counters: servers and clients registered now, requests so far, late replies dropped.
+    fn stats(&self) -> PyResult<HashMap<&'static str, u64>> {
+        let guard = self.inner.lock();
+        let tracker = guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?;
+        let s = tracker.stats();
+        Ok(HashMap::from([
+            ("servers", s.servers as u64),
+            ("clients", s.clients as u64),
+            ("requests", s.requests),
+            ("late_replies", s.late_replies),
+        ]))
+    }
+
+    /// Waits until exactly `servers` servers and `clients` clients are registered.
+    #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
+    fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
+        if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
+            return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
+        }
+        let mut counts = {
+            let guard = self.inner.lock();
+            guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.subscribe_counts()
+        };
+        wait(py, async move {
+            let want = (servers, clients);
+            tokio::time::timeout(Duration::from_secs_f64(timeout), counts.wait_for(|&c| c == want))
+                .await
+                .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
+                .map_err(|_| Error::NodeClosed)?;
+            Ok(())
+        })
+    }
+
+    /// Says BYE to every node, closes every connection and stops. Safe to call twice.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(tracker) = self.inner.lock().take() else { return Ok(()) };
+        wait(py, async move {
+            tracker.shutdown(CLOSE_GRACE).await;
+            Ok(())
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Tracker(address={:?})", self.address.to_string())
+    }
+}
+
+/// A server node holding a number, answering the tracker's queries in the background.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct Server {
+    name: String,
+    number: u8,
+    inner: Mutex<Option<ServerNode>>,
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    #[pyo3(signature = (name, tracker_address, number = None))]
+    fn new(py: Python<'_>, name: &str, tracker_address: &Bound<'_, PyAny>, number: Option<i64>) -> PyResult<Self> {
+        let name = parse_name(name, "name")?;
+        let number = match number {
+            Some(number) => parse_number(number)?,
+            None => rand::random_range(NUMBERS),
+        };
+        let (host, port) = parse_address(tracker_address)?;
+        let node_name = name.clone();
+        let node = wait(py, async move {
+            let addr = resolve(host, port).await?;
+            ServerNode::start(addr, node_name, number, Transcript::off()).await
+        })?;
+        Ok(Server { name: name.to_string(), number, inner: Mutex::new(Some(node)) })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[getter]
+    fn number(&self) -> u8 {
+        self.number
+    }
+
+    /// Stops answering and closes the connection. Safe to call twice.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(node) = self.inner.lock().take() else { return Ok(()) };
+        // How the serving ended (say, the tracker left first) is no reason to fail a close.
+        wait(py, async move {
+            let _ = node.close().await;
+            Ok(())
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Server(name={:?}, number={})", self.name, self.number)
+    }
+}
+
+/// A client node that asks the tracker which servers hold a number.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct Client {
+    name: String,
+    inner: Arc<tokio::sync::Mutex<Option<ClientNode>>>,
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    fn new(py: Python<'_>, name: &str, tracker_address: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let name = parse_name(name, "name")?;
+        let (host, port) = parse_address(tracker_address)?;
+        let node_name = name.clone();
+        let node = wait(py, async move {
+            let addr = resolve(host, port).await?;
+            ClientNode::connect(addr, node_name, Transcript::off()).await
+        })?;
+        Ok(Client { name: name.to_string(), inner: Arc::new(tokio::sync::Mutex::new(Some(node))) })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The names of the servers holding `number`, in index order; empty if none.
+    fn find_match(&self, py: Python<'_>, number: i64) -> PyResult<Vec<String>> {
+        let number = parse_number(number)?;
+        let inner = self.inner.clone();
+        wait(py, async move {
+            let mut guard = inner.lock_owned().await;
+            let client = guard.as_mut().ok_or(Error::NodeClosed)?;
+            let answer = client.find_match(number).await?;
+            Ok(answer.servers.iter().map(Name::to_string).collect())
+        })
+    }
+
+    /// Closes the connection. Safe to call twice.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        wait(py, async move {
+            inner.lock_owned().await.take();
+            Ok(())
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Client(name={:?})", self.name)
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(run_simulation, m)?)?;
+    m.add_class::<Tracker>()?;
+    m.add_class::<Server>()?;
+    m.add_class::<Client>()?;
+    m.add_class::<Report>()?;
+    m.add_class::<RequestRecord>()?;
+    m.add("MatchTrackerError", py.get_type::<MatchTrackerError>())?;
+    m.add("NetworkError", py.get_type::<NetworkError>())?;
+    m.add("RefusedError", py.get_type::<RefusedError>())?;
+    m.add("ResponseTimeout", py.get_type::<ResponseTimeout>())?;
+    Ok(())
+}
