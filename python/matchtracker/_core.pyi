@@ -1,0 +1,174 @@
+"""The native core of matchtracker (Rust, via PyO3). Import from `matchtracker` instead."""
+
+from typing import Literal
+
+__version__: str
+
+class MatchTrackerError(Exception):
+    """Base class of every matchtracker error."""
+
+class NetworkError(MatchTrackerError):
+    """The tracker could not be reached, or the connection to it failed or closed."""
+
+class RefusedError(MatchTrackerError):
+    """The tracker refused the request with an ERROR line (for example, a taken name)."""
+
+class ResponseTimeout(MatchTrackerError):
+    """No answer came in time."""
+
+class RequestRecord:
+    """One request of a simulation, as its client saw it answered."""
+
+    round: int
+    """Round, from 1."""
+    client: str
+    """The asking client's name."""
+    number: int
+    """The number asked for."""
+    servers: list[str]
+    """The servers holding the number, in index order; empty for no match."""
+    end: Literal["replied", "deadline", "noservers"]
+    """How the request ended."""
+    deadline: bool
+    """Whether the deadline ended it (some queried server had not replied)."""
+    elapsed: float
+    """Seconds from the client's request to its answer."""
+
+class Report:
+    """What a simulation decided, and what it printed."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def timeout(self) -> float:
+        """The tracker's deadline, in seconds."""
+    @property
+    def early(self) -> bool: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def duration(self) -> float:
+        """Seconds the whole run took."""
+    @property
+    def late_replies(self) -> int:
+        """Replies that came after their request was answered, and were dropped."""
+    @property
+    def numbers(self) -> dict[str, int]:
+        """Each server's number, by name."""
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request, round by round, clients in index order."""
+    @property
+    def transcript(self) -> list[str]:
+        """The printed lines, in order (empty for a quiet run)."""
+    def to_dict(self) -> dict:
+        """The report as plain dicts, lists, numbers and strings, ready for `json.dumps`."""
+
+def run_simulation(
+    n: int,
+    rounds: int = 5,
+    *,
+    timeout: float = 2.0,
+    seed: int | None = None,
+    early: bool = False,
+    quiet: bool = False,
+) -> Report:
+    """Run the assignment: a tracker on 127.0.0.1 (a free port), n servers, n clients.
+
+    Each server draws a number from 1 to 10; in each round every client asks for a number it
+    picked, all at once, and waits for the answer. Prints every message sent and received
+    through `sys.stdout` as it happens, unless `quiet`.
+
+    Args:
+        n: servers and clients, at least 2 (and within the open-files limit).
+        rounds: requests per client, at least 1.
+        timeout: the tracker's deadline for servers' replies, in seconds.
+        seed: makes the numbers and picks, and so the answers, repeatable.
+        early: servers also reply on no match, so requests end when all have replied.
+        quiet: print nothing; the report's transcript is then empty.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it and the range).
+        MatchTrackerError: the run failed.
+        KeyboardInterrupt: on Ctrl-C; everything the run opened is closed.
+    """
+
+class Tracker:
+    """A central tracker listening for servers and clients, in the background."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 2.0, *, early: bool = False) -> None:
+        """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline.
+
+        Raises:
+            ValueError: a bad port or timeout.
+            NetworkError: the address cannot be bound.
+        """
+    @property
+    def address(self) -> str:
+        """"host:port", ready to give to `Server` and `Client`."""
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    def stats(self) -> dict[str, int]:
+        """Counters: servers, clients (registered now), requests, late_replies."""
+    def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> None:
+        """Block until exactly this many servers and clients are registered.
+
+        Raises:
+            ResponseTimeout: not reached within `timeout` seconds.
+        """
+    def close(self) -> None:
+        """Say BYE to every node, close every connection, stop. Safe to call twice."""
+    def __enter__(self) -> "Tracker": ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+class Server:
+    """A server node holding a number, answering the tracker's queries in the background."""
+
+    def __init__(self, name: str, tracker_address: str | tuple[str, int], number: int | None = None) -> None:
+        """Connect to the tracker and register as `name`, holding `number` (drawn if None).
+
+        Raises:
+            ValueError: a bad name, number or address.
+            NetworkError: the tracker cannot be reached.
+            RefusedError: the tracker refused (for example, the name is taken).
+        """
+    @property
+    def name(self) -> str: ...
+    @property
+    def number(self) -> int: ...
+    def close(self) -> None:
+        """Stop answering and close the connection. Safe to call twice."""
+    def __enter__(self) -> "Server": ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+class Client:
+    """A client node that asks the tracker which servers hold a number."""
+
+    def __init__(self, name: str, tracker_address: str | tuple[str, int]) -> None:
+        """Connect to the tracker and register as `name`.
+
+        Raises:
+            ValueError: a bad name or address.
+            NetworkError: the tracker cannot be reached.
+            RefusedError: the tracker refused (for example, the name is taken).
+        """
+    @property
+    def name(self) -> str: ...
+    def find_match(self, number: int) -> list[str]:
+        """The servers holding `number`, in index order; empty if none.
+
+        Waits at most the tracker's deadline plus a margin.
+
+        Raises:
+            ValueError: `number` is not from 1 to 10.
+            NetworkError: the connection to the tracker is lost.
+            ResponseTimeout: no answer in time.
+        """
+    def close(self) -> None:
+        """Close the connection. Safe to call twice."""
+    def __enter__(self) -> "Client": ...
+    def __exit__(self, *exc: object) -> bool: ...

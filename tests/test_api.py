@@ -1,0 +1,238 @@
+"""The Python API: run_simulation, the node classes, errors, and the stubs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+import matchtracker
+from matchtracker import (
+    Client,
+    MatchTrackerError,
+    NetworkError,
+    RefusedError,
+    Server,
+    Tracker,
+    run_simulation,
+)
+
+SHORT = 0.2
+
+
+def expected(numbers: dict[str, int], number: int) -> list[str]:
+    return sorted((s for s, k in numbers.items() if k == number), key=lambda s: int(s[1:]))
+
+
+def test_report_answers_are_right_and_serialisable() -> None:
+    report = run_simulation(4, 2, timeout=SHORT, seed=5, quiet=True)
+    assert (report.n, report.rounds, report.timeout, report.seed, report.early) == (4, 2, SHORT, 5, False)
+    assert sorted(report.numbers) == ["S1", "S2", "S3", "S4"]
+    assert all(1 <= k <= 10 for k in report.numbers.values())
+    assert len(report.requests) == 8
+    for r in report.requests:
+        assert r.servers == expected(report.numbers, r.number)
+        assert r.end in ("replied", "deadline")
+        assert r.deadline == (r.end == "deadline")
+        assert r.elapsed > 0
+    assert [r.round for r in report.requests] == [1] * 4 + [2] * 4
+    assert report.duration >= 2 * SHORT
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["numbers"] == report.numbers
+    assert [d["servers"] for d in data["requests"]] == [r.servers for r in report.requests]
+
+
+def test_the_transcript_goes_through_sys_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_simulation(2, 1, timeout=SHORT, seed=1)
+    out = capsys.readouterr().out.splitlines()
+    assert out == report.transcript
+    assert "S1: sending “Hello” to Central." in out
+
+
+def test_quiet_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_simulation(2, 1, timeout=SHORT, quiet=True)
+    assert capsys.readouterr().out == ""
+    assert report.transcript == []
+
+
+def test_early_mode_ends_requests_when_every_server_replied() -> None:
+    # A long deadline: the run can only be short if requests end on the replies.
+    report = run_simulation(3, 2, timeout=60.0, seed=2, early=True, quiet=True)
+    assert all(r.end == "replied" for r in report.requests)
+    for r in report.requests:
+        assert r.servers == expected(report.numbers, r.number)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, word",
+    [
+        ((1,), {}, "n must be at least 2"),
+        ((0,), {}, "n must be at least 2"),
+        ((-3,), {}, "n must be at least 2"),
+        ((10**6,), {}, "n must be at most"),
+        ((2, 0), {}, "rounds must be from 1"),
+        ((2,), {"timeout": 0}, "timeout must be more than 0"),
+        ((2,), {"timeout": -1.0}, "timeout must be more than 0"),
+        ((2,), {"timeout": math.nan}, "timeout must be more than 0"),
+        ((2,), {"seed": -1}, "seed must be an integer"),
+    ],
+)
+def test_bad_arguments_raise_value_error(args: tuple, kwargs: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        run_simulation(*args, **kwargs)
+
+
+def test_nodes_work_on_their_own() -> None:
+    with Tracker(timeout=SHORT) as tracker:
+        host, port = tracker.address.rsplit(":", 1)
+        assert tracker.port == int(port) > 0 and host == "127.0.0.1"
+        with Server("S1", tracker.address, number=4), Server("S2", (host, tracker.port), number=7), Server(
+            "S3", tracker.address, number=4
+        ):
+            tracker.wait_for_nodes(3)
+            with Client("C1", tracker.address) as client:
+                assert client.find_match(4) == ["S1", "S3"]
+                assert client.find_match(7) == ["S2"]
+                assert client.find_match(1) == []
+            stats = tracker.stats()
+            assert stats["requests"] == 3 and stats["servers"] == 3
+        tracker.wait_for_nodes(0)
+
+
+def test_a_server_draws_its_number_when_none_is_given() -> None:
+    with Tracker(timeout=SHORT) as tracker, Server("S1", tracker.address) as server:
+        assert 1 <= server.number <= 10
+        with Client("C1", tracker.address) as client:
+            assert client.find_match(server.number) == ["S1"]
+
+
+def test_nodes_can_be_used_from_threads() -> None:
+    with Tracker(timeout=SHORT) as tracker:
+        servers = [Server(f"S{i}", tracker.address, number=i) for i in range(1, 6)]
+        results: dict[int, list[str]] = {}
+
+        def ask(i: int) -> None:
+            with Client(f"C{i}", tracker.address) as client:
+                results[i] = client.find_match(i)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(1, 6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == {i: [f"S{i}"] for i in range(1, 6)}
+        for s in servers:
+            s.close()
+
+
+def test_close_is_idempotent_and_a_closed_node_says_so() -> None:
+    tracker = Tracker(timeout=SHORT)
+    client = Client("C1", tracker.address)
+    server = Server("S1", tracker.address, number=1)
+    for node in (client, server, tracker):
+        node.close()
+        node.close()
+    with pytest.raises(MatchTrackerError, match="closed"):
+        client.find_match(1)
+    with pytest.raises(MatchTrackerError, match="closed"):
+        tracker.stats()
+
+
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda a: Server("S 1", a), "name must be"),
+        (lambda a: Server("", a), "name must be"),
+        (lambda a: Server("S" * 33, a), "name must be"),
+        (lambda a: Server("S1", a, number=11), "number must be from 1 to 10"),
+        (lambda a: Server("S1", a, number=0), "number must be from 1 to 10"),
+        (lambda a: Client("C1", "no-port"), "tracker address must be"),
+        (lambda a: Client("C1", ("127.0.0.1", 70000)), "tracker address must be"),
+        (lambda a: Tracker(port=-1), "port must be"),
+        (lambda a: Tracker(timeout=0), "timeout must be"),
+    ],
+)
+def test_bad_node_arguments_raise_value_error(make, word: str) -> None:
+    with Tracker(timeout=SHORT) as tracker:
+        with pytest.raises(ValueError, match=word):
+            make(tracker.address)
+
+
+def test_find_match_checks_its_number() -> None:
+    with Tracker(timeout=SHORT) as tracker, Client("C1", tracker.address) as client:
+        for bad in (0, 11, -1):
+            with pytest.raises(ValueError, match="number must be from 1 to 10"):
+                client.find_match(bad)
+
+
+def free_port() -> int:
+    """A port nothing listens on: bound, read, released."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracker_raises_network_error() -> None:
+    with pytest.raises(NetworkError):
+        Client("C1", f"127.0.0.1:{free_port()}")
+    assert issubclass(NetworkError, MatchTrackerError)
+
+
+def test_a_taken_name_is_refused() -> None:
+    with Tracker(timeout=SHORT) as tracker, Server("S1", tracker.address, number=1):
+        with pytest.raises(RefusedError, match="name-taken"):
+            Server("S1", tracker.address, number=2)
+        with pytest.raises(RefusedError, match="name-taken"):
+            Client("S1", tracker.address)
+
+
+def test_a_departed_tracker_raises_network_error() -> None:
+    tracker = Tracker(timeout=SHORT)
+    client = Client("C1", tracker.address)
+    tracker.close()
+    with pytest.raises(NetworkError):
+        client.find_match(3)
+
+
+def test_ctrl_c_interrupts_a_blocking_call() -> None:
+    """A raw server that never replies; when its query arrives, SIGINT this process."""
+    with Tracker(timeout=60.0) as tracker:
+        host, port = tracker.address.rsplit(":", 1)
+        raw = socket.create_connection((host, int(port)))
+        raw.sendall(b"HELLO S1\n")
+        lines = raw.makefile("r", encoding="utf-8")
+        assert lines.readline().startswith("WELCOME S1 ")
+
+        def interrupt_on_query() -> None:
+            if lines.readline().startswith("QUERY "):
+                os.kill(os.getpid(), signal.SIGINT)
+
+        watcher = threading.Thread(target=interrupt_on_query)
+        watcher.start()
+        with Client("C1", tracker.address) as client:
+            with pytest.raises(KeyboardInterrupt):
+                client.find_match(5)
+        watcher.join()
+        raw.close()
+
+
+def test_the_stub_names_what_the_module_exports() -> None:
+    stub = Path(matchtracker.__file__).with_name("_core.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    exported = {n for n in dir(matchtracker._core) if not n.startswith("_")} | {"__version__"}
+    assert names == exported
+    assert set(matchtracker.__all__) == exported
+    assert (stub.parent / "py.typed").exists()

@@ -1,0 +1,102 @@
+"""./project.py and python -m matchtracker as a user meets them: exit codes, one-line errors,
+help, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ROOT / "project.py"
+
+
+def run(*args: str, module: bool = False, stdin: str = "") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "matchtracker"] if module else [sys.executable, str(PROJECT)]
+    return subprocess.run(
+        [*command, *args], input=stdin, capture_output=True, text=True, encoding="utf-8", timeout=60
+    )
+
+
+@pytest.mark.parametrize("n", ["1", "0", "-3", "abc", "2.5"])
+@pytest.mark.parametrize("module", [False, True])
+def test_a_bad_n_is_one_line_and_exit_2(n: str, module: bool) -> None:
+    result = run(n, module=module)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "n must be" in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["3", "--rounds", "0"], "rounds must be"),
+        (["3", "--timeout", "-1"], "timeout must be"),
+        (["3", "--timeout", "soon"], "--timeout"),
+        (["3", "--bogus"], "unrecognized arguments"),
+        (["3", "4"], "unrecognized arguments"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(args: list[str], word: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and word in result.stderr
+
+
+def test_help_explains_every_flag() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for flag in ("--rounds", "--timeout", "--seed", "--early", "--quiet"):
+        assert flag in result.stdout
+
+
+def test_without_n_and_without_a_terminal_n_is_3() -> None:
+    result = run("--timeout", "0.2", "--rounds", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Summary: n=3, 1 rounds, 3 requests")
+
+
+def test_quiet_prints_only_the_summary() -> None:
+    result = run("4", "--timeout", "0.2", "--rounds", "2", "--quiet", "--seed", "1", module=True)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [result.stdout.strip()]
+    assert result.stdout.startswith("Summary: n=4, 2 rounds, 8 requests")
+
+
+def test_a_missing_extension_is_one_line() -> None:
+    # -S hides site-packages, where the package is installed.
+    result = subprocess.run([sys.executable, "-S", str(PROJECT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "project.py: the matchtracker package is not installed; run `pip install .` in this folder first"
+    )
+
+
+def test_ctrl_c_ends_the_run_with_130_and_one_line() -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT), "3", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        env=env,
+    )
+    try:
+        # Wait for the run to be in its first round, then interrupt it.
+        for line in proc.stdout:
+            if "find match of" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert code == 130
+    stderr = proc.stderr.read()
+    assert stderr.strip() == "project.py: interrupted", stderr
