@@ -59,7 +59,7 @@ def test_help_explains_every_flag() -> None:
 def test_without_n_and_without_a_terminal_n_is_3() -> None:
     result = run("--timeout", "0.2", "--rounds", "1", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Summary: n=3, 1 rounds, 3 requests")
+    assert result.stdout.startswith("Summary: n=3, 1 round, 3 requests")
 
 
 def test_quiet_prints_only_the_summary() -> None:

@@ -98,8 +98,9 @@ def ask_n() -> int:
 def summary(report: Report) -> str:
     requests = report.requests
     matched = sum(1 for r in requests if r.servers)
+    rounds = f"{report.rounds} round" + ("s" if report.rounds != 1 else "")
     return (
-        f"Summary: n={report.n}, {report.rounds} rounds, {len(requests)} requests: "
+        f"Summary: n={report.n}, {rounds}, {len(requests)} requests: "
         f"{matched} matched, {len(requests) - matched} no match, "
         f"{report.late_replies} late replies; {report.duration:.2f} s"
     )
