@@ -23,7 +23,7 @@ pub fn raise_open_files_limit() -> u64 {
                 }
             }
         }
-        limit.rlim_cur as u64
+        u64::from(limit.rlim_cur)
     }
     #[cfg(not(unix))]
     {

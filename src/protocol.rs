@@ -242,11 +242,7 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
             },
         },
         Verb::Find => Message::Find { id: fields.id()?, number: fields.number()? },
-        Verb::Query => Message::Query {
-            id: fields.id()?,
-            client: fields.name()?,
-            number: fields.number()?,
-        },
+        Verb::Query => Message::Query { id: fields.id()?, client: fields.name()?, number: fields.number()? },
         Verb::Match => Message::Match { id: fields.id()? },
         Verb::Miss => Message::Miss { id: fields.id()? },
         Verb::Answer => {
@@ -512,7 +508,7 @@ mod tests {
 
     #[test]
     fn index_order_sorts_by_trailing_number() {
-        let mut names = vec![name("S10"), name("S2"), name("S1"), name("X")];
+        let mut names = [name("S10"), name("S2"), name("S1"), name("X")];
         names.sort_by(|a, b| a.index_key().cmp(&b.index_key()));
         let names: Vec<_> = names.iter().map(Name::as_str).collect();
         assert_eq!(names, ["S1", "S2", "S10", "X"]);

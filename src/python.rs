@@ -40,7 +40,12 @@ create_exception!(
     MatchTrackerError,
     "The tracker could not be reached, or the connection to it failed or closed."
 );
-create_exception!(_core, RefusedError, MatchTrackerError, "The tracker refused the request with an ERROR line.");
+create_exception!(
+    _core,
+    RefusedError,
+    MatchTrackerError,
+    "The tracker refused the request with an ERROR line."
+);
 create_exception!(_core, ResponseTimeout, MatchTrackerError, "No answer came in time.");
 
 /// The one place Rust errors become Python exceptions.
@@ -100,7 +105,9 @@ fn invalid(text: impl Into<String>) -> PyErr {
 }
 
 fn parse_name(name: &str, what: &str) -> PyResult<Name> {
-    Name::new(name).map_err(|_| invalid(format!("{what} must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})")))
+    Name::new(name).map_err(|_| {
+        invalid(format!("{what} must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})"))
+    })
 }
 
 fn parse_number(number: i64) -> PyResult<u8> {
@@ -112,7 +119,8 @@ fn parse_number(number: i64) -> PyResult<u8> {
 
 /// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.
 fn parse_address(address: &Bound<'_, PyAny>) -> PyResult<(String, u16)> {
-    let usage = || invalid(format!("tracker address must be \"host:port\" or a (host, port) tuple (got {address})"));
+    let usage =
+        || invalid(format!("tracker address must be \"host:port\" or a (host, port) tuple (got {address})"));
     if let Ok(text) = address.extract::<String>() {
         let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -296,7 +304,10 @@ fn run_simulation(
 ) -> PyResult<Report> {
     let seed = match seed {
         None => None,
-        Some(seed) => Some(seed.extract::<u64>().map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?),
+        Some(seed) => Some(
+            seed.extract::<u64>()
+                .map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?,
+        ),
     };
     let config = SimulationConfig::new(n, rounds, timeout, seed, early).map_err(to_py)?;
     let (transcript, mut events) = if quiet {
@@ -366,9 +377,12 @@ impl Tracker {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = 0, timeout = 2.0, *, early = false))]
     fn new(py: Python<'_>, host: String, port: i64, timeout: f64, early: bool) -> PyResult<Self> {
-        let port = u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
+        let port =
+            u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
         if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
-            return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
+            return Err(invalid(format!(
+                "timeout must be more than 0 and at most 3600 seconds (got {timeout})"
+            )));
         }
         let config = TrackerConfig {
             deadline: Duration::from_secs_f64(timeout),
@@ -416,7 +430,9 @@ impl Tracker {
     #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
     fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
         if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
-            return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
+            return Err(invalid(format!(
+                "timeout must be more than 0 and at most 3600 seconds (got {timeout})"
+            )));
         }
         let mut counts = {
             let guard = self.inner.lock();
@@ -467,7 +483,12 @@ pub struct Server {
 impl Server {
     #[new]
     #[pyo3(signature = (name, tracker_address, number = None))]
-    fn new(py: Python<'_>, name: &str, tracker_address: &Bound<'_, PyAny>, number: Option<i64>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        tracker_address: &Bound<'_, PyAny>,
+        number: Option<i64>,
+    ) -> PyResult<Self> {
         let name = parse_name(name, "name")?;
         let number = match number {
             Some(number) => parse_number(number)?,

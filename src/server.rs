@@ -28,7 +28,12 @@ impl ServerNode {
     /// [`Error::InvalidArgument`] if `number` is outside 1..=10; [`Error::Io`] or
     /// [`Error::Timeout`] if the tracker cannot be reached; [`Error::Refused`] if it refuses
     /// the name.
-    pub async fn start(tracker: SocketAddr, name: Name, number: u8, transcript: Transcript) -> Result<ServerNode> {
+    pub async fn start(
+        tracker: SocketAddr,
+        name: Name,
+        number: u8,
+        transcript: Transcript,
+    ) -> Result<ServerNode> {
         if !NUMBERS.contains(&number) {
             return Err(Error::InvalidArgument(format!("number must be from 1 to 10 (got {number})")));
         }
@@ -78,14 +83,23 @@ struct Serving {
 }
 
 impl Serving {
-    async fn run(self, mut reader: LineReader<OwnedReadHalf>, mut write: OwnedWriteHalf, mut stop: watch::Receiver<bool>) -> Result<()> {
+    async fn run(
+        self,
+        mut reader: LineReader<OwnedReadHalf>,
+        mut write: OwnedWriteHalf,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         tokio::select! {
             result = self.answer_queries(&mut reader, &mut write) => result,
             _ = stop.wait_for(|&s| s) => Ok(()),
         }
     }
 
-    async fn answer_queries(&self, reader: &mut LineReader<OwnedReadHalf>, write: &mut OwnedWriteHalf) -> Result<()> {
+    async fn answer_queries(
+        &self,
+        reader: &mut LineReader<OwnedReadHalf>,
+        write: &mut OwnedWriteHalf,
+    ) -> Result<()> {
         let mut out = Vec::new();
         loop {
             match reader.next().await? {

@@ -340,8 +340,13 @@ impl Shared {
                 asked[slot / 64] |= 1 << (slot % 64);
             }
         }
-        let pending =
-            Pending { client: client.clone(), asked, remaining: reg.live_servers, matched: Vec::new(), done: Some(done) };
+        let pending = Pending {
+            client: client.clone(),
+            asked,
+            remaining: reg.live_servers,
+            matched: Vec::new(),
+            done: Some(done),
+        };
         // Register before sending, so that no reply, however fast, can find nothing.
         self.pending.lock().insert(id, pending);
         // Recorded before the query goes out, so no server's line about it can come first.
@@ -371,7 +376,11 @@ impl Shared {
                 if matched {
                     request.matched.push(server.clone());
                 }
-                self.transcript.record_with(|| Event::ReplyReceived { server: server.clone(), client, matched });
+                self.transcript.record_with(|| Event::ReplyReceived {
+                    server: server.clone(),
+                    client,
+                    matched,
+                });
                 ReplyOutcome::Counted
             }
             None if id > 0 && id < self.next_query.load(Ordering::Relaxed) => {
@@ -684,7 +693,13 @@ async fn client_reads(
         match shared.fan_out(name, number) {
             None => shared.answer(name, lines, client_id, End::NoServers, Vec::new()),
             Some((id, done)) => {
-                let waiter = Waiter { shared: shared.clone(), id, client: name.clone(), client_id, lines: lines.clone() };
+                let waiter = Waiter {
+                    shared: shared.clone(),
+                    id,
+                    client: name.clone(),
+                    client_id,
+                    lines: lines.clone(),
+                };
                 let (stop, alive) = (stop.clone(), alive.clone());
                 tokio::spawn(async move {
                     waiter.wait(done, deadline, stop).await;

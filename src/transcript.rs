@@ -147,10 +147,9 @@ impl fmt::Display for Event {
                 let kind = if *matched { "match" } else { "no-match" };
                 write!(f, "{CENTRAL}: received {kind} reply from {server} for {client}")
             }
-            Event::LateReply { server, id } => write!(
-                f,
-                "{CENTRAL}: late reply from {server} to request {id} dropped (already answered)"
-            ),
+            Event::LateReply { server, id } => {
+                write!(f, "{CENTRAL}: late reply from {server} to request {id} dropped (already answered)")
+            }
             Event::DeadlineReached { client } => {
                 write!(f, "{CENTRAL}: deadline reached for match request from {client}")
             }
@@ -197,8 +196,7 @@ mod tests {
     }
 
     fn answer(list: &[&str]) -> String {
-        Event::AnswerReceived { client: Name::new("C2").unwrap(), servers: names(list) }
-            .to_string()
+        Event::AnswerReceived { client: Name::new("C2").unwrap(), servers: names(list) }.to_string()
     }
 
     #[test]

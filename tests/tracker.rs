@@ -50,10 +50,7 @@ impl Peer {
     }
 
     async fn recv_or_eof(&mut self) -> Option<String> {
-        tokio::time::timeout(PATIENCE, self.lines.next_line())
-            .await
-            .expect("no line in time")
-            .unwrap()
+        tokio::time::timeout(PATIENCE, self.lines.next_line()).await.expect("no line in time").unwrap()
     }
 
     /// Receives a QUERY and returns its id, client and number.
@@ -150,7 +147,10 @@ async fn a_late_reply_is_dropped_and_reported() {
     assert_eq!(c1.recv().await, "ANSWER 9 deadline");
     s1.send(&format!("MATCH {id}")).await;
     let late = wait_event(&mut events, |e| matches!(e, Event::LateReply { .. })).await;
-    assert_eq!(late.to_string(), format!("Central: late reply from S1 to request {id} dropped (already answered)"));
+    assert_eq!(
+        late.to_string(),
+        format!("Central: late reply from S1 to request {id} dropped (already answered)")
+    );
     assert_eq!(tracker.stats().late_replies, 1);
     // The late reply did not leak into the next request.
     c1.send("FIND 10 5").await;
@@ -263,7 +263,12 @@ async fn every_simulated_answer_is_right() {
         let report = simulation::run(config, Transcript::off()).await.unwrap();
         assert_eq!(report.requests.len(), n as usize * 3);
         for request in &report.requests {
-            let want: Vec<_> = report.servers.iter().filter(|s| s.number == request.number).map(|s| s.name.clone()).collect();
+            let want: Vec<_> = report
+                .servers
+                .iter()
+                .filter(|s| s.number == request.number)
+                .map(|s| s.name.clone())
+                .collect();
             assert_eq!(request.servers, want, "{request:?}");
         }
     }
@@ -277,6 +282,8 @@ async fn a_seed_makes_a_run_repeatable() {
     };
     let (a, b) = (run().await, run().await);
     assert_eq!(a.servers, b.servers);
-    let picks = |r: &simulation::Report| r.requests.iter().map(|q| (q.client.clone(), q.number, q.servers.clone())).collect::<Vec<_>>();
+    let picks = |r: &simulation::Report| {
+        r.requests.iter().map(|q| (q.client.clone(), q.number, q.servers.clone())).collect::<Vec<_>>()
+    };
     assert_eq!(picks(&a), picks(&b));
 }
