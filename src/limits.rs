@@ -23,6 +23,8 @@ pub fn raise_open_files_limit() -> u64 {
                 }
             }
         }
+        // rlim_t is u64 on Linux and macOS; the conversion keeps other targets building.
+        #[allow(clippy::useless_conversion)]
         u64::from(limit.rlim_cur)
     }
     #[cfg(not(unix))]
