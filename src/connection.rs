@@ -27,12 +27,21 @@ pub struct LineReader<R> {
     inner: R,
     buf: BytesMut,
     max_line: usize,
+    /// How long the rest of a line may take once its first bytes have arrived.
+    line_timeout: Option<Duration>,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Wraps `inner`, refusing lines longer than `max_line` bytes.
     pub fn new(inner: R, max_line: usize) -> Self {
-        LineReader { inner, buf: BytesMut::with_capacity(READ_CHUNK), max_line }
+        LineReader { inner, buf: BytesMut::with_capacity(READ_CHUNK), max_line, line_timeout: None }
+    }
+
+    /// Bounds how long a peer may leave a line half-sent; an idle peer between lines is not
+    /// affected.
+    pub fn with_line_timeout(mut self, timeout: Duration) -> Self {
+        self.line_timeout = Some(timeout);
+        self
     }
 
     /// The next message, or `None` when the peer closed the connection between lines.
@@ -44,14 +53,22 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     ///   answer with an `ERROR` and read on. After `LineTooLong` nothing is consumed and the
     ///   connection must be closed.
     /// - [`Error::Closed`] if the peer closed in the middle of a line; [`Error::Io`] on a
-    ///   socket failure.
+    ///   socket failure; [`Error::Timeout`] if a line stays half-sent past the line timeout.
     pub async fn next(&mut self) -> Result<Option<Message>> {
         loop {
             if let Some(parsed) = self.next_buffered()? {
                 return Ok(Some(parsed));
             }
             self.buf.reserve(READ_CHUNK);
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            let read = match self.line_timeout {
+                Some(limit) if !self.buf.is_empty() => {
+                    tokio::time::timeout(limit, self.inner.read_buf(&mut self.buf))
+                        .await
+                        .map_err(|_| Error::Timeout("for the rest of a half-sent line".into()))??
+                }
+                _ => self.inner.read_buf(&mut self.buf).await?,
+            };
+            if read == 0 {
                 return if self.buf.is_empty() { Ok(None) } else { Err(Error::Closed) };
             }
         }

@@ -85,18 +85,23 @@ where
 {
     let rt = runtime()?;
     // Spawned rather than run on this thread, so that a panic comes back as a JoinError.
-    let mut task = rt.spawn(work);
+    let mut task = AbortOnDrop(rt.spawn(work));
     loop {
-        let polled = py.detach(|| rt.block_on(async { tokio::time::timeout(POLL, &mut task).await }));
+        let polled = py.detach(|| rt.block_on(async { tokio::time::timeout(POLL, &mut task.0).await }));
         match polled {
             Ok(joined) => return joined.map_err(Error::from).and_then(|r| r).map_err(to_py),
-            Err(_still_running) => {
-                if let Err(interrupt) = py.check_signals() {
-                    task.abort();
-                    return Err(interrupt);
-                }
-            }
+            Err(_still_running) => py.check_signals()?,
         }
+    }
+}
+
+/// A task that is cancelled if the call waiting for it returns early (Ctrl-C, an error while
+/// printing): what the task owns is dropped, which closes its sockets and stops its nodes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -317,7 +322,7 @@ fn run_simulation(
         Transcript::channel()
     };
     let rt = runtime()?;
-    let mut task = rt.spawn(simulation::run(config, transcript));
+    let mut task = AbortOnDrop(rt.spawn(simulation::run(config, transcript)));
     let mut printed = Vec::new();
     loop {
         // Wait for lines, the end of the run, or the next signal check, whichever is first.
@@ -325,7 +330,7 @@ fn run_simulation(
             rt.block_on(async {
                 let mut batch = Vec::new();
                 let finished = tokio::select! {
-                    joined = &mut task => Some(joined),
+                    joined = &mut task.0 => Some(joined),
                     Some(event) = events.recv() => { batch.push(event); None }
                     () = tokio::time::sleep(POLL) => None,
                 };
@@ -344,12 +349,7 @@ fn run_simulation(
             let inner = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
             return Ok(Report { inner, transcript: printed });
         }
-        if let Err(interrupt) = py.check_signals() {
-            // Dropping the run's future drops every node it owns, which closes their sockets
-            // and stops their tasks.
-            task.abort();
-            return Err(interrupt);
-        }
+        py.check_signals()?;
     }
 }
 

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::connection::{self, LineReader};
@@ -55,6 +55,8 @@ pub struct TrackerConfig {
     pub replies: ReplyMode,
     /// How long a new connection has to say `HELLO` or `HI`.
     pub handshake_timeout: Duration,
+    /// How long a peer may leave a line half-sent before it is disconnected.
+    pub line_timeout: Duration,
     /// Most connections open at once; more are refused with an `ERROR` line.
     pub max_connections: usize,
     /// How many queries a server may fall behind before it is dropped as a slow consumer.
@@ -67,6 +69,7 @@ impl Default for TrackerConfig {
             deadline: Duration::from_secs(2),
             replies: ReplyMode::Matches,
             handshake_timeout: Duration::from_secs(10),
+            line_timeout: Duration::from_secs(10),
             max_connections: 16_384,
             server_queue: 65_536,
         }
@@ -84,6 +87,8 @@ pub struct Stats {
     pub requests: u64,
     /// Replies that came after their request was answered, and were dropped.
     pub late_replies: u64,
+    /// Requests waiting for replies now.
+    pub open_requests: usize,
 }
 
 /// A running tracker. Dropping it stops every task; [`Tracker::shutdown`] also waits for them.
@@ -142,6 +147,7 @@ impl Tracker {
             clients,
             requests: self.shared.requests.load(Ordering::Relaxed),
             late_replies: self.shared.late_replies.load(Ordering::Relaxed),
+            open_requests: self.shared.pending.lock().len(),
         }
     }
 
@@ -170,6 +176,9 @@ fn validate(config: &TrackerConfig) -> Result<()> {
     let bad = |text: &str| Err(Error::InvalidArgument(text.to_owned()));
     if config.deadline.is_zero() || config.deadline > Duration::from_secs(3600) {
         return bad("timeout must be more than 0 and at most 3600 seconds");
+    }
+    if config.handshake_timeout.is_zero() || config.line_timeout.is_zero() {
+        return bad("handshake_timeout and line_timeout must be more than 0");
     }
     if config.max_connections == 0 {
         return bad("max_connections must be at least 1");
@@ -392,12 +401,27 @@ impl Shared {
         }
     }
 
-    /// Sends a client its answer. A client whose queue is full or closed loses it; it has
-    /// stopped reading or left, and its connection task is ending.
-    fn answer(&self, client: &Name, to: &mpsc::Sender<Bytes>, id: u64, end: End, servers: Vec<Name>) {
+    /// Sends a client its answer.
+    fn answer(&self, client: &Name, to: &ClientLink, id: u64, end: End, servers: Vec<Name>) {
         self.transcript.record_with(|| Event::AnswerSent { client: client.clone() });
-        let line = protocol::to_line(&Message::Answer { id, end, servers });
-        let _ = to.try_send(Bytes::from(line));
+        to.send(protocol::to_line(&Message::Answer { id, end, servers }));
+    }
+}
+
+/// The way to one client's connection: its queue of lines, and a signal raised when the
+/// queue is full. A client that does not read its answers is a slow consumer: it is dropped
+/// rather than let its answers pile up.
+#[derive(Clone)]
+struct ClientLink {
+    lines: mpsc::Sender<Bytes>,
+    full: Arc<Notify>,
+}
+
+impl ClientLink {
+    fn send(&self, line: Vec<u8>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.lines.try_send(Bytes::from(line)) {
+            self.full.notify_one();
+        }
     }
 }
 
@@ -459,6 +483,7 @@ async fn say_bye(write: &mut OwnedWriteHalf) {
 fn error_for(e: &Error) -> (&'static str, String, bool) {
     match e {
         Error::Protocol(p) => (p.code(), p.to_string(), *p == ProtocolError::LineTooLong),
+        Error::Timeout(_) => ("line-timeout", "a line was left half-sent for too long".into(), true),
         other => ("internal", other.to_string(), true),
     }
 }
@@ -471,7 +496,7 @@ async fn handle_connection(
     alive: &mpsc::Sender<()>,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut reader = LineReader::new(read, MAX_REQUEST_LINE);
+    let mut reader = LineReader::new(read, MAX_REQUEST_LINE).with_line_timeout(shared.config.line_timeout);
     let first = tokio::select! {
         first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()) => first,
         () = stopped(&mut stop) => return,
@@ -591,11 +616,14 @@ async fn server_reads(
     }
 }
 
-/// Queues an `ERROR` line on a connection's writer; if even that queue is full the peer is
+/// Queues an `ERROR` line on a server's writer; if even that queue is full the server is
 /// flooding us with bad lines and not reading, and the line is dropped.
 fn send_error(errors: &mpsc::Sender<Bytes>, code: &str, text: &str) {
-    let line = protocol::to_line(&Message::Error { code: code.to_owned(), text: text.to_owned() });
-    let _ = errors.try_send(Bytes::from(line));
+    let _ = errors.try_send(Bytes::from(error_line(code, text)));
+}
+
+fn error_line(code: &str, text: &str) -> Vec<u8> {
+    protocol::to_line(&Message::Error { code: code.to_owned(), text: text.to_owned() })
 }
 
 async fn server_writes(
@@ -644,11 +672,16 @@ async fn serve_client(
         return refuse(shared, &mut write, name.as_str(), "name-taken", &text).await;
     }
     let (lines, mut lines_rx) = mpsc::channel(CLIENT_QUEUE);
+    let link = ClientLink { lines, full: Arc::new(Notify::new()) };
     let requests_stop = stop.clone();
     let ending = match welcome(shared, Role::Client, &name, &mut write).await {
         Err(_) => Ending::Left,
         Ok(()) => tokio::select! {
-            ending = client_reads(shared, &name, &mut reader, &lines, &requests_stop, alive) => ending,
+            ending = client_reads(shared, &name, &mut reader, &link, &requests_stop, alive) => ending,
+            () = link.full.notified() => {
+                let reason = format!("it left {CLIENT_QUEUE} answers unread (a slow consumer)");
+                Ending::Dropped(Some(("slow-consumer", reason.clone())), reason)
+            }
             result = connection::write_lines(&mut write, &mut lines_rx) => match result {
                 Ok(()) => Ending::Stopped,
                 Err(_) => Ending::Left,
@@ -664,7 +697,7 @@ async fn client_reads(
     shared: &Arc<Shared>,
     name: &Name,
     reader: &mut LineReader<OwnedReadHalf>,
-    lines: &mpsc::Sender<Bytes>,
+    link: &ClientLink,
     stop: &watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
 ) -> Ending {
@@ -673,7 +706,7 @@ async fn client_reads(
             Ok(Some(Message::Find { id, number })) => (id, number),
             Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
             Ok(Some(_)) => {
-                send_error(lines, "unexpected", "a client may send only FIND or BYE");
+                link.send(error_line("unexpected", "a client may send only FIND or BYE"));
                 continue;
             }
             Err(e) => {
@@ -681,7 +714,7 @@ async fn client_reads(
                 if fatal {
                     return Ending::Dropped(Some((code, text)), e.to_string());
                 }
-                send_error(lines, code, &text);
+                link.send(error_line(code, &text));
                 continue;
             }
         };
@@ -691,14 +724,14 @@ async fn client_reads(
         shared.requests.fetch_add(1, Ordering::Relaxed);
         shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
         match shared.fan_out(name, number) {
-            None => shared.answer(name, lines, client_id, End::NoServers, Vec::new()),
+            None => shared.answer(name, link, client_id, End::NoServers, Vec::new()),
             Some((id, done)) => {
                 let waiter = Waiter {
                     shared: shared.clone(),
                     id,
                     client: name.clone(),
                     client_id,
-                    lines: lines.clone(),
+                    link: link.clone(),
                 };
                 let (stop, alive) = (stop.clone(), alive.clone());
                 tokio::spawn(async move {
@@ -716,7 +749,7 @@ struct Waiter {
     id: u64,
     client: Name,
     client_id: u64,
-    lines: mpsc::Sender<Bytes>,
+    link: ClientLink,
 }
 
 impl Waiter {
@@ -724,11 +757,13 @@ impl Waiter {
         let by_deadline = tokio::select! {
             _ = done => false,
             () = tokio::time::sleep_until(deadline) => true,
+            // The tracker is stopping, or the client left: nobody is waiting for the answer.
             () = stopped(&mut stop) => true,
+            () = self.link.lines.closed() => true,
         };
         // Removing the entry is what makes any later reply late: nothing outlives the answer.
         let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
-        if *stop.borrow() {
+        if *stop.borrow() || self.link.lines.is_closed() {
             return;
         }
         let transcript = &self.shared.transcript;
@@ -738,6 +773,6 @@ impl Waiter {
         let end = if request.remaining == 0 { End::Replied } else { End::Deadline };
         let mut servers = request.matched;
         servers.sort_by(|a, b| a.index_key().cmp(&b.index_key()));
-        self.shared.answer(&self.client, &self.lines, self.client_id, end, servers);
+        self.shared.answer(&self.client, &self.link, self.client_id, end, servers);
     }
 }

@@ -7,6 +7,7 @@ and exit code 130; never a traceback for either.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -107,6 +108,20 @@ def summary(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
+    """Runs the command line; returns the exit code."""
+    try:
+        return _main(argv, prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as command-line tools do. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
@@ -121,8 +136,5 @@ def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
         )
     except ValueError as e:
         parser.error(str(e))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     print(summary(report), flush=True)
     return 0
