@@ -1,0 +1,30 @@
+//! Fuzzes the decoder: any bytes, cut into lines the way a connection does, must never panic,
+//! and every message that parses must survive an encode/parse round trip.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use matchtracker::protocol::{self, Message, MAX_REQUEST_LINE};
+
+fuzz_target!(|data: &[u8]| {
+    let mut rest = data;
+    loop {
+        match protocol::split_line(rest, MAX_REQUEST_LINE) {
+            Ok(Some((line, used))) => {
+                if let Ok(message) = protocol::parse(line) {
+                    let encoded = protocol::to_line(&message);
+                    let (again, _) = protocol::split_line(&encoded, protocol::MAX_LINE)
+                        .expect("an encoded message fits a line")
+                        .expect("an encoded message ends with a newline");
+                    let reparsed = protocol::parse(again).expect("an encoded message parses");
+                    // Control characters in an ERROR text are blanked when encoding.
+                    let blanked = matches!(&message, Message::Error { text, .. } if text.chars().any(char::is_control));
+                    if !blanked {
+                        assert_eq!(reparsed, message);
+                    }
+                }
+                rest = &rest[used..];
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+});
