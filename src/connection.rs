@@ -94,10 +94,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 /// queue up, until the channel closes. Returns when the channel is closed and drained.
 ///
 /// # Errors
-/// [`Error::Io`] if the socket fails.
+/// [`Error::Io`] if the socket fails; [`Error::Timeout`] if a write makes no progress for
+/// `stall` (the peer has stopped reading).
 pub async fn write_lines<W: AsyncWrite + Unpin>(
     out: &mut W,
     lines: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    stall: Duration,
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = lines.recv().await {
@@ -108,7 +110,9 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        out.write_all(&batch).await?;
+        tokio::time::timeout(stall, out.write_all(&batch))
+            .await
+            .map_err(|_| Error::Timeout("for the peer to read".into()))??;
         batch.clear();
     }
     Ok(())
@@ -135,4 +139,32 @@ pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
         .map_err(|_| Error::Timeout(format!("connecting to the tracker at {addr}")))??;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Caps the kernel's send buffer of `stream` at `bytes`. Left alone, Linux grows it up to
+/// 4 MiB for a peer that does not read, which then takes minutes of queries to fill before
+/// the peer is found to be a slow consumer.
+///
+/// # Errors
+/// [`Error::Io`] if the option cannot be set.
+pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +55,19 @@ pub struct TrackerConfig {
     pub replies: ReplyMode,
     /// How long a new connection has to say `HELLO` or `HI`.
     pub handshake_timeout: Duration,
-    /// How long a peer may leave a line half-sent before it is disconnected.
-    pub line_timeout: Duration,
+    /// How long a peer may stall before it is dropped: leave a line half-sent, or leave our
+    /// lines unread while its socket is full.
+    pub stall_timeout: Duration,
     /// Most connections open at once; more are refused with an `ERROR` line.
     pub max_connections: usize,
     /// How many queries a server may fall behind before it is dropped as a slow consumer.
     pub server_queue: usize,
+    /// The kernel's send buffer for each connection, in bytes: with `server_queue`, what a
+    /// node that stops reading can hold before it is found out.
+    pub send_buffer: usize,
+    /// Most requests one client may have open at once; more are refused with an `ERROR`.
+    /// Bounds how fast one client can push queries at the servers.
+    pub max_open_per_client: usize,
 }
 
 impl Default for TrackerConfig {
@@ -69,9 +76,11 @@ impl Default for TrackerConfig {
             deadline: Duration::from_secs(2),
             replies: ReplyMode::Matches,
             handshake_timeout: Duration::from_secs(10),
-            line_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
             max_connections: 16_384,
             server_queue: 65_536,
+            max_open_per_client: 1024,
+            send_buffer: 256 * 1024,
         }
     }
 }
@@ -177,11 +186,11 @@ fn validate(config: &TrackerConfig) -> Result<()> {
     if config.deadline.is_zero() || config.deadline > Duration::from_secs(3600) {
         return bad("timeout must be more than 0 and at most 3600 seconds");
     }
-    if config.handshake_timeout.is_zero() || config.line_timeout.is_zero() {
-        return bad("handshake_timeout and line_timeout must be more than 0");
+    if config.handshake_timeout.is_zero() || config.stall_timeout.is_zero() {
+        return bad("handshake_timeout and stall_timeout must be more than 0");
     }
-    if config.max_connections == 0 {
-        return bad("max_connections must be at least 1");
+    if config.max_connections == 0 || config.max_open_per_client == 0 {
+        return bad("max_connections and max_open_per_client must be at least 1");
     }
     if config.server_queue == 0 || config.server_queue > 1 << 24 {
         return bad("server_queue must be from 1 to 16777216");
@@ -415,6 +424,8 @@ impl Shared {
 struct ClientLink {
     lines: mpsc::Sender<Bytes>,
     full: Arc<Notify>,
+    /// Requests of this client still waiting for replies.
+    open: Arc<AtomicUsize>,
 }
 
 impl ClientLink {
@@ -451,6 +462,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ = connection::set_send_buffer(&stream, shared.config.send_buffer);
         let shared = shared.clone();
         let (stop, alive) = (stop.clone(), alive.clone());
         tokio::spawn(async move {
@@ -496,7 +508,7 @@ async fn handle_connection(
     alive: &mpsc::Sender<()>,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut reader = LineReader::new(read, MAX_REQUEST_LINE).with_line_timeout(shared.config.line_timeout);
+    let mut reader = LineReader::new(read, MAX_REQUEST_LINE).with_line_timeout(shared.config.stall_timeout);
     let first = tokio::select! {
         first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()) => first,
         () = stopped(&mut stop) => return,
@@ -533,6 +545,11 @@ enum Ending {
     Stopped,
     /// The node misbehaved: send this last `ERROR` (if any) and drop it for this reason.
     Dropped(Option<(&'static str, String)>, String),
+}
+
+fn slow_consumer(why: String) -> Ending {
+    let reason = format!("{why} (a slow consumer)");
+    Ending::Dropped(Some(("slow-consumer", reason.clone())), reason)
 }
 
 async fn welcome(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf) -> Result<()> {
@@ -572,7 +589,7 @@ async fn serve_server(
         Err(_) => Ending::Left,
         Ok(()) => tokio::select! {
             ending = server_reads(shared, slot, &name, &mut reader, &errors) => ending,
-            ending = server_writes(&mut write, &mut queries, &mut errors_rx) => ending,
+            ending = server_writes(&mut write, &mut queries, &mut errors_rx, shared.config.stall_timeout) => ending,
             () = stopped(&mut stop) => Ending::Stopped,
         },
     };
@@ -589,6 +606,7 @@ async fn server_reads(
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
     loop {
+        tokio::task::consume_budget().await;
         let (id, matched) = match reader.next().await {
             Ok(Some(Message::Match { id })) => (id, true),
             Ok(Some(Message::Miss { id })) => (id, false),
@@ -630,6 +648,7 @@ async fn server_writes(
     write: &mut OwnedWriteHalf,
     queries: &mut broadcast::Receiver<Bytes>,
     errors: &mut mpsc::Receiver<Bytes>,
+    stall: Duration,
 ) -> Ending {
     let mut batch = Vec::new();
     loop {
@@ -637,8 +656,7 @@ async fn server_writes(
             query = queries.recv() => match query {
                 Ok(line) => batch.extend_from_slice(&line),
                 Err(broadcast::error::RecvError::Lagged(behind)) => {
-                    let reason = format!("it fell {behind} queries behind (a slow consumer)");
-                    return Ending::Dropped(Some(("slow-consumer", reason.clone())), reason);
+                    return slow_consumer(format!("it fell {behind} queries behind"));
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ending::Stopped,
             },
@@ -651,10 +669,13 @@ async fn server_writes(
                 Err(_) => break,
             }
         }
-        if write.write_all(&batch).await.is_err() {
-            return Ending::Left;
+        // A server stuck in a write never comes back to the queue to see that it lagged, so a
+        // write that makes no progress for `stall` is what marks it as a slow consumer.
+        match tokio::time::timeout(stall, write.write_all(&batch)).await {
+            Ok(Ok(())) => batch.clear(),
+            Ok(Err(_)) => return Ending::Left,
+            Err(_) => return slow_consumer(format!("it read nothing for {stall:?}")),
         }
-        batch.clear();
     }
 }
 
@@ -672,18 +693,16 @@ async fn serve_client(
         return refuse(shared, &mut write, name.as_str(), "name-taken", &text).await;
     }
     let (lines, mut lines_rx) = mpsc::channel(CLIENT_QUEUE);
-    let link = ClientLink { lines, full: Arc::new(Notify::new()) };
+    let link = ClientLink { lines, full: Arc::new(Notify::new()), open: Arc::new(AtomicUsize::new(0)) };
     let requests_stop = stop.clone();
     let ending = match welcome(shared, Role::Client, &name, &mut write).await {
         Err(_) => Ending::Left,
         Ok(()) => tokio::select! {
             ending = client_reads(shared, &name, &mut reader, &link, &requests_stop, alive) => ending,
-            () = link.full.notified() => {
-                let reason = format!("it left {CLIENT_QUEUE} answers unread (a slow consumer)");
-                Ending::Dropped(Some(("slow-consumer", reason.clone())), reason)
-            }
-            result = connection::write_lines(&mut write, &mut lines_rx) => match result {
+            () = link.full.notified() => slow_consumer(format!("it left {CLIENT_QUEUE} answers unread")),
+            result = connection::write_lines(&mut write, &mut lines_rx, shared.config.stall_timeout) => match result {
                 Ok(()) => Ending::Stopped,
+                Err(Error::Timeout(_)) => slow_consumer(format!("it read nothing for {:?}", shared.config.stall_timeout)),
                 Err(_) => Ending::Left,
             },
             () = stopped(&mut stop) => Ending::Stopped,
@@ -702,6 +721,9 @@ async fn client_reads(
     alive: &mpsc::Sender<()>,
 ) -> Ending {
     loop {
+        // Lines already buffered are read without touching the socket; without this, one
+        // client's burst would be fanned out before any server's writer gets to run.
+        tokio::task::consume_budget().await;
         let (client_id, number) = match reader.next().await {
             Ok(Some(Message::Find { id, number })) => (id, number),
             Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
@@ -718,6 +740,14 @@ async fn client_reads(
                 continue;
             }
         };
+        if link.open.load(Ordering::Relaxed) >= shared.config.max_open_per_client {
+            let text = format!(
+                "request {client_id} refused: {} requests are already open",
+                shared.config.max_open_per_client
+            );
+            link.send(error_line("too-many-requests", &text));
+            continue;
+        }
         // The deadline runs from the moment the request is read, so the work of fanning
         // out many requests at once happens inside their deadlines, not after them.
         let deadline = Instant::now() + shared.config.deadline;
@@ -726,6 +756,7 @@ async fn client_reads(
         match shared.fan_out(name, number) {
             None => shared.answer(name, link, client_id, End::NoServers, Vec::new()),
             Some((id, done)) => {
+                link.open.fetch_add(1, Ordering::Relaxed);
                 let waiter = Waiter {
                     shared: shared.clone(),
                     id,
@@ -735,7 +766,9 @@ async fn client_reads(
                 };
                 let (stop, alive) = (stop.clone(), alive.clone());
                 tokio::spawn(async move {
+                    let open = waiter.link.open.clone();
                     waiter.wait(done, deadline, stop).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
                     drop(alive);
                 });
             }

@@ -22,7 +22,11 @@ fn message() -> impl Strategy<Value = Message> {
             replies: if all { ReplyMode::All } else { ReplyMode::Matches },
         }),
         (any::<u64>(), number()).prop_map(|(id, number)| Message::Find { id, number }),
-        (any::<u64>(), name(), number()).prop_map(|(id, client, number)| Message::Query { id, client, number }),
+        (any::<u64>(), name(), number()).prop_map(|(id, client, number)| Message::Query {
+            id,
+            client,
+            number
+        }),
         any::<u64>().prop_map(|id| Message::Match { id }),
         any::<u64>().prop_map(|id| Message::Miss { id }),
         (any::<u64>(), 0..3usize, proptest::collection::vec(name(), 0..20)).prop_map(|(id, end, servers)| {

@@ -1,88 +1,15 @@
 //! The tracker spoken to with raw lines over real sockets, as a hand-written node would.
 //! Every tracker binds 127.0.0.1:0; tests wait on messages and events, never on sleeps.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::{tracker, wait_event, Peer, PATIENCE, SHORT};
 use matchtracker::protocol::ReplyMode;
 use matchtracker::simulation::{self, SimulationConfig};
-use matchtracker::tracker::{Tracker, TrackerConfig};
 use matchtracker::transcript::{Event, Transcript};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::UnboundedReceiver;
-
-/// Upper bound on any single wait, so a broken tracker fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(5);
-
-/// A short deadline keeps the suite fast.
-const SHORT: Duration = Duration::from_millis(200);
-
-struct Peer {
-    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
-    write: OwnedWriteHalf,
-}
-
-impl Peer {
-    async fn connect(addr: SocketAddr) -> Peer {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (read, write) = stream.into_split();
-        Peer { lines: BufReader::new(read).lines(), write }
-    }
-
-    /// Connects and greets with `greeting` (e.g. "HELLO S1"), checking the WELCOME.
-    async fn join(addr: SocketAddr, greeting: &str) -> Peer {
-        let mut peer = Peer::connect(addr).await;
-        peer.send(greeting).await;
-        let welcome = peer.recv().await;
-        let name = greeting.split(' ').nth(1).unwrap();
-        assert!(welcome.starts_with(&format!("WELCOME {name} ")), "got {welcome:?}");
-        peer
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.write.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> String {
-        self.recv_or_eof().await.expect("connection closed while a line was expected")
-    }
-
-    async fn recv_or_eof(&mut self) -> Option<String> {
-        tokio::time::timeout(PATIENCE, self.lines.next_line()).await.expect("no line in time").unwrap()
-    }
-
-    /// Receives a QUERY and returns its id, client and number.
-    async fn query(&mut self) -> (u64, String, u8) {
-        let line = self.recv().await;
-        let f: Vec<&str> = line.split(' ').collect();
-        assert_eq!(f.len(), 4, "not a query: {line:?}");
-        assert_eq!(f[0], "QUERY");
-        (f[1].parse().unwrap(), f[2].to_owned(), f[3].parse().unwrap())
-    }
-}
-
-async fn tracker(deadline: Duration, replies: ReplyMode) -> (Tracker, UnboundedReceiver<Event>) {
-    let (transcript, events) = Transcript::channel();
-    let config = TrackerConfig { deadline, replies, ..TrackerConfig::default() };
-    let tracker = Tracker::bind("127.0.0.1:0".parse().unwrap(), config, transcript).await.unwrap();
-    (tracker, events)
-}
-
-/// Waits for the first event `want` accepts, skipping others.
-async fn wait_event(events: &mut UnboundedReceiver<Event>, want: impl Fn(&Event) -> bool) -> Event {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let event = events.recv().await.expect("transcript closed");
-            if want(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("event did not come")
-}
 
 #[tokio::test]
 async fn registration_welcomes_with_deadline_and_mode() {
