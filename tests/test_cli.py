@@ -78,7 +78,8 @@ def test_a_missing_extension_is_one_line() -> None:
     )
 
 
-def test_ctrl_c_ends_the_run_with_130_and_one_line() -> None:
+@pytest.mark.parametrize("moment", ["sending “Hello”", "received “Welcome”", "find match of"])
+def test_ctrl_c_ends_the_run_with_130_and_one_line(moment: str) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, str(PROJECT), "3", "--timeout", "60"],
@@ -89,9 +90,9 @@ def test_ctrl_c_ends_the_run_with_130_and_one_line() -> None:
         env=env,
     )
     try:
-        # Wait for the run to be in its first round, then interrupt it.
+        # Wait for the run to reach the moment, then interrupt it.
         for line in proc.stdout:
-            if "find match of" in line:
+            if moment in line:
                 break
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=10)
@@ -100,3 +101,18 @@ def test_ctrl_c_ends_the_run_with_130_and_one_line() -> None:
     assert code == 130
     stderr = proc.stderr.read()
     assert stderr.strip() == "project.py: interrupted", stderr
+
+
+def test_a_closed_pipe_ends_the_run_quietly() -> None:
+    """`./project.py | head -1`: the reader goes away; no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT), "3", "--timeout", "0.2", "--rounds", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=30) == 0
+    assert proc.stderr.read() == ""
