@@ -19,6 +19,9 @@ const READ_CHUNK: usize = 4096;
 /// A batch of queued lines is written with one system call up to this size.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// Capacity a connection's write buffer keeps between bursts.
+const IDLE_BATCH: usize = 4096;
+
 /// How long a node waits for the TCP connection to the tracker to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,7 +104,7 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
     lines: &mut tokio::sync::mpsc::Receiver<Bytes>,
     stall: Duration,
 ) -> Result<()> {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Vec::new();
     while let Some(first) = lines.recv().await {
         batch.extend_from_slice(&first);
         while batch.len() < WRITE_BATCH {
@@ -114,6 +117,8 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
             .await
             .map_err(|_| Error::Timeout("for the peer to read".into()))??;
         batch.clear();
+        // Thousands of idle connections must not each keep a burst-sized buffer.
+        batch.shrink_to(IDLE_BATCH);
     }
     Ok(())
 }

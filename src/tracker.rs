@@ -42,6 +42,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a last line (`ERROR`, `BYE`) to a peer may take before we close regardless.
 const LAST_WORD_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Bytes joined into one write when several messages wait for the same socket.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Bytes of queries the outbox holds before it is flushed without waiting.
+const OUTBOX_LIMIT: usize = 64 * 1024;
+
 /// Lines queued to one client's connection; answers to a client that reads nothing pile up
 /// here until it is disconnected.
 const CLIENT_QUEUE: usize = 1024;
@@ -138,7 +144,9 @@ impl Tracker {
             requests: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
             counts: watch::channel((0, 0)).0,
+            outbox_ready: Notify::new(),
         });
+        tokio::spawn(flush_loop(shared.clone(), stop_rx.clone(), alive.clone()));
         tokio::spawn(accept_loop(listener, shared.clone(), stop_rx, alive.clone()));
         Ok(Tracker { local_addr, shared, stop, alive: Some(alive), finished })
     }
@@ -214,6 +222,8 @@ struct Shared {
     limit: Arc<Semaphore>,
     /// (servers, clients) registered, for callers that wait on registration.
     counts: watch::Sender<(usize, usize)>,
+    /// Raised when the outbox receives its first query.
+    outbox_ready: Notify,
 }
 
 struct Registry {
@@ -227,6 +237,9 @@ struct Registry {
     clients: usize,
     /// Every query goes here once; each server's connection task holds a receiver.
     queries: broadcast::Sender<Bytes>,
+    /// Queries not yet put on `queries`: a burst of requests goes out as one message per
+    /// server, not one each (see `flush_loop`).
+    outbox: Vec<u8>,
 }
 
 impl Registry {
@@ -238,6 +251,15 @@ impl Registry {
             live_servers: 0,
             clients: 0,
             queries,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Sends the queries waiting in the outbox to every server.
+    fn flush(&mut self) {
+        if !self.outbox.is_empty() {
+            let batch = Bytes::from(std::mem::take(&mut self.outbox));
+            let _ = self.queries.send(batch);
         }
     }
 
@@ -305,8 +327,10 @@ impl Shared {
         };
         reg.servers[slot] = Some(name.clone());
         reg.live_servers += 1;
-        // Subscribing under the lock that fan-out also takes: a server either is in a
-        // request's bitset and receives its query, or neither.
+        // Subscribing under the lock that fan-out also takes, after the queries asked of the
+        // servers before it went out: a server either is in a request's bitset and receives
+        // its query, or neither.
+        reg.flush();
         let queries = reg.queries.subscribe();
         self.publish_counts(&reg);
         Some((slot, queries))
@@ -348,7 +372,7 @@ impl Shared {
     fn fan_out(&self, client: &Name, number: u8) -> Option<(u64, oneshot::Receiver<()>)> {
         let id = self.next_query.fetch_add(1, Ordering::Relaxed);
         let (done, done_rx) = oneshot::channel();
-        let reg = self.registry.lock();
+        let mut reg = self.registry.lock();
         if reg.live_servers == 0 {
             return None;
         }
@@ -377,8 +401,13 @@ impl Shared {
                 });
             }
         }
-        let query = Message::Query { id, client: client.clone(), number };
-        let _ = reg.queries.send(Bytes::from(protocol::to_line(&query)));
+        let was_empty = reg.outbox.is_empty();
+        protocol::encode(&Message::Query { id, client: client.clone(), number }, &mut reg.outbox);
+        if reg.outbox.len() >= OUTBOX_LIMIT {
+            reg.flush();
+        } else if was_empty {
+            self.outbox_ready.notify_one();
+        }
         Some((id, done_rx))
     }
 
@@ -434,6 +463,21 @@ impl ClientLink {
             self.full.notify_one();
         }
     }
+}
+
+/// Puts queued queries on the broadcast channel. Waiting one scheduler turn first lets the
+/// other request handlers that are ready add theirs, so that under a burst (thousands of
+/// clients asking at once) each server gets a few large writes instead of one per request.
+async fn flush_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, alive: mpsc::Sender<()>) {
+    loop {
+        tokio::select! {
+            () = shared.outbox_ready.notified() => {}
+            () = stopped(&mut stop) => break,
+        }
+        tokio::task::yield_now().await;
+        shared.registry.lock().flush();
+    }
+    drop(alive);
 }
 
 /// Resolves when the tracker is told to stop (or its owner is gone).
@@ -650,29 +694,40 @@ async fn server_writes(
     errors: &mut mpsc::Receiver<Bytes>,
     stall: Duration,
 ) -> Ending {
-    let mut batch = Vec::new();
+    use broadcast::error::{RecvError, TryRecvError};
+    let lagged = |behind| slow_consumer(format!("it fell {behind} batches of queries behind"));
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             query = queries.recv() => match query {
-                Ok(line) => batch.extend_from_slice(&line),
-                Err(broadcast::error::RecvError::Lagged(behind)) => {
-                    return slow_consumer(format!("it fell {behind} queries behind"));
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ending::Stopped,
+                Ok(lines) => lines,
+                Err(RecvError::Lagged(behind)) => return lagged(behind),
+                Err(RecvError::Closed) => return Ending::Stopped,
             },
-            Some(line) = errors.recv() => batch.extend_from_slice(&line),
-        }
-        // Take whatever else is queued, so a burst of queries costs one system call.
-        while batch.len() < 64 * 1024 {
-            match queries.try_recv() {
-                Ok(line) => batch.extend_from_slice(&line),
-                Err(_) => break,
+            Some(line) = errors.recv() => line,
+        };
+        // Usually one message waits, and is written as it is; when more queued up behind it
+        // they are joined, so that the burst costs one system call.
+        let out = match queries.try_recv() {
+            Ok(next) => {
+                let mut batch = Vec::with_capacity(first.len() + next.len());
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&next);
+                while batch.len() < WRITE_BATCH {
+                    match queries.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(TryRecvError::Lagged(behind)) => return lagged(behind),
+                        Err(_) => break,
+                    }
+                }
+                Bytes::from(batch)
             }
-        }
+            Err(TryRecvError::Lagged(behind)) => return lagged(behind),
+            Err(_) => first,
+        };
         // A server stuck in a write never comes back to the queue to see that it lagged, so a
         // write that makes no progress for `stall` is what marks it as a slow consumer.
-        match tokio::time::timeout(stall, write.write_all(&batch)).await {
-            Ok(Ok(())) => batch.clear(),
+        match tokio::time::timeout(stall, write.write_all(&out)).await {
+            Ok(Ok(())) => {}
             Ok(Err(_)) => return Ending::Left,
             Err(_) => return slow_consumer(format!("it read nothing for {stall:?}")),
         }

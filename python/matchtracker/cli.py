@@ -11,9 +11,10 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from . import Report, run_simulation
+from . import MatchTrackerError, Report, run_simulation
 
 DEFAULT_N = 3
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -136,5 +137,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         )
     except ValueError as e:
         parser.error(str(e))
+    except MatchTrackerError as e:
+        print(f"{prog}: the run failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(summary(report), flush=True)
     return 0
