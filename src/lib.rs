@@ -6,12 +6,14 @@
 //! - [`connection`]: reading messages from and writing lines to a socket.
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
+//! - [`bench`]: the closed-loop load benchmark.
 //! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds, a report.
 //! - [`transcript`]: the events of a run and their printed lines.
 //! - [`limits`]: the open-files limit.
 //! - [`error`]: the one error type.
 //! - `python` (feature `python`): the only module that knows about Python.
 
+pub mod bench;
 pub mod client;
 pub mod connection;
 pub mod error;

@@ -223,6 +223,12 @@ impl Report {
         self.inner.late_replies
     }
 
+    /// Open file descriptors of the process once every node was connected.
+    #[getter]
+    fn open_files(&self) -> u64 {
+        self.inner.open_files
+    }
+
     /// Each server's number, by name, in index order.
     #[getter]
     fn numbers(&self) -> HashMap<String, u8> {
@@ -351,6 +357,45 @@ fn run_simulation(
         }
         py.check_signals()?;
     }
+}
+
+/// Runs a closed-loop load (each client asks again as soon as it is answered) and returns
+/// its measurements: requests, elapsed and rate, and latency quantiles in seconds.
+#[pyfunction]
+#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true))]
+fn run_load(
+    py: Python<'_>,
+    servers: usize,
+    clients: usize,
+    duration: f64,
+    timeout: f64,
+    early: bool,
+) -> PyResult<HashMap<&'static str, f64>> {
+    if !(duration > 0.0 && duration <= simulation::MAX_TIMEOUT) {
+        return Err(invalid(format!(
+            "duration must be more than 0 and at most 3600 seconds (got {duration})"
+        )));
+    }
+    if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
+        return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
+    }
+    let config = crate::bench::LoadConfig {
+        servers,
+        clients,
+        duration: Duration::from_secs_f64(duration),
+        deadline: Duration::from_secs_f64(timeout),
+        replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+    };
+    let report = wait(py, crate::bench::closed_loop(config))?;
+    Ok(HashMap::from([
+        ("requests", report.requests as f64),
+        ("elapsed", report.elapsed.as_secs_f64()),
+        ("rate", report.rate()),
+        ("p50", report.quantile(0.50).as_secs_f64()),
+        ("p90", report.quantile(0.90).as_secs_f64()),
+        ("p99", report.quantile(0.99).as_secs_f64()),
+        ("max", report.quantile(1.0).as_secs_f64()),
+    ]))
 }
 
 /// Writes lines to Python's `sys.stdout`, which is what Jupyter and pytest capture.
@@ -603,6 +648,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_simulation, m)?)?;
+    m.add_function(wrap_pyfunction!(run_load, m)?)?;
     m.add_class::<Tracker>()?;
     m.add_class::<Server>()?;
     m.add_class::<Client>()?;

@@ -102,6 +102,8 @@ pub struct Report {
     pub requests: Vec<RequestRecord>,
     pub late_replies: u64,
     pub duration: Duration,
+    /// Open file descriptors of the process once every node was connected.
+    pub open_files: u64,
 }
 
 /// Runs the simulation. Every socket is closed and every task has ended when it returns;
@@ -149,6 +151,7 @@ pub async fn run(config: SimulationConfig, transcript: Transcript) -> Result<Rep
         });
     }
     let mut clients = in_order(connecting, config.n).await?;
+    let open_files = limits::open_files();
 
     let mut requests = Vec::with_capacity(config.n * config.rounds);
     for round in 1..=config.rounds {
@@ -180,7 +183,7 @@ pub async fn run(config: SimulationConfig, transcript: Transcript) -> Result<Rep
         .enumerate()
         .map(|(i, &number)| Ok(ServerRecord { name: node_name('S', i)?, number }))
         .collect::<Result<_>>()?;
-    Ok(Report { config, servers, requests, late_replies, duration: started.elapsed() })
+    Ok(Report { config, servers, requests, late_replies, duration: started.elapsed(), open_files })
 }
 
 /// `S1`, `C3`, ...: the prefix and the 1-based index.

@@ -3,6 +3,7 @@ help, Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,3 +117,24 @@ def test_a_closed_pipe_ends_the_run_quietly() -> None:
     proc.stdout.close()
     assert proc.wait(timeout=30) == 0
     assert proc.stderr.read() == ""
+
+
+def test_bench_closed_loop_smoke() -> None:
+    result = run("bench", "--servers", "3", "--clients", "2", "--duration", "0.3", "--early", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["workload"] == "closed-loop" and data["requests"] > 0
+    assert data["latency_p50_ms"] <= data["latency_p99_ms"] <= data["latency_max_ms"]
+
+
+def test_bench_scale_smoke() -> None:
+    result = run("bench", "--scale", "20", "--rounds", "2", "--timeout", "0.2", "--json", module=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["requests"] == 40 and data["incomplete_answers"] == 0
+    assert data["open_files"] >= 4 * 20
+
+
+def test_bench_bad_flags_are_one_line() -> None:
+    result = run("bench", "--servers", "0", "--duration", "0.1")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1

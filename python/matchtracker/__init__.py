@@ -21,6 +21,7 @@ from ._core import (
     Server,
     Tracker,
     __version__,
+    run_load,
     run_simulation,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "Server",
     "Tracker",
     "__version__",
+    "run_load",
     "run_simulation",
 ]

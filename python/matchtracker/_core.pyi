@@ -55,6 +55,9 @@ class Report:
     def late_replies(self) -> int:
         """Replies that came after their request was answered, and were dropped."""
     @property
+    def open_files(self) -> int:
+        """Open file descriptors of the process once every node was connected."""
+    @property
     def numbers(self) -> dict[str, int]:
         """Each server's number, by name."""
     @property
@@ -93,6 +96,19 @@ def run_simulation(
         ValueError: an argument is out of range (the message names it and the range).
         MatchTrackerError: the run failed.
         KeyboardInterrupt: on Ctrl-C; everything the run opened is closed.
+    """
+
+def run_load(
+    servers: int, clients: int, duration: float, *, timeout: float = 2.0, early: bool = True
+) -> dict[str, float]:
+    """Run a closed-loop load through one tracker on loopback and measure it.
+
+    Each client asks again as soon as it has its answer, for `duration` seconds. Returns
+    `requests`, `elapsed` (seconds), `rate` (requests per second) and the latency quantiles
+    `p50`, `p90`, `p99`, `max` (seconds).
+
+    Raises:
+        ValueError: an argument is out of range.
     """
 
 class Tracker:

@@ -33,7 +33,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             "Run the central-tracker assignment: n servers each draw a number from 1 to 10 and "
             "say Hello to the central tracker, n clients say Hi, then in each round every "
             "client asks the tracker which servers hold a number it picked. Every message "
-            "sent and received is printed."
+            "sent and received is printed. (`bench` as the first argument measures the "
+            "tracker instead: see `bench --help`.)"
         ),
     )
     parser.add_argument(
@@ -123,6 +124,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
 
 
 def _main(argv: Sequence[str] | None, prog: str) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from . import bench
+
+        return bench.main(argv[1:], prog, _Parser)
+    if argv[:1] == ["simulate"]:
+        argv = argv[1:]
+        prog = f"{prog} simulate"
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
@@ -137,7 +146,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         )
     except ValueError as e:
         parser.error(str(e))
-    except MatchTrackerError as e:
+    except MatchTrackerError as e:  # not the user's mistake: say what failed, no traceback
         print(f"{prog}: the run failed: {e}", file=sys.stderr)
         return EXIT_FAILED
     print(summary(report), flush=True)

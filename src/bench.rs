@@ -1,0 +1,110 @@
+//! The closed-loop load benchmark: one tracker, K servers, C clients; each client sends its
+//! next request as soon as it has the answer to the last, for a fixed duration. Measures
+//! throughput and latency; the caller adds CPU and memory figures.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::ClientNode;
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::protocol::{Name, ReplyMode, NUMBERS};
+use crate::server::ServerNode;
+use crate::tracker::{Tracker, TrackerConfig};
+use crate::transcript::Transcript;
+
+/// A closed-loop load to run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub servers: usize,
+    pub clients: usize,
+    pub duration: Duration,
+    pub deadline: Duration,
+    pub replies: ReplyMode,
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    /// Requests answered within the measured duration.
+    pub requests: u64,
+    /// The measured duration (from the first request to the end).
+    pub elapsed: Duration,
+    /// Every request's latency, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadReport {
+    /// Answered requests per second.
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency below which a fraction `q` (0..=1) of requests fall.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[index]
+    }
+}
+
+/// Runs the load.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a setup out of range; [`Error::TooManyFiles`] if it cannot
+/// fit; any node's error.
+pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
+    if config.servers == 0 || config.clients == 0 || config.duration.is_zero() {
+        return Err(Error::InvalidArgument("servers, clients and duration must be more than 0".into()));
+    }
+    limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
+    let tracker_config = TrackerConfig {
+        deadline: config.deadline,
+        replies: config.replies,
+        max_open_per_client: 1,
+        ..TrackerConfig::default()
+    };
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
+    let addr = tracker.local_addr();
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut servers = Vec::with_capacity(config.servers);
+    for i in 0..config.servers {
+        let name = Name::new(&format!("S{}", i + 1))?;
+        servers.push(ServerNode::start(addr, name, rng.random_range(NUMBERS), Transcript::off()).await?);
+    }
+    let started = Instant::now();
+    let until = started + config.duration;
+    let mut load = JoinSet::new();
+    for i in 0..config.clients {
+        let name = Name::new(&format!("C{}", i + 1))?;
+        let mut client = ClientNode::connect(addr, name, Transcript::off()).await?;
+        let mut rng = StdRng::seed_from_u64(i as u64 + 100);
+        load.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let answer = client.find_match(rng.random_range(NUMBERS)).await?;
+                latencies.push(answer.elapsed);
+            }
+            Ok::<_, Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(joined) = load.join_next().await {
+        latencies.extend(joined??);
+    }
+    let elapsed = started.elapsed();
+    for server in servers {
+        let _ = server.close().await;
+    }
+    tracker.shutdown(Duration::from_secs(2)).await;
+    latencies.sort_unstable();
+    Ok(LoadReport { requests: latencies.len() as u64, elapsed, latencies })
+}
