@@ -124,6 +124,8 @@ impl Tracker {
     /// bound.
     pub async fn bind(addr: SocketAddr, config: TrackerConfig, transcript: Transcript) -> Result<Tracker> {
         validate(&config)?;
+        // Every connection costs a descriptor: take all the process may have.
+        crate::limits::raise_open_files_limit();
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         // Lets a restarted tracker take its port back while old connections sit in TIME_WAIT.
         socket.set_reuseaddr(true)?;
