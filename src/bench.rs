@@ -65,12 +65,8 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
         return Err(Error::InvalidArgument("servers, clients and duration must be more than 0".into()));
     }
     limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
-    let tracker_config = TrackerConfig {
-        deadline: config.deadline,
-        replies: config.replies,
-        max_open_per_client: 1,
-        ..TrackerConfig::default()
-    };
+    let tracker_config =
+        TrackerConfig { deadline: config.deadline, replies: config.replies, ..TrackerConfig::default() };
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
     let addr = tracker.local_addr();

@@ -823,9 +823,7 @@ async fn client_reads(
                 };
                 let (stop, alive) = (stop.clone(), alive.clone());
                 tokio::spawn(async move {
-                    let open = waiter.link.open.clone();
                     waiter.wait(done, deadline, stop).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
                     drop(alive);
                 });
             }
@@ -851,6 +849,9 @@ impl Waiter {
             () = stopped(&mut stop) => true,
             () = self.link.lines.closed() => true,
         };
+        // No longer open, before the answer goes out: a client that asks again the moment it
+        // has its answer must not find this request still counted against it.
+        self.link.open.fetch_sub(1, Ordering::Relaxed);
         // Removing the entry is what makes any later reply late: nothing outlives the answer.
         let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
         if *stop.borrow() || self.link.lines.is_closed() {

@@ -249,3 +249,25 @@ async fn nodes_see_the_tracker_leave() {
         server.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_client_may_have_only_so_many_requests_open() {
+    let (tracker, _events) = tracker_with(TrackerConfig { max_open_per_client: 1, ..config() }).await;
+    let addr = tracker.local_addr();
+    let mut server = Peer::join(addr, "HELLO S1").await;
+    let mut client = Peer::join(addr, "HI C1").await;
+    client.send("FIND 1 4").await;
+    client.send("FIND 2 4").await;
+    let refused = client.recv().await;
+    assert!(refused.starts_with("ERROR too-many-requests request 2 refused"), "{refused}");
+    let (id, ..) = server.query().await;
+    server.send(&format!("MATCH {id}")).await;
+    assert_eq!(client.recv().await, "ANSWER 1 replied S1");
+    // Asking again the moment the answer is in is never refused.
+    for next in 3..20 {
+        client.send(&format!("FIND {next} 4")).await;
+        let (id, ..) = server.query().await;
+        server.send(&format!("MATCH {id}")).await;
+        assert_eq!(client.recv().await, format!("ANSWER {next} replied S1"));
+    }
+}

@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MatchTrackerError as e:  # not the user's mistake: say what failed, no traceback
+        print(f"{prog}: failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as command-line tools do. Point
         # stdout at /dev/null so the interpreter's final flush does not complain again.
@@ -146,8 +149,5 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         )
     except ValueError as e:
         parser.error(str(e))
-    except MatchTrackerError as e:  # not the user's mistake: say what failed, no traceback
-        print(f"{prog}: the run failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
     print(summary(report), flush=True)
     return 0
