@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,10 +26,13 @@ use crate::protocol::{End, Name, ReplyMode, NUMBERS};
 use crate::server::ServerNode;
 use crate::simulation::{self, SimulationConfig};
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
-use crate::transcript::Transcript;
+use crate::transcript::{Event, Transcript, Value};
 
 /// How often a blocking call looks up from its work to check for Ctrl-C and print lines.
 const POLL: Duration = Duration::from_millis(100);
+
+/// A run shows progress on a terminal once it has taken this long.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 /// How long `Tracker.close()` waits for the tracker's tasks to end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -182,7 +186,8 @@ impl RequestRecord {
 #[pyclass(module = "matchtracker._core", frozen)]
 pub struct Report {
     inner: simulation::Report,
-    transcript: Vec<String>,
+    /// Every event, with its time in seconds from the start of the run.
+    events: Vec<(f64, Event)>,
 }
 
 #[pymethods]
@@ -255,7 +260,29 @@ impl Report {
     /// The printed lines, in order (empty for a quiet run).
     #[getter]
     fn transcript(&self) -> Vec<String> {
-        self.transcript.clone()
+        self.events.iter().map(|(_, e)| e.to_string()).collect()
+    }
+
+    /// Every event: dicts of time (seconds from the start), from, to, kind and fields, in
+    /// order (empty for a quiet run).
+    #[getter]
+    fn events<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.events.iter().map(|(time, event)| event_dict(py, *time, event)).collect()
+    }
+
+    /// `to_dict()` as JSON text.
+    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.import("json")?.call_method1("dumps", (self.to_dict(py)?,))?.extract()
+    }
+
+    /// A summary for people: per client, per server, totals, latency, wall time.
+    fn summary(slf: &Bound<'_, Self>) -> PyResult<String> {
+        slf.py().import("matchtracker._summary")?.call_method1("summary", (slf,))?.extract()
+    }
+
+    /// The run as a message-sequence chart, in SVG.
+    fn sequence_diagram(slf: &Bound<'_, Self>) -> PyResult<String> {
+        slf.py().import("matchtracker._diagram")?.call_method1("sequence_diagram", (slf,))?.extract()
     }
 
     /// The report as plain dicts, lists, numbers and strings, ready for `json.dumps`.
@@ -287,6 +314,7 @@ impl Report {
         }
         out.set_item("requests", requests)?;
         out.set_item("transcript", self.transcript())?;
+        out.set_item("events", self.events(py)?)?;
         Ok(out)
     }
 
@@ -303,7 +331,8 @@ impl Report {
 
 /// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
 #[pyfunction]
-#[pyo3(signature = (n, rounds = 5, *, timeout = 2.0, seed = None, early = false, quiet = false))]
+#[pyo3(signature = (n, rounds = 5, *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
 fn run_simulation(
     py: Python<'_>,
     n: i64,
@@ -312,6 +341,8 @@ fn run_simulation(
     seed: Option<&Bound<'_, PyAny>>,
     early: bool,
     quiet: bool,
+    json: bool,
+    progress: Option<bool>,
 ) -> PyResult<Report> {
     let seed = match seed {
         None => None,
@@ -327,9 +358,19 @@ fn run_simulation(
     } else {
         Transcript::channel()
     };
+    let total = config.n * config.rounds;
+    let (n, rounds) = (config.n, config.rounds);
+    let sys = py.import("sys")?;
+    let progress = match progress {
+        Some(on) => on,
+        None => sys.getattr("stderr")?.call_method0("isatty").and_then(|t| t.extract()).unwrap_or(false),
+    };
+    let answered = Arc::new(AtomicUsize::new(0));
     let rt = runtime()?;
-    let mut task = AbortOnDrop(rt.spawn(simulation::run(config, transcript)));
-    let mut printed = Vec::new();
+    let started = tokio::time::Instant::now();
+    let mut task = AbortOnDrop(rt.spawn(simulation::run(config, transcript, answered.clone())));
+    let mut recorded: Vec<(f64, Event)> = Vec::new();
+    let mut shown = false;
     loop {
         // Wait for lines, the end of the run, or the next signal check, whichever is first.
         let (finished, batch) = py.detach(|| {
@@ -346,14 +387,37 @@ fn run_simulation(
                 (finished, batch)
             })
         });
+        if shown && (finished.is_some() || !batch.is_empty()) {
+            // Take the progress line off the terminal before anything else is printed.
+            write_to(py, "stderr", "\r\x1b[K")?;
+            shown = false;
+        }
         if !batch.is_empty() {
-            let lines: Vec<String> = batch.iter().map(ToString::to_string).collect();
-            print_lines(py, &lines)?;
-            printed.extend(lines);
+            let first = recorded.len();
+            recorded.extend(batch.into_iter().map(|s| (s.at.duration_since(started).as_secs_f64(), s.event)));
+            let fresh = &recorded[first..];
+            let lines: Vec<String> = if json {
+                fresh.iter().map(|(time, event)| event_json(*time, event)).collect()
+            } else {
+                fresh.iter().map(|(_, event)| event.to_string()).collect()
+            };
+            let mut text = lines.join("\n");
+            text.push('\n');
+            write_to(py, "stdout", &text)?;
         }
         if let Some(joined) = finished {
             let inner = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
-            return Ok(Report { inner, transcript: printed });
+            return Ok(Report { inner, events: recorded });
+        }
+        if progress && started.elapsed() > PROGRESS_AFTER {
+            let done = answered.load(Ordering::Relaxed);
+            let round = (done / n + 1).min(rounds);
+            write_to(
+                py,
+                "stderr",
+                &format!("\r\x1b[Kround {round} of {rounds}, {done} of {total} requests answered"),
+            )?;
+            shown = true;
         }
         py.check_signals()?;
     }
@@ -398,16 +462,87 @@ fn run_load(
     ]))
 }
 
-/// Writes lines to Python's `sys.stdout`, which is what Jupyter and pytest capture.
-fn print_lines(py: Python<'_>, lines: &[String]) -> PyResult<()> {
-    let stdout = py.import("sys")?.getattr("stdout")?;
-    if stdout.is_none() {
-        return Ok(());
+/// Writes to Python's `sys.stdout` or `sys.stderr`, which is what Jupyter and pytest
+/// capture (Rust writing to the file descriptors would bypass them).
+fn write_to(py: Python<'_>, stream: &str, text: &str) -> PyResult<()> {
+    let stream = py.import("sys")?.getattr(stream)?;
+    if !stream.is_none() {
+        stream.call_method1("write", (text,))?;
+        if text.starts_with('\r') {
+            stream.call_method0("flush")?;
+        }
     }
-    let mut text = lines.join("\n");
-    text.push('\n');
-    stdout.call_method1("write", (text,))?;
     Ok(())
+}
+
+/// One event as a dict: time, from, to, kind, fields.
+fn event_dict<'py>(py: Python<'py>, time: f64, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("time", time)?;
+    out.set_item("from", event.from())?;
+    out.set_item("to", event.to())?;
+    out.set_item("kind", event.kind())?;
+    let fields = PyDict::new(py);
+    for (key, value) in event.fields() {
+        match value {
+            Value::Int(v) => fields.set_item(key, v)?,
+            Value::Bool(v) => fields.set_item(key, v)?,
+            Value::Text(v) => fields.set_item(key, v)?,
+            Value::Names(v) => fields.set_item(key, v.iter().map(Name::as_str).collect::<Vec<_>>())?,
+        }
+    }
+    out.set_item("fields", fields)?;
+    Ok(out)
+}
+
+/// One event as a line of JSON, with the same content as [`event_dict`].
+fn event_json(time: f64, event: &Event) -> String {
+    fn text(out: &mut String, s: &str) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    let mut out = format!("{{\"time\": {time:.6}, \"from\": ");
+    text(&mut out, event.from());
+    out.push_str(", \"to\": ");
+    match event.to() {
+        Some(to) => text(&mut out, to),
+        None => out.push_str("null"),
+    }
+    out.push_str(", \"kind\": ");
+    text(&mut out, event.kind());
+    out.push_str(", \"fields\": {");
+    for (i, (key, value)) in event.fields().into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        text(&mut out, key);
+        out.push_str(": ");
+        match value {
+            Value::Int(v) => out.push_str(&v.to_string()),
+            Value::Bool(v) => out.push_str(if v { "true" } else { "false" }),
+            Value::Text(v) => text(&mut out, v),
+            Value::Names(names) => {
+                out.push('[');
+                for (j, name) in names.iter().enumerate() {
+                    if j > 0 {
+                        out.push_str(", ");
+                    }
+                    text(&mut out, name.as_str());
+                }
+                out.push(']');
+            }
+        }
+    }
+    out.push_str("}}");
+    out
 }
 
 /// A central tracker listening for servers and clients.

@@ -3,6 +3,8 @@
 //! once, and waits for its answer. Returns a [`Report`] of everything that was decided.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -106,13 +108,18 @@ pub struct Report {
     pub open_files: u64,
 }
 
-/// Runs the simulation. Every socket is closed and every task has ended when it returns;
+/// Runs the simulation, counting answered requests in `answered` as it goes (for progress).
+/// Every socket is closed and every task has ended when it returns;
 /// if the future is dropped early, the nodes it owns stop as they are dropped.
 ///
 /// # Errors
 /// [`Error::TooManyFiles`] before anything is opened if n cannot fit under the open-files
 /// limit; any node's error if the run cannot complete.
-pub async fn run(config: SimulationConfig, transcript: Transcript) -> Result<Report> {
+pub async fn run(
+    config: SimulationConfig,
+    transcript: Transcript,
+    answered: Arc<AtomicUsize>,
+) -> Result<Report> {
     limits::ensure_open_files(config.open_files_needed())?;
     let started = Instant::now();
     let mut rng = match config.seed {
@@ -158,8 +165,10 @@ pub async fn run(config: SimulationConfig, transcript: Transcript) -> Result<Rep
         let picks: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
         let mut asking = JoinSet::new();
         for (i, (mut client, number)) in clients.drain(..).zip(picks).enumerate() {
+            let answered = answered.clone();
             asking.spawn(async move {
                 let answer = client.find_match(number).await;
+                answered.fetch_add(1, Ordering::Relaxed);
                 (i, answer.map(|answer| (client, number, answer)))
             });
         }

@@ -443,7 +443,8 @@ impl Shared {
 
     /// Sends a client its answer.
     fn answer(&self, client: &Name, to: &ClientLink, id: u64, end: End, servers: Vec<Name>) {
-        self.transcript.record_with(|| Event::AnswerSent { client: client.clone() });
+        self.transcript
+            .record_with(|| Event::AnswerSent { client: client.clone(), servers: servers.clone() });
         to.send(protocol::to_line(&Message::Answer { id, end, servers }));
     }
 }

@@ -11,6 +11,7 @@
 use std::fmt;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::protocol::Name;
 
@@ -20,7 +21,14 @@ pub const CENTRAL: &str = "Central";
 /// Where events go; `off` drops them without formatting anything (a quiet run of thousands
 /// of nodes must not pay for millions of lines nobody reads).
 #[derive(Clone, Debug, Default)]
-pub struct Transcript(Option<mpsc::UnboundedSender<Event>>);
+pub struct Transcript(Option<mpsc::UnboundedSender<Stamped>>);
+
+/// An event and when it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamped {
+    pub at: Instant,
+    pub event: Event,
+}
 
 impl Transcript {
     /// A transcript that records nothing.
@@ -29,7 +37,7 @@ impl Transcript {
     }
 
     /// A transcript and the receiver its events arrive on, in order.
-    pub fn channel() -> (Transcript, mpsc::UnboundedReceiver<Event>) {
+    pub fn channel() -> (Transcript, mpsc::UnboundedReceiver<Stamped>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Transcript(Some(tx)), rx)
     }
@@ -42,7 +50,7 @@ impl Transcript {
     /// Records `event`. A reader that went away is not an error: the run goes on unheard.
     pub fn record(&self, event: Event) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(event);
+            let _ = tx.send(Stamped { at: Instant::now(), event });
         }
     }
 
@@ -102,7 +110,7 @@ pub enum Event {
     /// A request's deadline passed before every queried server replied.
     DeadlineReached { client: Name },
     /// The tracker sends `ANSWER`.
-    AnswerSent { client: Name },
+    AnswerSent { client: Name, servers: Vec<Name> },
     /// A client receives `ANSWER`.
     AnswerReceived { client: Name, servers: Vec<Name> },
     /// The tracker sends `ERROR` to a peer (named, or its address before it has a name).
@@ -153,7 +161,7 @@ impl fmt::Display for Event {
             Event::DeadlineReached { client } => {
                 write!(f, "{CENTRAL}: deadline reached for match request from {client}")
             }
-            Event::AnswerSent { client } => write!(f, "{CENTRAL}: send match reply to {client}"),
+            Event::AnswerSent { client, .. } => write!(f, "{CENTRAL}: send match reply to {client}"),
             Event::AnswerReceived { client, servers } => {
                 write!(f, "{client}: ")?;
                 write_answer(f, servers)
@@ -164,6 +172,117 @@ impl fmt::Display for Event {
             Event::Dropped { role, node, reason } => {
                 write!(f, "{CENTRAL}: dropping {role} {node}: {reason}.")
             }
+        }
+    }
+}
+
+/// A field of an event, for machine-readable output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Int(u64),
+    Bool(bool),
+    Text(&'a str),
+    Names(&'a [Name]),
+}
+
+impl Event {
+    /// A stable name for the kind of event: `<message>.sent`, `<message>.received`, or a note
+    /// such as `number.selected`. A `.sent` and its `.received` (or `reply.late`) share the
+    /// same `from` and `to`; TCP keeps them in order, so the k-th of each pair up.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::HelloSent { .. } => "hello.sent",
+            Event::NumberSelected { .. } => "number.selected",
+            Event::HiSent { .. } => "hi.sent",
+            Event::GreetingReceived { role: Role::Server, .. } => "hello.received",
+            Event::GreetingReceived { role: Role::Client, .. } => "hi.received",
+            Event::WelcomeSent { .. } => "welcome.sent",
+            Event::WelcomeReceived { .. } => "welcome.received",
+            Event::FindSent { .. } => "find.sent",
+            Event::FindReceived { .. } => "find.received",
+            Event::QuerySent { .. } => "query.sent",
+            Event::QueryReceived { .. } => "query.received",
+            Event::ReplySent { .. } => "reply.sent",
+            Event::ReplyReceived { .. } => "reply.received",
+            Event::LateReply { .. } => "reply.late",
+            Event::DeadlineReached { .. } => "deadline.reached",
+            Event::AnswerSent { .. } => "answer.sent",
+            Event::AnswerReceived { .. } => "answer.received",
+            Event::ErrorSent { .. } => "error.sent",
+            Event::Dropped { .. } => "node.dropped",
+        }
+    }
+
+    /// The node the message comes from, or the node a note is about.
+    pub fn from(&self) -> &str {
+        match self {
+            Event::HelloSent { server: n }
+            | Event::NumberSelected { server: n, .. }
+            | Event::ReplySent { server: n, .. }
+            | Event::ReplyReceived { server: n, .. }
+            | Event::LateReply { server: n, .. }
+            | Event::HiSent { client: n }
+            | Event::FindSent { client: n, .. }
+            | Event::FindReceived { client: n }
+            | Event::GreetingReceived { node: n, .. } => n.as_str(),
+            Event::WelcomeSent { .. }
+            | Event::WelcomeReceived { .. }
+            | Event::QuerySent { .. }
+            | Event::QueryReceived { .. }
+            | Event::DeadlineReached { .. }
+            | Event::AnswerSent { .. }
+            | Event::AnswerReceived { .. }
+            | Event::ErrorSent { .. }
+            | Event::Dropped { .. } => CENTRAL,
+        }
+    }
+
+    /// The node the message goes to; `None` for a note.
+    pub fn to(&self) -> Option<&str> {
+        match self {
+            Event::NumberSelected { .. } | Event::DeadlineReached { .. } | Event::Dropped { .. } => None,
+            Event::HelloSent { .. }
+            | Event::HiSent { .. }
+            | Event::FindSent { .. }
+            | Event::FindReceived { .. }
+            | Event::GreetingReceived { .. }
+            | Event::ReplySent { .. }
+            | Event::ReplyReceived { .. }
+            | Event::LateReply { .. } => Some(CENTRAL),
+            Event::WelcomeSent { node: n, .. }
+            | Event::WelcomeReceived { node: n }
+            | Event::QuerySent { server: n, .. }
+            | Event::QueryReceived { server: n, .. }
+            | Event::AnswerSent { client: n, .. }
+            | Event::AnswerReceived { client: n, .. } => Some(n.as_str()),
+            Event::ErrorSent { peer, .. } => Some(peer),
+        }
+    }
+
+    /// The event's data beyond its kind, sender and receiver.
+    pub fn fields(&self) -> Vec<(&'static str, Value<'_>)> {
+        match self {
+            Event::NumberSelected { number, .. } | Event::FindSent { number, .. } => {
+                vec![("number", Value::Int(u64::from(*number)))]
+            }
+            Event::QuerySent { client, number, .. } | Event::QueryReceived { client, number, .. } => {
+                vec![("client", Value::Text(client.as_str())), ("number", Value::Int(u64::from(*number)))]
+            }
+            Event::ReplySent { client, matched, .. } | Event::ReplyReceived { client, matched, .. } => {
+                vec![("client", Value::Text(client.as_str())), ("matched", Value::Bool(*matched))]
+            }
+            Event::LateReply { id, .. } => vec![("id", Value::Int(*id))],
+            Event::DeadlineReached { client } => vec![("client", Value::Text(client.as_str()))],
+            Event::AnswerSent { servers, .. } | Event::AnswerReceived { servers, .. } => {
+                vec![("servers", Value::Names(servers))]
+            }
+            Event::ErrorSent { code, .. } => vec![("code", Value::Text(code))],
+            Event::Dropped { role, node, reason } => vec![
+                ("node", Value::Text(node.as_str())),
+                ("role", Value::Text(if *role == Role::Server { "server" } else { "client" })),
+                ("reason", Value::Text(reason)),
+            ],
+            _ => Vec::new(),
         }
     }
 }
@@ -219,7 +338,7 @@ mod tests {
             Event::GreetingReceived { role: Role::Client, node: c1.clone() },
             Event::FindSent { client: c1.clone(), number: 5 },
             Event::FindReceived { client: c1.clone() },
-            Event::AnswerSent { client: c1.clone() },
+            Event::AnswerSent { client: c1.clone(), servers: Vec::new() },
         ]
         .map(|e| e.to_string());
         assert_eq!(

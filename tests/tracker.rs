@@ -187,7 +187,7 @@ async fn shutdown_says_bye_to_every_node() {
 async fn every_simulated_answer_is_right() {
     for (n, early) in [(2, false), (7, false), (7, true)] {
         let config = SimulationConfig::new(n, 3, 0.2, Some(11), early).unwrap();
-        let report = simulation::run(config, Transcript::off()).await.unwrap();
+        let report = simulation::run(config, Transcript::off(), Default::default()).await.unwrap();
         assert_eq!(report.requests.len(), n as usize * 3);
         for request in &report.requests {
             let want: Vec<_> = report
@@ -205,7 +205,7 @@ async fn every_simulated_answer_is_right() {
 async fn a_seed_makes_a_run_repeatable() {
     let run = || async {
         let config = SimulationConfig::new(4, 2, 0.2, Some(99), true).unwrap();
-        simulation::run(config, Transcript::off()).await.unwrap()
+        simulation::run(config, Transcript::off(), Default::default()).await.unwrap()
     };
     let (a, b) = (run().await, run().await);
     assert_eq!(a.servers, b.servers);

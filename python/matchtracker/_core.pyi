@@ -66,8 +66,18 @@ class Report:
     @property
     def transcript(self) -> list[str]:
         """The printed lines, in order (empty for a quiet run)."""
+    @property
+    def events(self) -> list[dict]:
+        """Every event in order (empty for a quiet run): dicts with `time` (seconds from the
+        start), `from`, `to` (None for a note), `kind` (such as "query.sent") and `fields`."""
     def to_dict(self) -> dict:
         """The report as plain dicts, lists, numbers and strings, ready for `json.dumps`."""
+    def to_json(self) -> str:
+        """`to_dict()` as JSON text."""
+    def summary(self) -> str:
+        """Totals, latency, wall time, then each server and each client, as text."""
+    def sequence_diagram(self) -> str:
+        """The run as a message-sequence chart: SVG text, self-contained."""
 
 def run_simulation(
     n: int,
@@ -77,6 +87,8 @@ def run_simulation(
     seed: int | None = None,
     early: bool = False,
     quiet: bool = False,
+    json: bool = False,
+    progress: bool | None = None,
 ) -> Report:
     """Run the assignment: a tracker on 127.0.0.1 (a free port), n servers, n clients.
 
@@ -90,7 +102,10 @@ def run_simulation(
         timeout: the tracker's deadline for servers' replies, in seconds.
         seed: makes the numbers and picks, and so the answers, repeatable.
         early: servers also reply on no match, so requests end when all have replied.
-        quiet: print nothing; the report's transcript is then empty.
+        quiet: print nothing and record no events; the report's transcript is then empty.
+        json: print one JSON object per event instead of the message lines.
+        progress: show "round i of R" on stderr while the run lasts more than a second;
+            None shows it when stderr is a terminal.
 
     Raises:
         ValueError: an argument is out of range (the message names it and the range).

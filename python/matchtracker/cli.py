@@ -68,6 +68,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="print only the final summary, not every message",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per event (time, from, to, kind, fields) instead of the "
+        "message lines, and no summary",
+    )
+    parser.add_argument(
+        "--diagram",
+        metavar="FILE",
+        help="also draw the run as a message-sequence chart: FILE.svg, or FILE.html wrapping the SVG",
+    )
     return parser
 
 
@@ -98,17 +109,6 @@ def ask_n() -> int:
         print(f"Please enter a whole number of at least 2 (got {text!r}).")
 
 
-def summary(report: Report) -> str:
-    requests = report.requests
-    matched = sum(1 for r in requests if r.servers)
-    rounds = f"{report.rounds} round" + ("s" if report.rounds != 1 else "")
-    return (
-        f"Summary: n={report.n}, {rounds}, {len(requests)} requests: "
-        f"{matched} matched, {len(requests) - matched} no match, "
-        f"{report.late_replies} late replies; {report.duration:.2f} s"
-    )
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
     """Runs the command line; returns the exit code."""
     try:
@@ -137,6 +137,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         prog = f"{prog} simulate"
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.diagram is not None and not args.diagram.endswith((".svg", ".html")):
+        parser.error(f"--diagram must name a .svg or .html file (got {args.diagram!r})")
+    if args.quiet and (args.json or args.diagram):
+        parser.error("--quiet records no events, so it cannot go with --json or --diagram")
     try:
         n = parse_n(args.n, parser)
         report = run_simulation(
@@ -146,8 +150,25 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             seed=args.seed,
             early=args.early,
             quiet=args.quiet,
+            json=args.json,
         )
     except ValueError as e:
         parser.error(str(e))
-    print(summary(report), flush=True)
+    if args.diagram:
+        write_diagram(report, args.diagram, prog)
+    if not args.json:
+        print(report.summary(), flush=True)
     return 0
+
+
+def write_diagram(report: Report, path: str, prog: str) -> None:
+    from ._diagram import html
+
+    svg = report.sequence_diagram()
+    text = html(svg, f"matchtracker run, n={report.n}") if path.endswith(".html") else svg
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        print(f"{prog}: cannot write the diagram to {path}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None

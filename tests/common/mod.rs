@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use matchtracker::protocol::ReplyMode;
 use matchtracker::tracker::{Tracker, TrackerConfig};
-use matchtracker::transcript::{Event, Transcript};
+use matchtracker::transcript::{Event, Stamped, Transcript};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -63,21 +63,21 @@ impl Peer {
     }
 }
 
-pub async fn tracker(deadline: Duration, replies: ReplyMode) -> (Tracker, UnboundedReceiver<Event>) {
+pub async fn tracker(deadline: Duration, replies: ReplyMode) -> (Tracker, UnboundedReceiver<Stamped>) {
     tracker_with(TrackerConfig { deadline, replies, ..TrackerConfig::default() }).await
 }
 
-pub async fn tracker_with(config: TrackerConfig) -> (Tracker, UnboundedReceiver<Event>) {
+pub async fn tracker_with(config: TrackerConfig) -> (Tracker, UnboundedReceiver<Stamped>) {
     let (transcript, events) = Transcript::channel();
     let tracker = Tracker::bind("127.0.0.1:0".parse().unwrap(), config, transcript).await.unwrap();
     (tracker, events)
 }
 
 /// Waits for the first event `want` accepts, skipping others.
-pub async fn wait_event(events: &mut UnboundedReceiver<Event>, want: impl Fn(&Event) -> bool) -> Event {
+pub async fn wait_event(events: &mut UnboundedReceiver<Stamped>, want: impl Fn(&Event) -> bool) -> Event {
     tokio::time::timeout(PATIENCE, async {
         loop {
-            let event = events.recv().await.expect("transcript closed");
+            let event = events.recv().await.expect("transcript closed").event;
             if want(&event) {
                 return event;
             }
