@@ -327,6 +327,49 @@ mod tests {
     }
 
     #[test]
+    fn a_send_and_its_receive_name_the_same_ends() {
+        let (s1, c1) = (Name::new("S1").unwrap(), Name::new("C1").unwrap());
+        let pairs = [
+            (
+                Event::HelloSent { server: s1.clone() },
+                Event::GreetingReceived { role: Role::Server, node: s1.clone() },
+            ),
+            (
+                Event::HiSent { client: c1.clone() },
+                Event::GreetingReceived { role: Role::Client, node: c1.clone() },
+            ),
+            (
+                Event::WelcomeSent { role: Role::Server, node: s1.clone() },
+                Event::WelcomeReceived { node: s1.clone() },
+            ),
+            (Event::FindSent { client: c1.clone(), number: 2 }, Event::FindReceived { client: c1.clone() }),
+            (
+                Event::QuerySent { server: s1.clone(), client: c1.clone(), number: 2 },
+                Event::QueryReceived { server: s1.clone(), client: c1.clone(), number: 2 },
+            ),
+            (
+                Event::ReplySent { server: s1.clone(), client: c1.clone(), matched: true },
+                Event::ReplyReceived { server: s1.clone(), client: c1.clone(), matched: true },
+            ),
+            (
+                Event::ReplySent { server: s1.clone(), client: c1.clone(), matched: true },
+                Event::LateReply { server: s1.clone(), id: 4 },
+            ),
+            (
+                Event::AnswerSent { client: c1.clone(), servers: vec![s1.clone()] },
+                Event::AnswerReceived { client: c1.clone(), servers: vec![s1.clone()] },
+            ),
+        ];
+        for (sent, received) in pairs {
+            let (kind, phase) = sent.kind().split_once('.').unwrap();
+            assert_eq!(phase, "sent");
+            assert!(received.kind() == format!("{kind}.received") || received.kind() == "reply.late");
+            assert_eq!((sent.from(), sent.to()), (received.from(), received.to()), "{sent:?}");
+            assert_ne!(sent.from(), sent.to().unwrap());
+        }
+    }
+
+    #[test]
     fn the_sample_lines_are_exact() {
         let s1 = Name::new("S1").unwrap();
         let c1 = Name::new("C1").unwrap();

@@ -20,7 +20,7 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from ._summary import index_key
+from ._summary import index_key, plural
 
 if TYPE_CHECKING:
     from ._core import Report
@@ -103,8 +103,16 @@ def sequence_diagram(report: Report) -> str:
 
     rows: dict[int, int] = {}
     cursor: dict[str, int] = {}
+    fan: tuple | None = None  # the request whose queries Central is sending out
+    labelled: set[int] = set()
     for e in kept:
         node = e["to"] if e["kind"].split(".")[1] in ("received", "late") else e["from"]
+        if e["kind"] == "query.sent" and fan == (e["fields"]["client"], e["fields"]["number"]):
+            # One request's queries leave together: draw them as one fan from one row.
+            rows[id(e)] = cursor[node]
+            continue
+        fan = (e["fields"]["client"], e["fields"]["number"]) if e["kind"] == "query.sent" else None
+        labelled.add(id(e))
         y = cursor.get(node, TOP + 40 - ROW) + ROW
         sent = sent_by_receive.get(id(e))
         if sent is not None:
@@ -122,7 +130,7 @@ def sequence_diagram(report: Report) -> str:
     seed = f", seed {report.seed}" if report.seed is not None else ""
     mode = ", early" if report.early else ""
     out.append(
-        f'<text class="title" x="12" y="22">matchtracker: n={report.n}, {report.rounds} rounds, '
+        f'<text class="title" x="12" y="22">matchtracker: n={report.n}, {plural(report.rounds, "round")}, '
         f"deadline {report.timeout:g} s{mode}{seed}</text>"
     )
     subtitle = "; ".join(notes) if notes else f"all {len(kept)} events"
@@ -144,7 +152,7 @@ def sequence_diagram(report: Report) -> str:
         y = rows[id(e)]
         kind, phase = e["kind"].split(".")
         if phase == "sent" and kind in MESSAGES:
-            out.append(arrow(e, pairs[id(e)], x_of, y, rows))
+            out.append(arrow(e, pairs[id(e)], x_of, y, rows, id(e) in labelled))
         elif e["kind"] == "number.selected":
             out.append(note(x_of[e["from"]], y, f"number {e['fields']['number']}", ""))
         elif e["kind"] == "deadline.reached":
@@ -176,7 +184,7 @@ def label(e: dict) -> str:
     return kind
 
 
-def arrow(sent: dict, received: dict | None, x_of: dict, y: int, rows: dict) -> str:
+def arrow(sent: dict, received: dict | None, x_of: dict, y: int, rows: dict, labelled: bool) -> str:
     kind = sent["kind"].split(".")[0]
     classes = ["arrow", kind]
     x1, x2 = x_of[sent["from"]], x_of.get(sent["to"], x_of[CENTRAL])
@@ -190,14 +198,17 @@ def arrow(sent: dict, received: dict | None, x_of: dict, y: int, rows: dict) -> 
         classes.append("late")
         text += " (late, dropped)"
     tip = 6 if x2 > x1 else -6
-    # The label sits above the arrow's middle, where arrows from one sender do not overlap.
+    # The label sits above the arrow's middle; a fan of queries is labelled once, near Central.
     mx, my = (x1 + x2) / 2, (y + y2) / 2 - 3
+    if kind == "query":
+        mx, my = x1 + (COLUMN / 2 if x2 > x1 else -COLUMN / 2), y - 3
     return (
         f'<g class="{" ".join(classes)}" data-kind="{kind}">'
         f"<title>{escape(sent['from'])} → {escape(sent['to'] or '')} at {sent['time']:.6f} s: {escape(text)}</title>"
         f'<line x1="{x1}" y1="{y}" x2="{x2 - tip}" y2="{y2}"/>'
         f'<polygon points="{x2},{y2} {x2 - tip},{y2 - 3.5} {x2 - tip},{y2 + 3.5}"/>'
-        f'<text x="{mx}" y="{my}">{escape(text)}</text></g>'
+        + (f'<text x="{mx}" y="{my}">{escape(text)}</text>' if labelled or "late" in classes else "")
+        + "</g>"
     )
 
 
