@@ -74,14 +74,15 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
         let name = Name::new(&format!("S{}", i + 1))?;
-        servers.push(ServerNode::start(addr, name, rng.random_range(NUMBERS), Transcript::off()).await?);
+        servers
+            .push(ServerNode::start(addr, name, rng.random_range(NUMBERS), None, Transcript::off()).await?);
     }
     let started = Instant::now();
     let until = started + config.duration;
     let mut load = JoinSet::new();
     for i in 0..config.clients {
         let name = Name::new(&format!("C{}", i + 1))?;
-        let mut client = ClientNode::connect(addr, name, Transcript::off()).await?;
+        let mut client = ClientNode::connect(addr, name, None, Transcript::off()).await?;
         let mut rng = StdRng::seed_from_u64(i as u64 + 100);
         load.spawn(async move {
             let mut latencies = Vec::new();

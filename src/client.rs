@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
 use crate::node;
-use crate::protocol::{End, Message, Name, MAX_LINE, NUMBERS};
+use crate::protocol::{End, Message, Name, Token, MAX_LINE, NUMBERS};
 use crate::transcript::{Event, Transcript};
 
 /// How much longer than the tracker's deadline a client waits for an answer before giving
@@ -40,17 +40,23 @@ pub struct ClientNode {
 }
 
 impl ClientNode {
-    /// Connects to the tracker at `tracker`, says `HI` and returns once registered.
+    /// Connects to the tracker at `tracker`, says `HI` (with `token`, if the tracker wants
+    /// one) and returns once registered.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Timeout`] if the tracker cannot be reached;
     /// [`Error::Refused`] if it refuses the name.
-    pub async fn connect(tracker: SocketAddr, name: Name, transcript: Transcript) -> Result<ClientNode> {
+    pub async fn connect(
+        tracker: SocketAddr,
+        name: Name,
+        token: Option<Token>,
+        transcript: Transcript,
+    ) -> Result<ClientNode> {
         let stream = connection::connect(tracker).await?;
         let (read, mut write) = stream.into_split();
         let mut reader = LineReader::new(read, MAX_LINE);
         transcript.record_with(|| Event::HiSent { client: name.clone() });
-        connection::write_message(&mut write, &Message::Hi { name: name.clone() }).await?;
+        connection::write_message(&mut write, &Message::Hi { name: name.clone(), token }).await?;
         let (deadline, _) = node::await_welcome(&mut reader, &name, &transcript).await?;
         let patience = deadline + deadline / 2 + ANSWER_MARGIN;
         Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript })

@@ -72,6 +72,47 @@ impl fmt::Debug for Name {
     }
 }
 
+/// Longest shared token, in bytes.
+pub const MAX_TOKEN_LEN: usize = 128;
+
+/// A shared secret a node presents in its greeting: 1 to [`MAX_TOKEN_LEN`] printable ASCII
+/// characters without spaces. Its `Debug` hides it, so it never reaches a log or an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    /// Checks `text` against the allowed characters and length.
+    ///
+    /// # Errors
+    /// [`ProtocolError::BadToken`] if it is empty, too long, or has another character.
+    pub fn new(text: &str) -> Result<Token, ProtocolError> {
+        let ok =
+            !text.is_empty() && text.len() <= MAX_TOKEN_LEN && text.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Token(Arc::from(text)))
+        } else {
+            Err(ProtocolError::BadToken)
+        }
+    }
+
+    /// Whether `other` is the same secret. Takes the same time wherever they differ, so the
+    /// time it takes tells an attacker nothing about how much of a guess was right.
+    pub fn matches(&self, other: &Token) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// Which query replies the tracker wants from its servers, told to each in its `WELCOME`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyMode {
@@ -115,10 +156,10 @@ impl End {
 /// Every message of the protocol. The direction is in each variant's doc.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// server → tracker: `HELLO <name>`, the first line of a server.
-    Hello { name: Name },
-    /// client → tracker: `HI <name>`, the first line of a client.
-    Hi { name: Name },
+    /// server → tracker: `HELLO <name> [<token>]`, the first line of a server.
+    Hello { name: Name, token: Option<Token> },
+    /// client → tracker: `HI <name> [<token>]`, the first line of a client.
+    Hi { name: Name, token: Option<Token> },
     /// tracker → node: `WELCOME <name> <deadline_ms> <replies>`, registration accepted.
     Welcome { name: Name, deadline_ms: u64, replies: ReplyMode },
     /// client → tracker: `FIND <id> <number>`; the id is the client's, echoed in the answer.
@@ -158,6 +199,8 @@ pub enum ProtocolError {
     BadName,
     /// A field that must be one of a few words is not.
     BadWord,
+    /// A token outside the allowed characters or length.
+    BadToken,
 }
 
 impl ProtocolError {
@@ -173,6 +216,7 @@ impl ProtocolError {
             ProtocolError::BadId => "bad-id",
             ProtocolError::BadName => "bad-name",
             ProtocolError::BadWord => "bad-word",
+            ProtocolError::BadToken => "bad-token",
         }
     }
 }
@@ -189,6 +233,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadId => "id must be a decimal integer from 0 to 2^64-1",
             ProtocolError::BadName => "name must be 1 to 32 characters from A-Z a-z 0-9 _ -",
             ProtocolError::BadWord => "field is not one of its allowed words",
+            ProtocolError::BadToken => "token must be 1 to 128 printable ASCII characters without spaces",
         };
         f.write_str(text)
     }
@@ -230,8 +275,8 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
     let verb = Verb::from_word(verb).ok_or(ProtocolError::UnknownVerb)?;
     let mut fields = Fields(fields);
     let message = match verb {
-        Verb::Hello => Message::Hello { name: fields.name()? },
-        Verb::Hi => Message::Hi { name: fields.name()? },
+        Verb::Hello => Message::Hello { name: fields.name()?, token: fields.token()? },
+        Verb::Hi => Message::Hi { name: fields.name()?, token: fields.token()? },
         Verb::Welcome => Message::Welcome {
             name: fields.name()?,
             deadline_ms: fields.id()?,
@@ -273,8 +318,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
     use std::io::Write;
     // Writing into a Vec cannot fail.
     let _ = match message {
-        Message::Hello { name } => writeln!(out, "HELLO {name}"),
-        Message::Hi { name } => writeln!(out, "HI {name}"),
+        Message::Hello { name, token: None } => writeln!(out, "HELLO {name}"),
+        Message::Hello { name, token: Some(token) } => writeln!(out, "HELLO {name} {}", token.0),
+        Message::Hi { name, token: None } => writeln!(out, "HI {name}"),
+        Message::Hi { name, token: Some(token) } => writeln!(out, "HI {name} {}", token.0),
         Message::Welcome { name, deadline_ms, replies } => {
             writeln!(out, "WELCOME {name} {deadline_ms} {}", replies.as_str())
         }
@@ -359,6 +406,11 @@ impl<'a> Fields<'a> {
         word.parse().map_err(|_| ProtocolError::BadId)
     }
 
+    /// An optional last field: a token, if there is one.
+    fn token(&mut self) -> Result<Option<Token>, ProtocolError> {
+        self.0.next().map(Token::new).transpose()
+    }
+
     fn number(&mut self) -> Result<u8, ProtocolError> {
         let word = self.word()?;
         match word.parse::<u8>() {
@@ -385,8 +437,9 @@ mod tests {
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Hello { name: name("S1") },
-            Message::Hi { name: name("C12") },
+            Message::Hello { name: name("S1"), token: None },
+            Message::Hi { name: name("C12"), token: None },
+            Message::Hello { name: name("S2"), token: Some(Token::new("s3cr#t!").unwrap()) },
             Message::Welcome { name: name("S1"), deadline_ms: 2000, replies: ReplyMode::Matches },
             Message::Welcome { name: name("C1"), deadline_ms: 200, replies: ReplyMode::All },
             Message::Find { id: 0, number: 1 },
@@ -441,7 +494,7 @@ mod tests {
 
     #[test]
     fn typed_lines_are_accepted() {
-        assert_eq!(parse(b"hello   S1").unwrap(), Message::Hello { name: name("S1") });
+        assert_eq!(parse(b"hello   S1").unwrap(), Message::Hello { name: name("S1"), token: None });
         assert_eq!(split_line(b"FIND 1 5\r\n", 64).unwrap().unwrap().0, b"FIND 1 5");
     }
 
@@ -453,7 +506,7 @@ mod tests {
             (b"\xff\xfe", ProtocolError::NotUtf8),
             (b"JUMP 1", ProtocolError::UnknownVerb),
             (b"HELLO", ProtocolError::BadFields),
-            (b"HELLO S1 S2", ProtocolError::BadFields),
+            (b"HELLO S1 S2 S3", ProtocolError::BadFields),
             (b"HELLO S1!", ProtocolError::BadName),
             (b"HELLO abcdefghijklmnopqrstuvwxyz0123456", ProtocolError::BadName),
             (b"FIND 1 0", ProtocolError::BadNumber),
@@ -504,6 +557,21 @@ mod tests {
             let _ = parse(&input);
             let _ = split_line(&input, 4);
         }
+    }
+
+    #[test]
+    fn tokens_compare_whole_and_never_print() {
+        let token = Token::new("abc").unwrap();
+        assert!(token.matches(&Token::new("abc").unwrap()));
+        for other in ["abd", "ab", "abcd", "x"] {
+            assert!(!token.matches(&Token::new(other).unwrap()), "{other}");
+        }
+        assert_eq!(format!("{token:?}"), "Token(..)");
+        let hello = Message::Hello { name: name("S1"), token: Some(token) };
+        assert!(!format!("{hello:?}").contains("abc"));
+        assert_eq!(Token::new("a b"), Err(ProtocolError::BadToken));
+        assert_eq!(Token::new(""), Err(ProtocolError::BadToken));
+        assert_eq!(Token::new(&"x".repeat(129)), Err(ProtocolError::BadToken));
     }
 
     #[test]

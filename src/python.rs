@@ -22,7 +22,7 @@ use tokio::runtime::Runtime;
 
 use crate::client::ClientNode;
 use crate::error::Error;
-use crate::protocol::{End, Name, ReplyMode, NUMBERS};
+use crate::protocol::{End, Name, ReplyMode, Token, NUMBERS};
 use crate::server::ServerNode;
 use crate::simulation::{self, SimulationConfig};
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
@@ -117,6 +117,15 @@ fn parse_name(name: &str, what: &str) -> PyResult<Name> {
     Name::new(name).map_err(|_| {
         invalid(format!("{what} must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})"))
     })
+}
+
+fn parse_token(token: Option<&str>) -> PyResult<Option<Token>> {
+    token
+        .map(|t| {
+            Token::new(t)
+                .map_err(|_| invalid("token must be 1 to 128 printable ASCII characters without spaces"))
+        })
+        .transpose()
 }
 
 fn parse_number(number: i64) -> PyResult<u8> {
@@ -555,8 +564,16 @@ pub struct Tracker {
 #[pymethods]
 impl Tracker {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = 0, timeout = 2.0, *, early = false))]
-    fn new(py: Python<'_>, host: String, port: i64, timeout: f64, early: bool) -> PyResult<Self> {
+    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = 0, timeout = 2.0, *, early = false, token = None, insecure_no_token = false))]
+    fn new(
+        py: Python<'_>,
+        host: String,
+        port: i64,
+        timeout: f64,
+        early: bool,
+        token: Option<&str>,
+        insecure_no_token: bool,
+    ) -> PyResult<Self> {
         let port =
             u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
         if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
@@ -567,6 +584,8 @@ impl Tracker {
         let config = TrackerConfig {
             deadline: Duration::from_secs_f64(timeout),
             replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+            token: parse_token(token)?,
+            insecure_no_token,
             ..TrackerConfig::default()
         };
         let tracker = wait(py, async move {
@@ -662,13 +681,15 @@ pub struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (name, tracker_address, number = None))]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None))]
     fn new(
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
         number: Option<i64>,
+        token: Option<&str>,
     ) -> PyResult<Self> {
+        let token = parse_token(token)?;
         let name = parse_name(name, "name")?;
         let number = match number {
             Some(number) => parse_number(number)?,
@@ -678,7 +699,7 @@ impl Server {
         let node_name = name.clone();
         let node = wait(py, async move {
             let addr = resolve(host, port).await?;
-            ServerNode::start(addr, node_name, number, Transcript::off()).await
+            ServerNode::start(addr, node_name, number, token, Transcript::off()).await
         })?;
         Ok(Server { name: name.to_string(), number, inner: Mutex::new(Some(node)) })
     }
@@ -727,13 +748,20 @@ pub struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    fn new(py: Python<'_>, name: &str, tracker_address: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (name, tracker_address, *, token = None))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        tracker_address: &Bound<'_, PyAny>,
+        token: Option<&str>,
+    ) -> PyResult<Self> {
+        let token = parse_token(token)?;
         let name = parse_name(name, "name")?;
         let (host, port) = parse_address(tracker_address)?;
         let node_name = name.clone();
         let node = wait(py, async move {
             let addr = resolve(host, port).await?;
-            ClientNode::connect(addr, node_name, Transcript::off()).await
+            ClientNode::connect(addr, node_name, token, Transcript::off()).await
         })?;
         Ok(Client { name: name.to_string(), inner: Arc::new(tokio::sync::Mutex::new(Some(node))) })
     }

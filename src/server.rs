@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
 use crate::node;
-use crate::protocol::{self, Message, Name, ReplyMode, MAX_LINE, NUMBERS};
+use crate::protocol::{self, Message, Name, ReplyMode, Token, MAX_LINE, NUMBERS};
 use crate::transcript::{Event, Transcript};
 
 /// A running server node. Dropping it stops it; [`ServerNode::close`] also waits.
@@ -22,7 +22,8 @@ pub struct ServerNode {
 }
 
 impl ServerNode {
-    /// Connects to the tracker at `tracker`, says `HELLO` and returns once registered.
+    /// Connects to the tracker at `tracker`, says `HELLO` (with `token`, if the tracker wants
+    /// one) and returns once registered.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `number` is outside 1..=10; [`Error::Io`] or
@@ -32,6 +33,7 @@ impl ServerNode {
         tracker: SocketAddr,
         name: Name,
         number: u8,
+        token: Option<Token>,
         transcript: Transcript,
     ) -> Result<ServerNode> {
         if !NUMBERS.contains(&number) {
@@ -42,7 +44,7 @@ impl ServerNode {
         let mut reader = LineReader::new(read, MAX_LINE);
         transcript.record_with(|| Event::HelloSent { server: name.clone() });
         transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
-        connection::write_message(&mut write, &Message::Hello { name: name.clone() }).await?;
+        connection::write_message(&mut write, &Message::Hello { name: name.clone(), token }).await?;
         let replies = node::await_welcome(&mut reader, &name, &transcript).await?.1;
         let (stop, stop_rx) = watch::channel(false);
         let serving = Serving { name: name.clone(), number, replies, transcript };

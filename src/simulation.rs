@@ -143,7 +143,7 @@ pub async fn run(
     for (i, &number) in numbers.iter().enumerate() {
         let (name, transcript) = (node_name('S', i), transcript.clone());
         starting.spawn(async move {
-            let started = async { ServerNode::start(addr, name?, number, transcript).await };
+            let started = async { ServerNode::start(addr, name?, number, None, transcript).await };
             (i, started.await)
         });
     }
@@ -153,7 +153,7 @@ pub async fn run(
     for i in 0..config.n {
         let (name, transcript) = (node_name('C', i), transcript.clone());
         connecting.spawn(async move {
-            let connected = async { ClientNode::connect(addr, name?, transcript).await };
+            let connected = async { ClientNode::connect(addr, name?, None, transcript).await };
             (i, connected.await)
         });
     }

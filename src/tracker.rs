@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
-use crate::protocol::{self, End, Message, Name, ProtocolError, ReplyMode, MAX_REQUEST_LINE};
+use crate::protocol::{self, End, Message, Name, ProtocolError, ReplyMode, Token, MAX_REQUEST_LINE};
 use crate::transcript::{Event, Role, Transcript};
 
 /// Listen backlog. The default of 128 makes a burst of thousands of connections stall for
@@ -68,6 +68,11 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// How many queries a server may fall behind before it is dropped as a slow consumer.
     pub server_queue: usize,
+    /// The shared secret nodes must present in their greeting; `None` admits every node.
+    pub token: Option<Token>,
+    /// Listen beyond loopback without a token. Off, such a bind is refused: anyone who can
+    /// reach the port could register servers and read every request.
+    pub insecure_no_token: bool,
     /// The kernel's send buffer for each connection, in bytes: with `server_queue`, what a
     /// node that stops reading can hold before it is found out.
     pub send_buffer: usize,
@@ -87,6 +92,8 @@ impl Default for TrackerConfig {
             server_queue: 65_536,
             max_open_per_client: 1024,
             send_buffer: 256 * 1024,
+            token: None,
+            insecure_no_token: false,
         }
     }
 }
@@ -124,6 +131,13 @@ impl Tracker {
     /// bound.
     pub async fn bind(addr: SocketAddr, config: TrackerConfig, transcript: Transcript) -> Result<Tracker> {
         validate(&config)?;
+        if !addr.ip().is_loopback() && config.token.is_none() && !config.insecure_no_token {
+            return Err(Error::InvalidArgument(format!(
+                "listening on {} reaches beyond this machine, so it needs a token (--token, or the \
+                 MATCHTRACKER_TOKEN environment variable), or --insecure-no-token to accept the risk",
+                addr.ip()
+            )));
+        }
         // Every connection costs a descriptor: take all the process may have.
         crate::limits::raise_open_files_limit();
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -310,6 +324,16 @@ enum ReplyOutcome {
 }
 
 impl Shared {
+    /// Whether a greeting with `token` may register: any greeting when the tracker has no
+    /// token, only the right token when it has one.
+    fn admits(&self, token: Option<&Token>) -> bool {
+        match (&self.config.token, token) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want.matches(got),
+            (Some(_), None) => false,
+        }
+    }
+
     fn publish_counts(&self, registry: &Registry) {
         self.counts.send_replace(registry.counts());
     }
@@ -562,10 +586,16 @@ async fn handle_connection(
     };
     let peer = peer.to_string();
     match first {
-        Ok(Ok(Some(Message::Hello { name }))) => {
+        Ok(Ok(Some(Message::Hello { token, .. } | Message::Hi { token, .. })))
+            if !shared.admits(token.as_ref()) =>
+        {
+            let text = "a wrong or missing token";
+            refuse(shared, &mut write, &peer, "unauthorized", text).await;
+        }
+        Ok(Ok(Some(Message::Hello { name, .. }))) => {
             serve_server(shared, name, reader, write, stop).await;
         }
-        Ok(Ok(Some(Message::Hi { name }))) => {
+        Ok(Ok(Some(Message::Hi { name, .. }))) => {
             serve_client(shared, name, reader, write, stop, alive).await;
         }
         Ok(Ok(None)) | Ok(Err(Error::Closed | Error::Io(_))) => {}

@@ -1,7 +1,7 @@
 //! Property tests of the codec: every message round-trips, arbitrary bytes never panic, and a
 //! stream of messages cut at arbitrary points decodes to the same messages.
 
-use matchtracker::protocol::{self, End, Message, Name, ReplyMode, MAX_LINE, MAX_REQUEST_LINE};
+use matchtracker::protocol::{self, End, Message, Name, ReplyMode, Token, MAX_LINE, MAX_REQUEST_LINE};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = Name> {
@@ -14,8 +14,10 @@ fn number() -> impl Strategy<Value = u8> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        name().prop_map(|name| Message::Hello { name }),
-        name().prop_map(|name| Message::Hi { name }),
+        (name(), proptest::option::of("[!-~]{1,128}"))
+            .prop_map(|(name, token)| Message::Hello { name, token: token.map(|t| Token::new(&t).unwrap()) }),
+        (name(), proptest::option::of("[!-~]{1,128}"))
+            .prop_map(|(name, token)| Message::Hi { name, token: token.map(|t| Token::new(&t).unwrap()) }),
         (name(), any::<u64>(), any::<bool>()).prop_map(|(name, deadline_ms, all)| Message::Welcome {
             name,
             deadline_ms,

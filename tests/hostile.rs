@@ -271,3 +271,46 @@ async fn a_client_may_have_only_so_many_requests_open() {
         assert_eq!(client.recv().await, format!("ANSWER {next} replied S1"));
     }
 }
+
+#[tokio::test]
+async fn a_tracker_with_a_token_admits_only_nodes_that_present_it() {
+    let token = matchtracker::protocol::Token::new("open-sesame").unwrap();
+    let (tracker, _events) = tracker_with(TrackerConfig { token: Some(token), ..config() }).await;
+    let addr = tracker.local_addr();
+    for (greeting, code) in [
+        ("HELLO S1", "unauthorized"),
+        ("HELLO S1 open-sesamE", "unauthorized"),
+        ("HI C1 open", "unauthorized"),
+        ("HI C1 open sesame", "bad-fields"),
+    ] {
+        let mut peer = Peer::connect(addr).await;
+        peer.send(greeting).await;
+        let error = peer.recv().await;
+        assert!(error.starts_with(&format!("ERROR {code} ")), "{greeting:?} got {error:?}");
+        assert!(!error.contains("sesame"), "the token must never be echoed");
+        assert_eq!(peer.recv_or_eof().await, None);
+    }
+    let mut server = Peer::join(addr, "HELLO S1 open-sesame").await;
+    let mut client = Peer::join(addr, "HI C1 open-sesame").await;
+    client.send("FIND 1 3").await;
+    let (id, ..) = server.query().await;
+    server.send(&format!("MATCH {id}")).await;
+    assert_eq!(client.recv().await, "ANSWER 1 replied S1");
+}
+
+#[tokio::test]
+async fn listening_beyond_loopback_needs_a_token_or_an_explicit_risk() {
+    use matchtracker::tracker::Tracker;
+    use matchtracker::transcript::Transcript;
+    let any = "0.0.0.0:0".parse().unwrap();
+    match Tracker::bind(any, config(), Transcript::off()).await {
+        Err(Error::InvalidArgument(text)) => assert!(text.contains("needs a token"), "{text}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("bound 0.0.0.0 without a token"),
+    }
+    let token = Some(matchtracker::protocol::Token::new("t").unwrap());
+    let with_token = Tracker::bind(any, TrackerConfig { token, ..config() }, Transcript::off()).await.unwrap();
+    with_token.shutdown(PATIENCE).await;
+    let insecure = TrackerConfig { insecure_no_token: true, ..config() };
+    Tracker::bind(any, insecure, Transcript::off()).await.unwrap().shutdown(PATIENCE).await;
+}

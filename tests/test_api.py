@@ -236,3 +236,24 @@ def test_the_stub_names_what_the_module_exports() -> None:
     assert names == exported
     assert set(matchtracker.__all__) == exported
     assert (stub.parent / "py.typed").exists()
+
+
+def test_a_token_guards_the_tracker() -> None:
+    with Tracker(timeout=SHORT, token="s3cret") as tracker:
+        with Server("S1", tracker.address, number=2, token="s3cret"), Client(
+            "C1", tracker.address, token="s3cret"
+        ) as client:
+            assert client.find_match(2) == ["S1"]
+        for token in (None, "wrong"):
+            with pytest.raises(RefusedError, match="unauthorized") as caught:
+                Client("C2", tracker.address, token=token)
+            assert "s3cret" not in str(caught.value)
+
+
+def test_listening_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="needs a token"):
+        Tracker(host="0.0.0.0")
+    Tracker(host="0.0.0.0", token="t").close()
+    Tracker(host="0.0.0.0", insecure_no_token=True).close()
+    with pytest.raises(ValueError, match="token must be"):
+        Tracker(token="has space")

@@ -129,11 +129,23 @@ def run_load(
 class Tracker:
     """A central tracker listening for servers and clients, in the background."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 2.0, *, early: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 2.0,
+        *,
+        early: bool = False,
+        token: str | None = None,
+        insecure_no_token: bool = False,
+    ) -> None:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline.
 
+        With `token`, only nodes that present it in their greeting are admitted. Listening
+        beyond loopback needs a token, unless `insecure_no_token` accepts the risk.
+
         Raises:
-            ValueError: a bad port or timeout.
+            ValueError: a bad port, timeout or token, or a non-loopback host without a token.
             NetworkError: the address cannot be bound.
         """
     @property
@@ -159,8 +171,11 @@ class Tracker:
 class Server:
     """A server node holding a number, answering the tracker's queries in the background."""
 
-    def __init__(self, name: str, tracker_address: str | tuple[str, int], number: int | None = None) -> None:
-        """Connect to the tracker and register as `name`, holding `number` (drawn if None).
+    def __init__(
+        self, name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
+    ) -> None:
+        """Connect to the tracker and register as `name`, holding `number` (drawn if None),
+        presenting `token` if the tracker wants one.
 
         Raises:
             ValueError: a bad name, number or address.
@@ -179,13 +194,13 @@ class Server:
 class Client:
     """A client node that asks the tracker which servers hold a number."""
 
-    def __init__(self, name: str, tracker_address: str | tuple[str, int]) -> None:
-        """Connect to the tracker and register as `name`.
+    def __init__(self, name: str, tracker_address: str | tuple[str, int], *, token: str | None = None) -> None:
+        """Connect to the tracker and register as `name`, presenting `token` if it wants one.
 
         Raises:
             ValueError: a bad name or address.
             NetworkError: the tracker cannot be reached.
-            RefusedError: the tracker refused (for example, the name is taken).
+            RefusedError: the tracker refused (the name is taken, or the token is wrong).
         """
     @property
     def name(self) -> str: ...

@@ -100,11 +100,14 @@ impl Honest {
         for (i, number) in [3, 7, 3, 9].into_iter().enumerate() {
             let name = Name::new(&format!("S{}", i + 1)).unwrap();
             servers.push(
-                matchtracker::server::ServerNode::start(addr, name, number, Transcript::off()).await.unwrap(),
+                matchtracker::server::ServerNode::start(addr, name, number, None, Transcript::off())
+                    .await
+                    .unwrap(),
             );
         }
         let name = Name::new("C1").unwrap();
-        let client = matchtracker::client::ClientNode::connect(addr, name, Transcript::off()).await.unwrap();
+        let client =
+            matchtracker::client::ClientNode::connect(addr, name, None, Transcript::off()).await.unwrap();
         Honest { servers, client }
     }
 
