@@ -173,3 +173,12 @@ pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Resolves `host` (a name or an address) and `port` to the first address found.
+///
+/// # Errors
+/// [`Error::Io`] if the name does not resolve.
+pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    let mut found = tokio::net::lookup_host((host, port)).await?;
+    found.next().ok_or_else(|| Error::Io(std::io::Error::other(format!("no address found for {host}"))))
+}

@@ -7,6 +7,7 @@
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
 //! - [`bench`]: the closed-loop load benchmark.
+//! - [`roles`]: a tracker, server or client running on its own, across processes and hosts.
 //! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds, a report.
 //! - [`transcript`]: the events of a run and their printed lines.
 //! - [`limits`]: the open-files limit.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod limits;
 pub mod node;
 pub mod protocol;
+pub mod roles;
 pub mod server;
 pub mod simulation;
 pub mod tracker;

@@ -19,17 +19,22 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, watch};
 
 use crate::client::ClientNode;
 use crate::error::Error;
 use crate::protocol::{End, Name, ReplyMode, Token, NUMBERS};
+use crate::roles::{self, Target};
 use crate::server::ServerNode;
 use crate::simulation::{self, SimulationConfig};
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
-use crate::transcript::{Event, Transcript, Value};
+use crate::transcript::{Event, Stamped, Transcript, Value};
 
 /// How often a blocking call looks up from its work to check for Ctrl-C and print lines.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a stopped role gets to finish cleanly (say BYE, close) after Ctrl-C.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A run shows progress on a terminal once it has taken this long.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
@@ -136,9 +141,8 @@ fn parse_number(number: i64) -> PyResult<u8> {
 }
 
 /// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.
-fn parse_address(address: &Bound<'_, PyAny>) -> PyResult<(String, u16)> {
-    let usage =
-        || invalid(format!("tracker address must be \"host:port\" or a (host, port) tuple (got {address})"));
+fn parse_address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)> {
+    let usage = || invalid(format!("{what} must be \"host:port\" or a (host, port) tuple (got {address})"));
     if let Ok(text) = address.extract::<String>() {
         let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -154,12 +158,6 @@ fn parse_address(address: &Bound<'_, PyAny>) -> PyResult<(String, u16)> {
         }
     }
     Err(usage())
-}
-
-/// Resolves a host and port, off the Python thread.
-async fn resolve(host: String, port: u16) -> Result<SocketAddr, Error> {
-    let mut found = tokio::net::lookup_host((host.as_str(), port)).await?;
-    found.next().ok_or_else(|| Error::Io(std::io::Error::other(format!("no address found for {host}"))))
 }
 
 /// One request of a simulation.
@@ -361,7 +359,7 @@ fn run_simulation(
         ),
     };
     let config = SimulationConfig::new(n, rounds, timeout, seed, early).map_err(to_py)?;
-    let (transcript, mut events) = if quiet {
+    let (transcript, events) = if quiet {
         let (_, events) = Transcript::channel();
         (Transcript::off(), events)
     } else {
@@ -369,19 +367,56 @@ fn run_simulation(
     };
     let total = config.n * config.rounds;
     let (n, rounds) = (config.n, config.rounds);
-    let sys = py.import("sys")?;
     let progress = match progress {
         Some(on) => on,
-        None => sys.getattr("stderr")?.call_method0("isatty").and_then(|t| t.extract()).unwrap_or(false),
+        None => py
+            .import("sys")?
+            .getattr("stderr")?
+            .call_method0("isatty")
+            .and_then(|t| t.extract())
+            .unwrap_or(false),
     };
     let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let show = move || {
+        let done = counter.load(Ordering::Relaxed);
+        let round = (done / n + 1).min(rounds);
+        format!("round {round} of {rounds}, {done} of {total} requests answered")
+    };
+    let task = runtime()?.spawn(simulation::run(config, transcript, answered));
+    let (inner, events) =
+        drive(py, task, events, Output { json, progress: progress.then_some(&show), stop: None })?;
+    Ok(Report { inner, events })
+}
+
+/// How a driven task's events are shown, and how it is stopped.
+struct Output<'a> {
+    /// Print JSON objects instead of lines.
+    json: bool,
+    /// What to show on stderr while the task runs for more than a second.
+    progress: Option<&'a dyn Fn() -> String>,
+    /// Flipped on Ctrl-C so the task can end cleanly; without it the task is cancelled.
+    stop: Option<&'a watch::Sender<bool>>,
+}
+
+/// Waits for `task` on the runtime, detached, printing its events through Python as they
+/// come and checking for signals between batches. On Ctrl-C (or SIGTERM turned into an
+/// exception by the caller), a task with a stop signal gets [`STOP_GRACE`] to finish
+/// cleanly and is cancelled after; the signal's exception is raised once it is done.
+fn drive<T: Send + 'static>(
+    py: Python<'_>,
+    task: tokio::task::JoinHandle<Result<T, Error>>,
+    mut events: mpsc::UnboundedReceiver<Stamped>,
+    output: Output<'_>,
+) -> PyResult<(T, Vec<(f64, Event)>)> {
     let rt = runtime()?;
     let started = tokio::time::Instant::now();
-    let mut task = AbortOnDrop(rt.spawn(simulation::run(config, transcript, answered.clone())));
+    let mut task = AbortOnDrop(task);
     let mut recorded: Vec<(f64, Event)> = Vec::new();
     let mut shown = false;
+    let mut interrupted: Option<(PyErr, tokio::time::Instant)> = None;
     loop {
-        // Wait for lines, the end of the run, or the next signal check, whichever is first.
+        // Wait for events, the end of the task, or the next signal check, whichever is first.
         let (finished, batch) = py.detach(|| {
             rt.block_on(async {
                 let mut batch = Vec::new();
@@ -405,7 +440,7 @@ fn run_simulation(
             let first = recorded.len();
             recorded.extend(batch.into_iter().map(|s| (s.at.duration_since(started).as_secs_f64(), s.event)));
             let fresh = &recorded[first..];
-            let lines: Vec<String> = if json {
+            let lines: Vec<String> = if output.json {
                 fresh.iter().map(|(time, event)| event_json(*time, event)).collect()
             } else {
                 fresh.iter().map(|(_, event)| event.to_string()).collect()
@@ -415,20 +450,129 @@ fn run_simulation(
             write_to(py, "stdout", &text)?;
         }
         if let Some(joined) = finished {
-            let inner = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
-            return Ok(Report { inner, events: recorded });
+            if let Some((interrupt, _)) = interrupted {
+                return Err(interrupt);
+            }
+            let value = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
+            return Ok((value, recorded));
         }
-        if progress && started.elapsed() > PROGRESS_AFTER {
-            let done = answered.load(Ordering::Relaxed);
-            let round = (done / n + 1).min(rounds);
-            write_to(
-                py,
-                "stderr",
-                &format!("\r\x1b[Kround {round} of {rounds}, {done} of {total} requests answered"),
-            )?;
+        match &interrupted {
+            Some((_, since)) if since.elapsed() > STOP_GRACE => {
+                return Err(interrupted.map(|(e, _)| e).expect("just matched"));
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        if let Some(show) = output.progress.filter(|_| started.elapsed() > PROGRESS_AFTER) {
+            write_to(py, "stderr", &format!("\r\x1b[K{}", show()))?;
             shown = true;
         }
-        py.check_signals()?;
+        if let Err(interrupt) = py.check_signals() {
+            match output.stop {
+                Some(stop) => {
+                    stop.send_replace(true);
+                    interrupted = Some((interrupt, tokio::time::Instant::now()));
+                }
+                None => return Err(interrupt),
+            }
+        }
+    }
+}
+
+/// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
+/// nodes, closes, and raises `KeyboardInterrupt`.
+#[pyfunction]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false))]
+fn serve_tracker(
+    py: Python<'_>,
+    listen: &Bound<'_, PyAny>,
+    timeout: f64,
+    early: bool,
+    token: Option<&str>,
+    insecure_no_token: bool,
+    json: bool,
+) -> PyResult<()> {
+    let (host, port) = parse_address(listen, "listen address")?;
+    let config = TrackerConfig {
+        deadline: parse_timeout(timeout)?,
+        replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+        token: parse_token(token)?,
+        insecure_no_token,
+        ..TrackerConfig::default()
+    };
+    let (transcript, events) = Transcript::channel();
+    let (stop, stopped) = watch::channel(false);
+    let task = runtime()?.spawn(roles::run_tracker(Target { host, port }, config, transcript, stopped));
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(())
+}
+
+/// Runs a server on its own, printing its lines, registering again whenever the tracker goes
+/// away, until Ctrl-C; then it closes and raises `KeyboardInterrupt`.
+#[pyfunction]
+#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false))]
+fn serve_server(
+    py: Python<'_>,
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    number: Option<i64>,
+    token: Option<&str>,
+    json: bool,
+) -> PyResult<()> {
+    let name = parse_name(name, "name")?;
+    let number = match number {
+        Some(number) => parse_number(number)?,
+        None => rand::random_range(NUMBERS),
+    };
+    let token = parse_token(token)?;
+    let (host, port) = parse_address(tracker_address, "tracker address")?;
+    let (transcript, events) = Transcript::channel();
+    let (stop, stopped) = watch::channel(false);
+    let task =
+        runtime()?.spawn(roles::run_server(Target { host, port }, name, number, token, transcript, stopped));
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(())
+}
+
+/// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
+/// tracker goes away (a request cut off is retried once); returns each answer's servers.
+#[pyfunction]
+#[pyo3(signature = (name, tracker_address, rounds = 5, number = None, *, token = None, seed = None, json = false))]
+#[allow(clippy::too_many_arguments)]
+fn run_client(
+    py: Python<'_>,
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    rounds: i64,
+    number: Option<i64>,
+    token: Option<&str>,
+    seed: Option<u64>,
+    json: bool,
+) -> PyResult<Vec<Vec<String>>> {
+    let name = parse_name(name, "name")?;
+    let number = number.map(parse_number).transpose()?;
+    let rounds = usize::try_from(rounds)
+        .ok()
+        .filter(|r| (1..=simulation::MAX_ROUNDS as usize).contains(r))
+        .ok_or_else(|| {
+        invalid(format!("rounds must be from 1 to {} (got {rounds})", simulation::MAX_ROUNDS))
+    })?;
+    let token = parse_token(token)?;
+    let (host, port) = parse_address(tracker_address, "tracker address")?;
+    let (transcript, events) = Transcript::channel();
+    let (stop, stopped) = watch::channel(false);
+    let target = Target { host, port };
+    let task =
+        runtime()?.spawn(roles::run_client(target, name, rounds, number, seed, token, transcript, stopped));
+    let (answers, _) = drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
+}
+
+fn parse_timeout(timeout: f64) -> PyResult<Duration> {
+    if timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT {
+        Ok(Duration::from_secs_f64(timeout))
+    } else {
+        Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")))
     }
 }
 
@@ -477,9 +621,9 @@ fn write_to(py: Python<'_>, stream: &str, text: &str) -> PyResult<()> {
     let stream = py.import("sys")?.getattr(stream)?;
     if !stream.is_none() {
         stream.call_method1("write", (text,))?;
-        if text.starts_with('\r') {
-            stream.call_method0("flush")?;
-        }
+        // Lines are written in batches already; a role's log read by another program (or a
+        // person tailing a file) should not wait for a buffer to fill.
+        stream.call_method0("flush")?;
     }
     Ok(())
 }
@@ -589,7 +733,7 @@ impl Tracker {
             ..TrackerConfig::default()
         };
         let tracker = wait(py, async move {
-            let addr = resolve(host, port).await?;
+            let addr = crate::connection::resolve(&host, port).await?;
             RustTracker::bind(addr, config, Transcript::off()).await
         })?;
         let address = tracker.local_addr();
@@ -695,10 +839,10 @@ impl Server {
             Some(number) => parse_number(number)?,
             None => rand::random_range(NUMBERS),
         };
-        let (host, port) = parse_address(tracker_address)?;
+        let (host, port) = parse_address(tracker_address, "tracker address")?;
         let node_name = name.clone();
         let node = wait(py, async move {
-            let addr = resolve(host, port).await?;
+            let addr = crate::connection::resolve(&host, port).await?;
             ServerNode::start(addr, node_name, number, token, Transcript::off()).await
         })?;
         Ok(Server { name: name.to_string(), number, inner: Mutex::new(Some(node)) })
@@ -757,10 +901,10 @@ impl Client {
     ) -> PyResult<Self> {
         let token = parse_token(token)?;
         let name = parse_name(name, "name")?;
-        let (host, port) = parse_address(tracker_address)?;
+        let (host, port) = parse_address(tracker_address, "tracker address")?;
         let node_name = name.clone();
         let node = wait(py, async move {
-            let addr = resolve(host, port).await?;
+            let addr = crate::connection::resolve(&host, port).await?;
             ClientNode::connect(addr, node_name, token, Transcript::off()).await
         })?;
         Ok(Client { name: name.to_string(), inner: Arc::new(tokio::sync::Mutex::new(Some(node))) })
@@ -812,6 +956,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_simulation, m)?)?;
     m.add_function(wrap_pyfunction!(run_load, m)?)?;
+    m.add_function(wrap_pyfunction!(serve_tracker, m)?)?;
+    m.add_function(wrap_pyfunction!(serve_server, m)?)?;
+    m.add_function(wrap_pyfunction!(run_client, m)?)?;
     m.add_class::<Tracker>()?;
     m.add_class::<Server>()?;
     m.add_class::<Client>()?;

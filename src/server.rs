@@ -67,6 +67,15 @@ impl ServerNode {
         self.task.is_finished()
     }
 
+    /// Waits until the server stops serving on its own: the tracker said `BYE` (`Ok`) or the
+    /// connection failed. The node is spent afterwards: drop it rather than `close` it.
+    ///
+    /// # Errors
+    /// What ended the serving loop.
+    pub async fn finished(&mut self) -> Result<()> {
+        (&mut self.task).await?
+    }
+
     /// Stops serving, closes the connection and waits for the task to end.
     ///
     /// # Errors

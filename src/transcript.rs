@@ -117,6 +117,12 @@ pub enum Event {
     ErrorSent { peer: String, code: &'static str },
     /// The tracker drops a node, saying why.
     Dropped { role: Role, node: Name, reason: String },
+    /// A tracker started on its own is listening.
+    Listening { address: String },
+    /// A node could not reach or register with the tracker and will try again.
+    Retrying { node: Name, reason: String, pause: std::time::Duration },
+    /// A node lost its tracker (it left, or the connection broke).
+    TrackerLost { node: Name, reason: String },
 }
 
 impl fmt::Display for Event {
@@ -172,6 +178,13 @@ impl fmt::Display for Event {
             Event::Dropped { role, node, reason } => {
                 write!(f, "{CENTRAL}: dropping {role} {node}: {reason}.")
             }
+            Event::Listening { address } => write!(f, "{CENTRAL}: listening on {address}."),
+            Event::Retrying { node, reason, pause } => write!(
+                f,
+                "{node}: cannot reach {CENTRAL} ({reason}); trying again in {:.1} s.",
+                pause.as_secs_f64()
+            ),
+            Event::TrackerLost { node, reason } => write!(f, "{node}: lost {CENTRAL} ({reason})."),
         }
     }
 }
@@ -210,6 +223,9 @@ impl Event {
             Event::AnswerReceived { .. } => "answer.received",
             Event::ErrorSent { .. } => "error.sent",
             Event::Dropped { .. } => "node.dropped",
+            Event::Listening { .. } => "tracker.listening",
+            Event::Retrying { .. } => "node.retrying",
+            Event::TrackerLost { .. } => "node.lost-tracker",
         }
     }
 
@@ -224,7 +240,9 @@ impl Event {
             | Event::HiSent { client: n }
             | Event::FindSent { client: n, .. }
             | Event::FindReceived { client: n }
-            | Event::GreetingReceived { node: n, .. } => n.as_str(),
+            | Event::GreetingReceived { node: n, .. }
+            | Event::Retrying { node: n, .. }
+            | Event::TrackerLost { node: n, .. } => n.as_str(),
             Event::WelcomeSent { .. }
             | Event::WelcomeReceived { .. }
             | Event::QuerySent { .. }
@@ -233,14 +251,20 @@ impl Event {
             | Event::AnswerSent { .. }
             | Event::AnswerReceived { .. }
             | Event::ErrorSent { .. }
-            | Event::Dropped { .. } => CENTRAL,
+            | Event::Dropped { .. }
+            | Event::Listening { .. } => CENTRAL,
         }
     }
 
     /// The node the message goes to; `None` for a note.
     pub fn to(&self) -> Option<&str> {
         match self {
-            Event::NumberSelected { .. } | Event::DeadlineReached { .. } | Event::Dropped { .. } => None,
+            Event::NumberSelected { .. }
+            | Event::DeadlineReached { .. }
+            | Event::Dropped { .. }
+            | Event::Listening { .. }
+            | Event::Retrying { .. }
+            | Event::TrackerLost { .. } => None,
             Event::HelloSent { .. }
             | Event::HiSent { .. }
             | Event::FindSent { .. }
@@ -282,6 +306,11 @@ impl Event {
                 ("role", Value::Text(if *role == Role::Server { "server" } else { "client" })),
                 ("reason", Value::Text(reason)),
             ],
+            Event::Listening { address } => vec![("address", Value::Text(address))],
+            Event::Retrying { reason, pause, .. } => {
+                vec![("reason", Value::Text(reason)), ("pause_ms", Value::Int(pause.as_millis() as u64))]
+            }
+            Event::TrackerLost { reason, .. } => vec![("reason", Value::Text(reason))],
             _ => Vec::new(),
         }
     }

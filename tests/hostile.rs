@@ -309,7 +309,8 @@ async fn listening_beyond_loopback_needs_a_token_or_an_explicit_risk() {
         Ok(_) => panic!("bound 0.0.0.0 without a token"),
     }
     let token = Some(matchtracker::protocol::Token::new("t").unwrap());
-    let with_token = Tracker::bind(any, TrackerConfig { token, ..config() }, Transcript::off()).await.unwrap();
+    let with_token =
+        Tracker::bind(any, TrackerConfig { token, ..config() }, Transcript::off()).await.unwrap();
     with_token.shutdown(PATIENCE).await;
     let insecure = TrackerConfig { insecure_no_token: true, ..config() };
     Tracker::bind(any, insecure, Transcript::off()).await.unwrap().shutdown(PATIENCE).await;

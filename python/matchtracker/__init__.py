@@ -21,8 +21,11 @@ from ._core import (
     Server,
     Tracker,
     __version__,
+    run_client,
     run_load,
     run_simulation,
+    serve_server,
+    serve_tracker,
 )
 
 __all__ = [
@@ -36,6 +39,9 @@ __all__ = [
     "Server",
     "Tracker",
     "__version__",
+    "run_client",
     "run_load",
     "run_simulation",
+    "serve_server",
+    "serve_tracker",
 ]

@@ -126,6 +126,65 @@ def run_load(
         ValueError: an argument is out of range.
     """
 
+def serve_tracker(
+    listen: str | tuple[str, int],
+    *,
+    timeout: float = 2.0,
+    early: bool = False,
+    token: str | None = None,
+    insecure_no_token: bool = False,
+    json: bool = False,
+) -> None:
+    """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
+
+    The first line says where it listens. On Ctrl-C it says BYE to its nodes, closes every
+    connection, then raises KeyboardInterrupt.
+
+    Raises:
+        ValueError: a bad address, timeout or token, or a non-loopback address without a token.
+        NetworkError: the address cannot be bound.
+    """
+
+def serve_server(
+    name: str,
+    tracker_address: str | tuple[str, int],
+    number: int | None = None,
+    *,
+    token: str | None = None,
+    json: bool = False,
+) -> None:
+    """Run a server in this thread, printing its lines, until Ctrl-C (KeyboardInterrupt).
+
+    Whenever the tracker goes away, the server reconnects with capped exponential backoff
+    (0.1 s doubling to 2 s) and registers again.
+
+    Raises:
+        ValueError: a bad name, number, address or token.
+        RefusedError: the tracker refused the token (retrying would not help).
+    """
+
+def run_client(
+    name: str,
+    tracker_address: str | tuple[str, int],
+    rounds: int = 5,
+    number: int | None = None,
+    *,
+    token: str | None = None,
+    seed: int | None = None,
+    json: bool = False,
+) -> list[list[str]]:
+    """Make `rounds` requests as a client, printing its lines; return each answer's servers.
+
+    Asks for `number` every round, or a number drawn each round (from `seed`, if given).
+    If the tracker goes away, the client reconnects with backoff and retries the request
+    that was cut off, once.
+
+    Raises:
+        ValueError: a bad name, number, rounds, address or token.
+        RefusedError: the tracker refused the token.
+        NetworkError, ResponseTimeout: a request failed again after its retry.
+    """
+
 class Tracker:
     """A central tracker listening for servers and clients, in the background."""
 

@@ -33,8 +33,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             "Run the central-tracker assignment: n servers each draw a number from 1 to 10 and "
             "say Hello to the central tracker, n clients say Hi, then in each round every "
             "client asks the tracker which servers hold a number it picked. Every message "
-            "sent and received is printed. (`bench` as the first argument measures the "
-            "tracker instead: see `bench --help`.)"
+            "sent and received is printed. Other commands, as the first argument: "
+            "`tracker`, `server`, `client` run one role as its own process (across hosts); "
+            "`bench` measures the tracker. Each has its own --help."
         ),
     )
     parser.add_argument(
@@ -132,6 +133,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         from . import bench
 
         return bench.main(argv[1:], prog, _Parser)
+    if argv[:1] in (["tracker"], ["server"], ["client"]):
+        from . import roles
+
+        return roles.main(argv[0], argv[1:], prog, _Parser)
     if argv[:1] == ["simulate"]:
         argv = argv[1:]
         prog = f"{prog} simulate"

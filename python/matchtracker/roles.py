@@ -1,0 +1,103 @@
+"""`project.py tracker | server | client`: each role as its own process, on one host or many.
+
+Every role prints its own lines in the same words as the simulation, so the outputs of all
+the processes read like one run. SIGINT and SIGTERM stop any role cleanly: a tracker says
+BYE to its nodes; servers and clients close. Servers and clients whose tracker goes away
+reconnect (capped exponential backoff) and register again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Sequence
+
+from . import _core
+
+TOKEN_ENV = "MATCHTRACKER_TOKEN"
+
+
+def add_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token",
+        metavar="T",
+        help=f"shared secret that nodes present to the tracker; prefer the {TOKEN_ENV} "
+        "environment variable, which other users cannot see in the process list",
+    )
+
+
+def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = parser_class(prog=f"{prog} {role}", description=__doc__.split("\n\n")[0])
+    if role == "tracker":
+        parser.description = "Run the central tracker until stopped (Ctrl-C or SIGTERM)."
+        parser.add_argument(
+            "--listen",
+            default="127.0.0.1:0",
+            metavar="HOST:PORT",
+            help="address to listen on (default 127.0.0.1:0, a free port on loopback); "
+            "any other than loopback needs a token",
+        )
+        parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="request deadline (default 2)")
+        parser.add_argument("--early", action="store_true", help="servers reply on no match too; requests end early")
+        add_token(parser)
+        parser.add_argument(
+            "--insecure-no-token",
+            action="store_true",
+            help="listen beyond loopback without a token: anyone who can reach the port can join",
+        )
+    else:
+        parser.description = (
+            "Run a server that answers the tracker's queries until stopped."
+            if role == "server"
+            else "Run a client that makes its requests, then exits."
+        )
+        parser.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker's address")
+        parser.add_argument("--name", required=True, help="this node's name, such as S1 or C1")
+        parser.add_argument(
+            "--number",
+            type=int,
+            metavar="K",
+            help="the number held (1 to 10; drawn at random if not given)"
+            if role == "server"
+            else "the number to ask for in every round (drawn each round if not given)",
+        )
+        if role == "client":
+            parser.add_argument("--rounds", type=int, default=5, metavar="R", help="requests to make (default 5)")
+            parser.add_argument("--seed", type=int, metavar="X", help="seed for the numbers drawn")
+        add_token(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per event instead of lines")
+    return parser
+
+
+def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentParser]) -> int:
+    parser = build_parser(role, prog, parser_class)
+    args = parser.parse_args(argv)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    # SIGTERM ends a role the way Ctrl-C does: cleanly, through the same path.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if role == "tracker":
+            _core.serve_tracker(
+                args.listen,
+                timeout=args.timeout,
+                early=args.early,
+                token=token,
+                insecure_no_token=args.insecure_no_token,
+                json=args.json,
+            )
+        elif role == "server":
+            _core.serve_server(args.name, args.tracker, args.number, token=token, json=args.json)
+        else:
+            _core.run_client(
+                args.name, args.tracker, args.rounds, args.number, token=token, seed=args.seed, json=args.json
+            )
+    except ValueError as e:
+        parser.error(str(e))
+    except KeyboardInterrupt:
+        if role == "client":
+            raise
+        # Running until stopped is what a tracker and a server do: being stopped is success.
+        print(f"{prog} {role}: stopped", file=sys.stderr)
+    return 0

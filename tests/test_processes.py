@@ -1,0 +1,184 @@
+"""Each role as its own OS process over loopback, as across hosts: answers are right, nodes
+survive a tracker restart, and the token keeps strangers out."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent / "project.py"
+PATIENCE = 20.0  # seconds; an upper bound on waiting for a line, never a pause
+
+
+class Role:
+    """A role's process, with its output lines collected as they come."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PROJECT), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match:
+        """The first line from now on that matches; fails if the process ends first."""
+        while True:
+            line = self._queue.get(timeout=PATIENCE)
+            assert line is not None, f"ended without {pattern!r}; output:\n" + "\n".join(self.lines)
+            self.lines.append(line)
+            if m := re.search(pattern, line):
+                return m
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=PATIENCE)
+        while (line := self._queue.get(timeout=PATIENCE)) is not None:
+            self.lines.append(line)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.finish()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=PATIENCE)
+
+
+@pytest.fixture
+def roles():
+    started: list[Role] = []
+
+    def start(*args: str, env: dict | None = None) -> Role:
+        role = Role(*args, env=env)
+        started.append(role)
+        return role
+
+    yield start
+    for role in started:
+        role.kill()
+
+
+def start_tracker(roles, *args: str, env: dict | None = None) -> tuple[Role, str]:
+    tracker = roles("tracker", "--timeout", "0.3", *args, env=env)
+    address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
+    return tracker, address
+
+
+def start_server(roles, address: str, name: str, *args: str, env: dict | None = None) -> tuple[Role, int]:
+    server = roles("server", "--tracker", address, "--name", name, *args, env=env)
+    number = int(server.wait_for(rf"^{name}: selected random number is (\d+)\.$")[1])
+    server.wait_for(rf"^{name}: received “Welcome” from Central\.$")
+    return server, number
+
+
+def answers(lines: list[str], client: str) -> list[tuple[int, list[str]]]:
+    """(number asked, servers answered) for each request in a client's output."""
+    found, asked = [], None
+    for line in lines:
+        if m := re.match(rf"^{client}: find match of (\d+)$", line):
+            asked = int(m[1])
+        elif line == f"{client}: No match has been found":
+            found.append((asked, []))
+        elif m := re.match(rf"^{client}: Match found on servers? (.+)$", line):
+            head, _, last = m[1].rpartition(" and ")
+            found.append((asked, (head.split(", ") if head else []) + [last]))
+    return found
+
+
+def test_a_tracker_three_servers_and_three_clients_as_processes(roles) -> None:
+    tracker, address = start_tracker(roles)
+    numbers = {}
+    servers = []
+    for i in (1, 2, 3):
+        server, numbers[f"S{i}"] = start_server(roles, address, f"S{i}")
+        servers.append(server)
+    clients = [roles("client", "--tracker", address, "--name", f"C{i}", "--rounds", "3", "--seed", str(i)) for i in (1, 2, 3)]
+    for i, client in enumerate(clients, start=1):
+        assert client.finish() == 0, "\n".join(client.lines)
+        got = answers(client.lines, f"C{i}")
+        assert len(got) == 3
+        for asked, servers_found in got:
+            assert servers_found == [s for s in ("S1", "S2", "S3") if numbers[s] == asked]
+    assert tracker.stop() == 0
+    assert any("stopped" in line for line in tracker.lines)
+    for server in servers:
+        server.wait_for(r"lost Central \(it said goodbye\)")
+        assert server.stop() == 0
+
+
+def test_nodes_come_back_after_the_tracker_restarts(roles) -> None:
+    tracker, address = start_tracker(roles)
+    server, number = start_server(roles, address, "S1")
+    tracker.kill()
+    server.wait_for(r"^S1: lost Central")
+    # A new tracker on the same port: the server registers again by itself.
+    restarted, again = start_tracker(roles, "--listen", address)
+    assert again == address
+    server.wait_for(r"^S1: received “Welcome” from Central\.$")
+    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", str(number))
+    assert client.finish() == 0
+    assert answers(client.lines, "C1") == [(number, ["S1"])]
+    restarted.stop()
+    server.stop()
+
+
+def test_a_token_lets_its_holders_in_and_keeps_others_out(roles) -> None:
+    secret = {"MATCHTRACKER_TOKEN": "k9-ZX!q"}
+    tracker, address = start_tracker(roles, env=secret)
+    server, number = start_server(roles, address, "S1", env=secret)
+    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", str(number), env=secret)
+    assert client.finish() == 0
+    assert answers(client.lines, "C1") == [(number, ["S1"])]
+    for token_args in ([], ["--token", "wrong"]):
+        stranger = roles("client", "--tracker", address, "--name", "C2", "--rounds", "1", *token_args)
+        assert stranger.finish() == 1
+        assert len(stranger.lines) >= 1 and "unauthorized" in stranger.lines[-1]
+    tracker.stop()
+    server.stop()
+    for role in (tracker, server, client):
+        assert not any("k9-ZX!q" in line for line in role.lines), "the token must never be printed"
+
+
+def test_listening_beyond_loopback_needs_a_token_or_the_insecure_flag(roles) -> None:
+    refused = roles("tracker", "--listen", "0.0.0.0:0")
+    assert refused.finish() == 2
+    assert len(refused.lines) == 1 and "needs a token" in refused.lines[0]
+    open_tracker, address = start_tracker(roles, "--listen", "0.0.0.0:0", "--insecure-no-token")
+    assert address.startswith("0.0.0.0:")
+    assert open_tracker.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["server", "--name", "S1"], "--tracker"),
+        (["server", "--tracker", "127.0.0.1:1", "--name", "S 1"], "name must be"),
+        (["server", "--tracker", "nowhere", "--name", "S1"], "tracker address must be"),
+        (["client", "--tracker", "127.0.0.1:1", "--name", "C1", "--number", "11"], "number must be"),
+        (["tracker", "--listen", "127.0.0.1:0", "--timeout", "0"], "timeout must be"),
+    ],
+)
+def test_role_mistakes_are_one_line_and_exit_2(args: list[str], word: str) -> None:
+    result = subprocess.run([sys.executable, str(PROJECT), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and word in result.stderr, result.stderr
