@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,9 @@ PATIENCE = 20.0  # seconds; an upper bound on waiting for a line, never a pause
 class Role:
     """A role's process, with its output lines collected as they come."""
 
-    def __init__(self, *args: str, env: dict | None = None) -> None:
+    def __init__(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(PROJECT), *args],
+            [*prefix, sys.executable, str(PROJECT), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -68,8 +69,8 @@ class Role:
 def roles():
     started: list[Role] = []
 
-    def start(*args: str, env: dict | None = None) -> Role:
-        role = Role(*args, env=env)
+    def start(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> Role:
+        role = Role(*args, env=env, prefix=prefix)
         started.append(role)
         return role
 
@@ -182,3 +183,50 @@ def test_role_mistakes_are_one_line_and_exit_2(args: list[str], word: str) -> No
     result = subprocess.run([sys.executable, str(PROJECT), *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and word in result.stderr, result.stderr
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: two hosts with their own addresses."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (`ip netns`) to make two hosts on one machine")
+    a, b = f"mt-a-{os.getpid()}", f"mt-b-{os.getpid()}"
+    va, vb = f"mta{os.getpid() % 100000}", f"mtb{os.getpid() % 100000}"
+    setup = [
+        ["ip", "netns", "add", a],
+        ["ip", "netns", "add", b],
+        ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+        ["ip", "link", "set", va, "netns", a],
+        ["ip", "link", "set", vb, "netns", b],
+        ["ip", "-n", a, "addr", "add", "10.231.7.1/24", "dev", va],
+        ["ip", "-n", b, "addr", "add", "10.231.7.2/24", "dev", vb],
+        ["ip", "-n", a, "link", "set", va, "up"],
+        ["ip", "-n", b, "link", "set", vb, "up"],
+        ["ip", "-n", a, "link", "set", "lo", "up"],
+        ["ip", "-n", b, "link", "set", "lo", "up"],
+    ]
+    try:
+        for command in setup:
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make network namespaces here: {done.stderr.strip()}")
+        yield ("ip", "netns", "exec", a), ("ip", "netns", "exec", b), "10.231.7.1"
+    finally:
+        subprocess.run(["ip", "netns", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", b], capture_output=True)
+
+
+def test_across_two_hosts(roles, two_hosts) -> None:
+    host_a, host_b, tracker_ip = two_hosts
+    secret = {"MATCHTRACKER_TOKEN": "across-the-wire"}
+    tracker = roles("tracker", "--listen", f"{tracker_ip}:0", "--timeout", "0.3", env=secret, prefix=host_a)
+    address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
+    assert address.startswith(tracker_ip)
+    server = roles("server", "--tracker", address, "--name", "S1", "--number", "6", env=secret, prefix=host_b)
+    server.wait_for(r"^S1: received “Welcome” from Central\.$")
+    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "2", "--number", "6", env=secret, prefix=host_b)
+    assert client.finish() == 0, "\n".join(client.lines)
+    assert answers(client.lines, "C1") == [(6, ["S1"]), (6, ["S1"])]
+    tracker.stop()
+    server.wait_for(r"lost Central")
+    server.stop()
