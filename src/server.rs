@@ -7,7 +7,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::connection::{self, LineReader};
+use crate::connection::{self, Line, LineReader};
 use crate::error::{Error, Result};
 use crate::node;
 use crate::protocol::{self, Message, Name, ReplyMode, Token, MAX_LINE, NUMBERS};
@@ -112,12 +112,24 @@ impl Serving {
         write: &mut OwnedWriteHalf,
     ) -> Result<()> {
         let mut out = Vec::new();
+        // Queries are most of what a server reads: take them without the general parser, and
+        // make the client's name only when the transcript will show it.
+        let named = self.transcript.is_on();
+        let query = |line: &[u8]| {
+            protocol::parse_query(line)
+                .map(|(id, client, number)| (id, named.then(|| Name::new(client).ok()).flatten(), number))
+        };
         loop {
-            match reader.next().await? {
-                Some(Message::Query { id, client, number }) => self.answer(id, client, number, &mut out),
-                Some(Message::Bye) | None => return Ok(()),
-                Some(Message::Error { code, text }) => return Err(Error::Refused { code, text }),
-                Some(other) => return Err(Error::Unexpected(format!("{other:?}"))),
+            match reader.next_or(query).await? {
+                Some(Line::Fast((id, client, number))) => self.answer(id, client, number, &mut out),
+                Some(Line::Parsed(Message::Query { id, client, number })) => {
+                    self.answer(id, Some(client), number, &mut out)
+                }
+                Some(Line::Parsed(Message::Bye)) | None => return Ok(()),
+                Some(Line::Parsed(Message::Error { code, text })) => {
+                    return Err(Error::Refused { code, text })
+                }
+                Some(Line::Parsed(other)) => return Err(Error::Unexpected(format!("{other:?}"))),
             }
             // Replies to a burst of queries go out in one write.
             if !reader.has_line() && !out.is_empty() {
@@ -127,14 +139,19 @@ impl Serving {
         }
     }
 
-    fn answer(&self, id: u64, client: Name, number: u8, out: &mut Vec<u8>) {
+    /// Answers one query; `client` is there when the transcript is on.
+    fn answer(&self, id: u64, client: Option<Name>, number: u8, out: &mut Vec<u8>) {
         let t = &self.transcript;
-        t.record_with(|| Event::QueryReceived { server: self.name.clone(), client: client.clone(), number });
+        if let Some(client) = &client {
+            t.record(Event::QueryReceived { server: self.name.clone(), client: client.clone(), number });
+        }
         let matched = number == self.number;
         if !matched && self.replies == ReplyMode::Matches {
             return;
         }
-        t.record_with(|| Event::ReplySent { server: self.name.clone(), client, matched });
+        if let Some(client) = client {
+            t.record(Event::ReplySent { server: self.name.clone(), client, matched });
+        }
         let reply = if matched { Message::Match { id } } else { Message::Miss { id } };
         protocol::encode(&reply, out);
     }
