@@ -98,7 +98,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Whether a complete line is already buffered, so `next` will not wait on the socket.
     /// A node uses it to flush its replies once per batch of queries instead of once per line.
     pub fn has_line(&self) -> bool {
-        self.buf.iter().take(self.max_line).any(|&b| b == b'\n')
+        self.buf[..self.buf.len().min(self.max_line)].contains(&b'\n')
     }
 }
 

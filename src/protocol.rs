@@ -319,16 +319,27 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
 }
 
 /// A fast path for the line a server receives most: `QUERY <id> <client> <number>`, parsed
-/// without allocating. Returns `None` for anything else, including a malformed query, which
-/// the caller then hands to [`parse`] for the full answer.
-pub fn parse_query(line: &[u8]) -> Option<(u64, &str, u8)> {
+/// without allocating, the client's name as bytes already checked against the name charset.
+/// Returns `None` for anything else, including a malformed query, which the caller then
+/// hands to [`parse`] for the full answer.
+pub fn parse_query(line: &[u8]) -> Option<(u64, &[u8], u8)> {
+    fn word(text: &[u8]) -> Option<(&[u8], &[u8])> {
+        let space = text.iter().position(|&b| b == b' ')?;
+        Some((&text[..space], &text[space + 1..]))
+    }
     let rest = line.strip_prefix(b"QUERY ")?;
-    let mut fields = rest.split(|&b| b == b' ');
-    let (id, client, number) = (fields.next()?, fields.next()?, fields.next()?);
-    if fields.next().is_some() || id.is_empty() || !id.iter().all(u8::is_ascii_digit) {
+    let (id, rest) = word(rest)?;
+    let (client, number) = word(rest)?;
+    if id.is_empty() {
         return None;
     }
-    let id = std::str::from_utf8(id).ok()?.parse().ok()?;
+    let mut value: u64 = 0;
+    for &digit in id {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+    }
     let name_ok = !client.is_empty()
         && client.len() <= MAX_NAME_LEN
         && client.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -337,9 +348,7 @@ pub fn parse_query(line: &[u8]) -> Option<(u64, &str, u8)> {
         b"10" => 10,
         _ => return None,
     };
-    // The charset check above makes the name ASCII, hence UTF-8.
-    let client = if name_ok { std::str::from_utf8(client).ok()? } else { return None };
-    Some((id, client, number))
+    name_ok.then_some((value, client, number))
 }
 
 /// Appends `message` to `out` as one line, newline included.
@@ -546,7 +555,7 @@ mod tests {
             let fast = parse_query(&line);
             match parse(&line) {
                 Ok(Message::Query { id, client, number }) if fast.is_some() => {
-                    assert_eq!(fast, Some((id, client.as_str(), number)));
+                    assert_eq!(fast, Some((id, client.as_str().as_bytes(), number)));
                 }
                 // The fast path may decline a line the parser accepts (odd spacing); it must
                 // never accept one the parser refuses or reads differently.

@@ -116,8 +116,11 @@ impl Serving {
         // make the client's name only when the transcript will show it.
         let named = self.transcript.is_on();
         let query = |line: &[u8]| {
-            protocol::parse_query(line)
-                .map(|(id, client, number)| (id, named.then(|| Name::new(client).ok()).flatten(), number))
+            protocol::parse_query(line).map(|(id, client, number)| {
+                let client =
+                    named.then(|| std::str::from_utf8(client).ok().and_then(|c| Name::new(c).ok())).flatten();
+                (id, client, number)
+            })
         };
         loop {
             match reader.next_or(query).await? {
