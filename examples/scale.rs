@@ -28,7 +28,7 @@ async fn main() {
                         .filter(|s| s.number == r.number)
                         .map(|s| s.name.clone())
                         .collect();
-                    r.servers != want
+                    *r.servers != want[..]
                 })
                 .count();
             println!(

@@ -2,6 +2,7 @@
 //! holding a random number, n clients, and rounds in which every client asks once, all at
 //! once, and waits for its answer. Returns a [`Report`] of everything that was decided.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -90,8 +91,9 @@ pub struct RequestRecord {
     pub round: usize,
     pub client: Name,
     pub number: u8,
-    /// The matching servers, in index order.
-    pub servers: Vec<Name>,
+    /// The matching servers, in index order. Shared between requests with the same answer:
+    /// a run of thousands of nodes has few distinct answers and millions of names in them.
+    pub servers: Arc<[Name]>,
     pub end: End,
     pub elapsed: Duration,
 }
@@ -161,6 +163,7 @@ pub async fn run(
     let open_files = limits::open_files();
 
     let mut requests = Vec::with_capacity(config.n * config.rounds);
+    let mut answers: HashMap<Vec<Name>, Arc<[Name]>> = HashMap::new();
     for round in 1..=config.rounds {
         let picks: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
         let mut asking = JoinSet::new();
@@ -174,6 +177,8 @@ pub async fn run(
         }
         for (client, number, Answer { servers, end, elapsed }) in in_order(asking, config.n).await? {
             let client_name = client.name().clone();
+            let servers =
+                answers.entry(servers).or_insert_with_key(|names| Arc::from(names.as_slice())).clone();
             requests.push(RequestRecord { round, client: client_name, number, servers, end, elapsed });
             clients.push(client);
         }

@@ -72,6 +72,7 @@ def scale(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     report = run_simulation(args.scale, args.rounds, timeout=args.timeout, early=args.early, quiet=True)
     wall = time.perf_counter() - started
+    # Taken before the check below, whose Python lists of names are not the run's memory.
     cpu_after, peak = usage()
     numbers = report.numbers
     wrong = sum(1 for r in report.requests if r.servers != sorted(
