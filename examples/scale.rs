@@ -31,11 +31,18 @@ async fn main() {
                     *r.servers != want[..]
                 })
                 .count();
+            let mut elapsed: Vec<f64> = report.requests.iter().map(|r| r.elapsed.as_secs_f64()).collect();
+            elapsed.sort_by(f64::total_cmp);
+            let at = |q: f64| elapsed[((elapsed.len() - 1) as f64 * q) as usize];
             println!(
-                "{:.3} s, {} requests, {incomplete} incomplete, {} late replies",
+                "{:.3} s, {} requests, {incomplete} incomplete, {} late replies; request time min {:.3} s, \
+                 median {:.3} s, max {:.3} s",
                 report.duration.as_secs_f64(),
                 report.requests.len(),
-                report.late_replies
+                report.late_replies,
+                at(0.0),
+                at(0.5),
+                at(1.0)
             );
         }
         Err(e) => {

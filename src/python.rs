@@ -456,12 +456,14 @@ fn drive<T: Send + 'static>(
             let value = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
             return Ok((value, recorded));
         }
-        match &interrupted {
-            Some((_, since)) if since.elapsed() > STOP_GRACE => {
-                return Err(interrupted.map(|(e, _)| e).expect("just matched"));
+        if let Some((_, since)) = &interrupted {
+            if since.elapsed() <= STOP_GRACE {
+                continue;
             }
-            Some(_) => continue,
-            None => {}
+            // The task did not end in time: give up on it (dropping it cancels it).
+            if let Some((interrupt, _)) = interrupted {
+                return Err(interrupt);
+            }
         }
         if let Some(show) = output.progress.filter(|_| started.elapsed() > PROGRESS_AFTER) {
             write_to(py, "stderr", &format!("\r\x1b[K{}", show()))?;
