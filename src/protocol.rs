@@ -330,16 +330,7 @@ pub fn parse_query(line: &[u8]) -> Option<(u64, &[u8], u8)> {
     let rest = line.strip_prefix(b"QUERY ")?;
     let (id, rest) = word(rest)?;
     let (client, number) = word(rest)?;
-    if id.is_empty() {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &digit in id {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
-    }
+    let id = decimal(id)?;
     let name_ok = !client.is_empty()
         && client.len() <= MAX_NAME_LEN
         && client.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -348,7 +339,29 @@ pub fn parse_query(line: &[u8]) -> Option<(u64, &[u8], u8)> {
         b"10" => 10,
         _ => return None,
     };
-    name_ok.then_some((value, client, number))
+    name_ok.then_some((id, client, number))
+}
+
+/// The fast path for what the tracker receives most: `MATCH <id>` (true) or `MISS <id>`
+/// (false). `None` for anything else, which the caller hands to [`parse`].
+pub fn parse_reply(line: &[u8]) -> Option<(u64, bool)> {
+    if let Some(id) = line.strip_prefix(b"MATCH ") {
+        return Some((decimal(id)?, true));
+    }
+    Some((decimal(line.strip_prefix(b"MISS ")?)?, false))
+}
+
+/// A decimal integer below 2^64, digits only.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 /// Appends `message` to `out` as one line, newline included.
@@ -559,6 +572,31 @@ mod tests {
                 }
                 // The fast path may decline a line the parser accepts (odd spacing); it must
                 // never accept one the parser refuses or reads differently.
+                _ => assert_eq!(fast, None, "{:?}", String::from_utf8_lossy(&line)),
+            }
+        }
+    }
+
+    #[test]
+    fn the_reply_fast_path_agrees_with_the_parser() {
+        let mut lines: Vec<Vec<u8>> = samples()
+            .iter()
+            .map(|m| {
+                let mut line = to_line(m);
+                line.pop();
+                line
+            })
+            .collect();
+        for extra in
+            ["MATCH", "MATCH ", "MATCH x", "MISS 18446744073709551616", "MISS 1 2", "MATCH  3", "MISS +1"]
+        {
+            lines.push(extra.as_bytes().to_vec());
+        }
+        for line in lines {
+            let fast = parse_reply(&line);
+            match parse(&line) {
+                Ok(Message::Match { id }) if fast.is_some() => assert_eq!(fast, Some((id, true))),
+                Ok(Message::Miss { id }) if fast.is_some() => assert_eq!(fast, Some((id, false))),
                 _ => assert_eq!(fast, None, "{:?}", String::from_utf8_lossy(&line)),
             }
         }

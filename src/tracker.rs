@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::connection::{self, LineReader};
+use crate::connection::{self, Line, LineReader};
 use crate::error::{Error, Result};
 use crate::protocol::{self, End, Message, Name, ProtocolError, ReplyMode, Token, MAX_REQUEST_LINE};
 use crate::transcript::{Event, Role, Transcript};
@@ -694,11 +694,13 @@ async fn server_reads(
 ) -> Ending {
     loop {
         tokio::task::consume_budget().await;
-        let (id, matched) = match reader.next().await {
-            Ok(Some(Message::Match { id })) => (id, true),
-            Ok(Some(Message::Miss { id })) => (id, false),
-            Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
-            Ok(Some(_)) => {
+        // Replies are most of what a server sends: take them without the general parser.
+        let (id, matched) = match reader.next_or(protocol::parse_reply).await {
+            Ok(Some(Line::Fast(reply))) => reply,
+            Ok(Some(Line::Parsed(Message::Match { id }))) => (id, true),
+            Ok(Some(Line::Parsed(Message::Miss { id }))) => (id, false),
+            Ok(Some(Line::Parsed(Message::Bye)) | None) | Err(Error::Closed) => return Ending::Left,
+            Ok(Some(Line::Parsed(_))) => {
                 send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE");
                 continue;
             }
