@@ -1,5 +1,6 @@
 //! Fuzzes the decoder: any bytes, cut into lines the way a connection does, must never panic,
-//! and every message that parses must survive an encode/parse round trip.
+//! every message that parses must survive an encode/parse round trip, and the fast paths for
+//! queries and replies must agree with the parser.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,18 @@ fuzz_target!(|data: &[u8]| {
     loop {
         match protocol::split_line(rest, MAX_REQUEST_LINE) {
             Ok(Some((line, used))) => {
+                // The fast paths may decline a line, but never disagree with the parser.
+                if let Some((id, client, number)) = protocol::parse_query(line) {
+                    let Ok(Message::Query { id: i, client: c, number: n }) = protocol::parse(line) else {
+                        panic!("fast query path accepted what the parser refuses");
+                    };
+                    assert_eq!((id, client, number), (i, c.as_str().as_bytes(), n));
+                }
+                if let Some((id, matched)) = protocol::parse_reply(line) {
+                    let parsed = protocol::parse(line);
+                    let want = if matched { Message::Match { id } } else { Message::Miss { id } };
+                    assert_eq!(parsed, Ok(want));
+                }
                 if let Ok(message) = protocol::parse(line) {
                     let encoded = protocol::to_line(&message);
                     let (again, _) = protocol::split_line(&encoded, protocol::MAX_LINE)
