@@ -496,7 +496,7 @@ fn serve_tracker(
 ) -> PyResult<()> {
     let (host, port) = parse_address(listen, "listen address")?;
     let config = TrackerConfig {
-        deadline: parse_timeout(timeout)?,
+        deadline: parse_seconds(timeout, "timeout")?,
         replies: if early { ReplyMode::All } else { ReplyMode::Matches },
         token: parse_token(token)?,
         insecure_no_token,
@@ -570,11 +570,12 @@ fn run_client(
     Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
 }
 
-fn parse_timeout(timeout: f64) -> PyResult<Duration> {
-    if timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT {
-        Ok(Duration::from_secs_f64(timeout))
+/// A duration in seconds, more than 0 and at most an hour; `what` names it in the error.
+fn parse_seconds(seconds: f64, what: &str) -> PyResult<Duration> {
+    if seconds > 0.0 && seconds <= simulation::MAX_TIMEOUT {
+        Ok(Duration::from_secs_f64(seconds))
     } else {
-        Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")))
+        Err(invalid(format!("{what} must be more than 0 and at most 3600 seconds (got {seconds})")))
     }
 }
 
@@ -590,19 +591,11 @@ fn run_load(
     timeout: f64,
     early: bool,
 ) -> PyResult<HashMap<&'static str, f64>> {
-    if !(duration > 0.0 && duration <= simulation::MAX_TIMEOUT) {
-        return Err(invalid(format!(
-            "duration must be more than 0 and at most 3600 seconds (got {duration})"
-        )));
-    }
-    if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
-        return Err(invalid(format!("timeout must be more than 0 and at most 3600 seconds (got {timeout})")));
-    }
     let config = crate::bench::LoadConfig {
         servers,
         clients,
-        duration: Duration::from_secs_f64(duration),
-        deadline: Duration::from_secs_f64(timeout),
+        duration: parse_seconds(duration, "duration")?,
+        deadline: parse_seconds(timeout, "timeout")?,
         replies: if early { ReplyMode::All } else { ReplyMode::Matches },
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
@@ -722,13 +715,8 @@ impl Tracker {
     ) -> PyResult<Self> {
         let port =
             u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
-        if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
-            return Err(invalid(format!(
-                "timeout must be more than 0 and at most 3600 seconds (got {timeout})"
-            )));
-        }
         let config = TrackerConfig {
-            deadline: Duration::from_secs_f64(timeout),
+            deadline: parse_seconds(timeout, "timeout")?,
             replies: if early { ReplyMode::All } else { ReplyMode::Matches },
             token: parse_token(token)?,
             insecure_no_token,
@@ -774,18 +762,14 @@ impl Tracker {
     /// Waits until exactly `servers` servers and `clients` clients are registered.
     #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
     fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
-        if !(timeout > 0.0 && timeout <= simulation::MAX_TIMEOUT) {
-            return Err(invalid(format!(
-                "timeout must be more than 0 and at most 3600 seconds (got {timeout})"
-            )));
-        }
+        let timeout = parse_seconds(timeout, "timeout")?;
         let mut counts = {
             let guard = self.inner.lock();
             guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.subscribe_counts()
         };
         wait(py, async move {
             let want = (servers, clients);
-            tokio::time::timeout(Duration::from_secs_f64(timeout), counts.wait_for(|&c| c == want))
+            tokio::time::timeout(timeout, counts.wait_for(|&c| c == want))
                 .await
                 .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
                 .map_err(|_| Error::NodeClosed)?;
