@@ -506,6 +506,18 @@ mod tests {
         ]
     }
 
+    /// Every sample, encoded, without its newline.
+    fn sample_lines() -> Vec<Vec<u8>> {
+        samples()
+            .iter()
+            .map(|m| {
+                let mut line = to_line(m);
+                line.pop();
+                line
+            })
+            .collect()
+    }
+
     #[test]
     fn every_message_round_trips() {
         for message in samples() {
@@ -545,14 +557,7 @@ mod tests {
 
     #[test]
     fn the_query_fast_path_agrees_with_the_parser() {
-        let mut lines: Vec<Vec<u8>> = samples()
-            .iter()
-            .map(|m| {
-                let mut line = to_line(m);
-                line.pop();
-                line
-            })
-            .collect();
+        let mut lines = sample_lines();
         for extra in [
             "QUERY 1 C1 0",
             "QUERY 1 C1 11",
@@ -579,14 +584,7 @@ mod tests {
 
     #[test]
     fn the_reply_fast_path_agrees_with_the_parser() {
-        let mut lines: Vec<Vec<u8>> = samples()
-            .iter()
-            .map(|m| {
-                let mut line = to_line(m);
-                line.pop();
-                line
-            })
-            .collect();
+        let mut lines = sample_lines();
         for extra in
             ["MATCH", "MATCH ", "MATCH x", "MISS 18446744073709551616", "MISS 1 2", "MATCH  3", "MISS +1"]
         {
