@@ -16,7 +16,8 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-    match simulation::run(config, Transcript::off(), Default::default()).await {
+    let result = simulation::run(config, Transcript::off(), Default::default()).await;
+    match result {
         Ok(report) => {
             let incomplete = report
                 .requests

@@ -4,6 +4,7 @@
 //! messages mean; the tracker and the nodes combine the two.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -53,32 +54,54 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     ///
     /// # Errors
     /// - [`Error::Protocol`] for a malformed line; the line is consumed, so the caller may
-    ///   answer with an `ERROR` and read on. After `LineTooLong` nothing is consumed and the
-    ///   connection must be closed.
-    /// - [`Error::Closed`] if the peer closed in the middle of a line; [`Error::Io`] on a
-    ///   socket failure; [`Error::Timeout`] if a line stays half-sent past the line timeout.
+    ///   answer with an `ERROR` and read on.
+    /// - As [`read_batch`](Self::read_batch).
     pub async fn next(&mut self) -> Result<Option<Message>> {
-        let read = self.next_or(|_| None::<std::convert::Infallible>).await?;
-        Ok(read.map(|line| match line {
-            Line::Parsed(message) => message,
-        }))
+        let mut message = None;
+        let open = self
+            .read_batch(|line| {
+                message = Some(protocol::parse(line));
+                ControlFlow::Break(())
+            })
+            .await?;
+        if !open {
+            return Ok(None);
+        }
+        Ok(message.transpose()?)
     }
 
-    /// Like [`next`](Self::next), but offers each line to `fast` first: what it returns is
-    /// the result, and the line is not parsed. A node uses it for the message it receives
-    /// most, to skip the general parser's work and allocations.
+    /// Waits until at least one whole line is buffered, then hands every whole line buffered
+    /// to `each` (without its line ending), in order, until `each` breaks. The lines handed
+    /// over are consumed. Returns `false` when the peer closed the connection between lines.
+    ///
+    /// A node reads a burst of lines this way to answer them with one write, and the tracker
+    /// to count a burst of replies under one lock.
+    ///
+    /// Cancel-safe: bytes read before a cancellation stay buffered for the next call.
     ///
     /// # Errors
-    /// As [`next`](Self::next).
-    pub async fn next_or<T>(&mut self, fast: impl Fn(&[u8]) -> Option<T>) -> Result<Option<Line<T>>> {
+    /// [`Error::Protocol`] (`LineTooLong`) for a line longer than the limit: nothing after
+    /// it can be read, and the connection must be closed; [`Error::Closed`] if the peer closed
+    /// in the middle of a line; [`Error::Io`] on a socket failure; [`Error::Timeout`] if a
+    /// line stays half-sent past the line timeout.
+    pub async fn read_batch(&mut self, mut each: impl FnMut(&[u8]) -> ControlFlow<()>) -> Result<bool> {
         loop {
-            if let Some((line, used)) = protocol::split_line(&self.buf, self.max_line)? {
-                let read = match fast(line) {
-                    Some(value) => Ok(Line::Fast(value)),
-                    None => protocol::parse(line).map(Line::Parsed),
-                };
-                self.buf.advance(used);
-                return Ok(Some(read?));
+            let mut used = 0;
+            let handed = loop {
+                match protocol::split_line(&self.buf[used..], self.max_line) {
+                    Ok(Some((line, len))) => {
+                        used += len;
+                        if each(line).is_break() {
+                            break Ok(true);
+                        }
+                    }
+                    Ok(None) => break Ok(used > 0),
+                    Err(e) => break Err(e),
+                }
+            };
+            self.buf.advance(used);
+            if handed? {
+                return Ok(true);
             }
             self.buf.reserve(READ_CHUNK);
             let read = match self.line_timeout {
@@ -90,22 +113,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 _ => self.inner.read_buf(&mut self.buf).await?,
             };
             if read == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(Error::Closed) };
+                return if self.buf.is_empty() { Ok(false) } else { Err(Error::Closed) };
             }
         }
     }
-
-    /// Whether a complete line is already buffered, so `next` will not wait on the socket.
-    /// A node uses it to flush its replies once per batch of queries instead of once per line.
-    pub fn has_line(&self) -> bool {
-        self.buf[..self.buf.len().min(self.max_line)].contains(&b'\n')
-    }
-}
-
-/// A line read by [`LineReader::next_or`]: what the fast path made of it, or the message.
-pub enum Line<T> {
-    Fast(T),
-    Parsed(Message),
 }
 
 /// Writes every line that arrives on `lines` to `out`, several to a system call when they

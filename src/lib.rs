@@ -11,6 +11,7 @@
 //! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds, a report.
 //! - [`transcript`]: the events of a run and their printed lines.
 //! - [`limits`]: the open-files limit.
+//! - [`hash`]: a fast hasher for keys the program makes itself.
 //! - [`error`]: the one error type.
 //! - `python` (feature `python`): the only module that knows about Python.
 
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod hash;
 pub mod limits;
 pub mod node;
 pub mod protocol;
@@ -31,3 +33,4 @@ pub mod transcript;
 mod python;
 
 pub use error::{Error, Result};
+

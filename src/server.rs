@@ -2,12 +2,14 @@
 //! number it holds until the tracker says `BYE`, the connection drops, or its owner stops it.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::connection::{self, Line, LineReader};
+use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
 use crate::node;
 use crate::protocol::{self, Message, Name, ReplyMode, Token, MAX_LINE, NUMBERS};
@@ -112,34 +114,52 @@ impl Serving {
         write: &mut OwnedWriteHalf,
     ) -> Result<()> {
         let mut out = Vec::new();
-        // Queries are most of what a server reads: take them without the general parser, and
-        // make the client's name only when the transcript will show it.
-        let named = self.transcript.is_on();
-        let query = |line: &[u8]| {
-            protocol::parse_query(line).map(|(id, client, number)| {
-                let client =
-                    named.then(|| std::str::from_utf8(client).ok().and_then(|c| Name::new(c).ok())).flatten();
-                (id, client, number)
-            })
-        };
+        let mut ended = None;
         loop {
-            match reader.next_or(query).await? {
-                Some(Line::Fast((id, client, number))) => self.answer(id, client, number, &mut out),
-                Some(Line::Parsed(Message::Query { id, client, number })) => {
-                    self.answer(id, Some(client), number, &mut out)
-                }
-                Some(Line::Parsed(Message::Bye)) | None => return Ok(()),
-                Some(Line::Parsed(Message::Error { code, text })) => {
-                    return Err(Error::Refused { code, text })
-                }
-                Some(Line::Parsed(other)) => return Err(Error::Unexpected(format!("{other:?}"))),
-            }
-            // Replies to a burst of queries go out in one write.
-            if !reader.has_line() && !out.is_empty() {
+            let open = reader
+                .read_batch(|line| match self.on_line(line, &mut out) {
+                    None => ControlFlow::Continue(()),
+                    Some(end) => {
+                        ended = Some(end);
+                        ControlFlow::Break(())
+                    }
+                })
+                .await?;
+            // The replies to a burst of queries go out in one write.
+            if !out.is_empty() {
                 write.write_all(&out).await?;
                 out.clear();
             }
+            if !open {
+                return Ok(());
+            }
+            if let Some(end) = ended.take() {
+                return end;
+            }
         }
+    }
+
+    /// Handles one line from the tracker, adding any reply to `out`. `Some` when the line
+    /// ends the serving: `Ok` for `BYE`, the error for anything else but a query.
+    fn on_line(&self, line: &[u8], out: &mut Vec<u8>) -> Option<Result<()>> {
+        // Queries are most of what a server reads: take them without the general parser, and
+        // make the client's name only when the transcript will show it.
+        if let Some((id, client, number)) = protocol::parse_query(line) {
+            let client = match self.transcript.is_on() {
+                true => std::str::from_utf8(client).ok().and_then(|c| Name::new(c).ok()),
+                false => None,
+            };
+            self.answer(id, client, number, out);
+            return None;
+        }
+        match protocol::parse(line) {
+            Ok(Message::Query { id, client, number }) => self.answer(id, Some(client), number, out),
+            Ok(Message::Bye) => return Some(Ok(())),
+            Ok(Message::Error { code, text }) => return Some(Err(Error::Refused { code, text })),
+            Ok(other) => return Some(Err(Error::Unexpected(format!("{other:?}")))),
+            Err(e) => return Some(Err(e.into())),
+        }
+        None
     }
 
     /// Answers one query; `client` is there when the transcript is on.

@@ -2,7 +2,6 @@
 //! holding a random number, n clients, and rounds in which every client asks once, all at
 //! once, and waits for its answer. Returns a [`Report`] of everything that was decided.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,11 +9,14 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use parking_lot::Mutex;
+use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{Answer, ClientNode};
 use crate::error::{Error, Result};
+use crate::hash::FastSet;
 use crate::limits;
 use crate::protocol::{End, Name, ReplyMode, NUMBERS};
 use crate::server::ServerNode;
@@ -27,6 +29,11 @@ pub const MAX_N: i64 = 100_000;
 pub const MAX_ROUNDS: i64 = 100_000;
 /// Longest deadline accepted, in seconds.
 pub const MAX_TIMEOUT: f64 = 3600.0;
+
+/// Most nodes connecting at once. Kept well under the kernel's cap on a listener's queue of
+/// connections not yet accepted (`net.core.somaxconn`, often 4096): past it, connections are
+/// dropped and retried a second later.
+const HANDSHAKES_AT_ONCE: usize = 1024;
 
 /// How long the tracker's tasks get to end after the run before they are left behind.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -139,52 +146,59 @@ pub async fn run(
     let tracker = Tracker::bind(local, tracker_config, transcript.clone()).await?;
     let addr = tracker.local_addr();
 
-    // Every server is registered (its WELCOME received) before any client says anything.
+    // Every number is drawn before anything starts, in the same order for a given seed:
+    // the servers' numbers, then each round's picks.
     let numbers: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
+    let mut picks: Vec<Vec<u8>> = vec![Vec::new(); config.n];
+    for _ in 0..config.rounds {
+        for client in &mut picks {
+            client.push(rng.random_range(NUMBERS));
+        }
+    }
+
+    // Servers and clients connect at the same time (a client's greeting needs no server),
+    // and no client asks anything before every server is registered.
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     let mut starting = JoinSet::new();
     for (i, &number) in numbers.iter().enumerate() {
-        let (name, transcript) = (node_name('S', i), transcript.clone());
+        let (name, transcript, handshakes) = (node_name('S', i), transcript.clone(), handshakes.clone());
         starting.spawn(async move {
-            let started = async { ServerNode::start(addr, name?, number, None, transcript).await };
+            let started = async {
+                let _turn = handshakes.acquire().await;
+                ServerNode::start(addr, name?, number, None, transcript).await
+            };
             (i, started.await)
         });
     }
-    let servers = in_order(starting, config.n).await?;
-
     let mut connecting = JoinSet::new();
     for i in 0..config.n {
-        let (name, transcript) = (node_name('C', i), transcript.clone());
+        let (name, transcript, handshakes) = (node_name('C', i), transcript.clone(), handshakes.clone());
         connecting.spawn(async move {
-            let connected = async { ClientNode::connect(addr, name?, None, transcript).await };
+            let connected = async {
+                let _turn = handshakes.acquire().await;
+                ClientNode::connect(addr, name?, None, transcript).await
+            };
             (i, connected.await)
         });
     }
-    let mut clients = in_order(connecting, config.n).await?;
+    let servers = in_order(starting, config.n).await?;
+    let clients = in_order(connecting, config.n).await?;
     let open_files = limits::open_files();
 
-    let mut requests = Vec::with_capacity(config.n * config.rounds);
-    let mut answers: HashMap<Vec<Name>, Arc<[Name]>> = HashMap::new();
-    for round in 1..=config.rounds {
-        let picks: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
-        let mut asking = JoinSet::new();
-        for (i, (mut client, number)) in clients.drain(..).zip(picks).enumerate() {
-            let answered = answered.clone();
-            asking.spawn(async move {
-                let answer = client.find_match(number).await;
-                answered.fetch_add(1, Ordering::Relaxed);
-                (i, answer.map(|answer| (client, number, answer)))
-            });
-        }
-        for (client, number, Answer { servers, end, elapsed }) in in_order(asking, config.n).await? {
-            let client_name = client.name().clone();
-            let servers =
-                answers.entry(servers).or_insert_with_key(|names| Arc::from(names.as_slice())).clone();
-            requests.push(RequestRecord { round, client: client_name, number, servers, end, elapsed });
-            clients.push(client);
-        }
+    // One task per client for the whole run; a barrier starts each round once every client
+    // has its answer to the last one.
+    let barrier = Arc::new(Barrier::new(config.n));
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let mut asking = JoinSet::new();
+    for (i, (client, picks)) in clients.into_iter().zip(picks).enumerate() {
+        let (barrier, answers, answered) = (barrier.clone(), answers.clone(), answered.clone());
+        asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answers, &answered).await) });
     }
-
-    drop(clients);
+    let mut asked: Vec<_> = in_order(asking, config.n).await?.into_iter().map(Vec::into_iter).collect();
+    let mut requests = Vec::with_capacity(config.n * config.rounds);
+    for _ in 0..config.rounds {
+        requests.extend(asked.iter_mut().flat_map(Iterator::next));
+    }
     let mut closing = JoinSet::new();
     for server in servers {
         closing.spawn(server.close());
@@ -198,6 +212,41 @@ pub async fn run(
         .map(|(i, &number)| Ok(ServerRecord { name: node_name('S', i)?, number }))
         .collect::<Result<_>>()?;
     Ok(Report { config, servers, requests, late_replies, duration: started.elapsed(), open_files })
+}
+
+/// Makes one client's requests, a round each, and returns what it saw.
+async fn ask_rounds(
+    mut client: ClientNode,
+    picks: Vec<u8>,
+    barrier: &Barrier,
+    answers: &Mutex<Answers>,
+    answered: &AtomicUsize,
+) -> Result<Vec<RequestRecord>> {
+    let mut seen = Vec::with_capacity(picks.len());
+    for (round, number) in (1..).zip(picks) {
+        barrier.wait().await;
+        let Answer { servers, end, elapsed } = client.find_match(number).await?;
+        let servers = answers.lock().intern(servers);
+        seen.push(RequestRecord { round, client: client.name().clone(), number, servers, end, elapsed });
+        answered.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(seen)
+}
+
+/// The distinct answers of a run. A run of thousands of nodes has few distinct answers and
+/// millions of names in them: each is kept once, and each request shares it.
+#[derive(Default)]
+struct Answers(FastSet<Arc<[Name]>>);
+
+impl Answers {
+    fn intern(&mut self, servers: Vec<Name>) -> Arc<[Name]> {
+        if let Some(known) = self.0.get(servers.as_slice()) {
+            return known.clone();
+        }
+        let servers: Arc<[Name]> = servers.into();
+        self.0.insert(servers.clone());
+        servers
+    }
 }
 
 /// `S1`, `C3`, ...: the prefix and the 1-based index.

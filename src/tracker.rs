@@ -12,8 +12,10 @@
 //! more than `server_queue` queries behind is a slow consumer and is disconnected; nobody
 //! waits for it.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering::Less;
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +28,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::connection::{self, Line, LineReader};
+use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
+use crate::hash::FastMap;
 use crate::protocol::{self, End, Message, Name, ProtocolError, ReplyMode, Token, MAX_REQUEST_LINE};
 use crate::transcript::{Event, Role, Transcript};
 
@@ -155,7 +158,7 @@ impl Tracker {
             config,
             transcript,
             registry: Mutex::new(Registry::new(queries)),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FastMap::default()),
             next_query: AtomicU64::new(1),
             requests: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
@@ -229,7 +232,7 @@ struct Shared {
     registry: Mutex<Registry>,
     /// Open requests by the tracker's query id. An entry exists before its query is sent and
     /// is removed when the answer goes out; a reply that finds no entry is late.
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<FastMap<u64, Pending>>,
     /// Query ids are unique for the tracker's lifetime, so a late reply can never be taken
     /// for a reply to a newer request.
     next_query: AtomicU64,
@@ -249,6 +252,10 @@ struct Registry {
     /// reused, which is safe because a leaving server's bits are cleared from every request.
     servers: Vec<Option<Name>>,
     free: Vec<usize>,
+    /// The slots of live servers: what a new request asks.
+    live: Slots,
+    /// The slots of live servers in the index order of their names, the order of answers.
+    ordered: Vec<usize>,
     live_servers: usize,
     clients: usize,
     /// Every query goes here once; each server's connection task holds a receiver.
@@ -264,6 +271,8 @@ impl Registry {
             names: HashSet::new(),
             servers: Vec::new(),
             free: Vec::new(),
+            live: Slots::default(),
+            ordered: Vec::new(),
             live_servers: 0,
             clients: 0,
             queries,
@@ -282,15 +291,24 @@ impl Registry {
     fn counts(&self) -> (usize, usize) {
         (self.live_servers, self.clients)
     }
+
+    /// Where `name` stands, or would stand, in `ordered`.
+    fn position(&self, name: &Name) -> std::result::Result<usize, usize> {
+        let servers = &self.servers;
+        self.ordered.binary_search_by(|&slot| servers[slot].as_ref().map_or(Less, |s| s.index_order(name)))
+    }
 }
 
 /// One open request.
 struct Pending {
     client: Name,
-    /// Bit per server slot: set while that server was asked and has not replied.
-    asked: Vec<u64>,
+    /// The servers asked that have not replied yet.
+    asked: Slots,
     remaining: usize,
-    matched: Vec<Name>,
+    /// The servers that replied `MATCH`, while they are registered.
+    matched: Slots,
+    /// The servers that replied `MATCH` and have left since.
+    departed: Vec<Name>,
     /// Fired when `remaining` reaches zero, to end the wait before the deadline.
     done: Option<oneshot::Sender<()>>,
 }
@@ -298,16 +316,54 @@ struct Pending {
 impl Pending {
     /// Marks `slot` as answered; false if it was not asked or has answered already.
     fn take(&mut self, slot: usize) -> bool {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        match self.asked.get_mut(word) {
-            Some(w) if *w & bit != 0 => {
-                *w &= !bit;
-                self.remaining -= 1;
-                if self.remaining == 0 {
-                    if let Some(done) = self.done.take() {
-                        let _ = done.send(());
-                    }
-                }
+        if !self.asked.remove(slot) {
+            return false;
+        }
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+        true
+    }
+
+    /// The names of the servers that matched, in index order. Walking the registry's order
+    /// costs a bit test per server, less than sorting hundreds of names per answer.
+    fn matched_names(&self, reg: &Registry) -> Vec<Name> {
+        let matched = reg.ordered.iter().filter(|&&slot| self.matched.contains(slot));
+        let mut names: Vec<Name> = matched.filter_map(|&slot| reg.servers[slot].clone()).collect();
+        if !self.departed.is_empty() {
+            names.extend_from_slice(&self.departed);
+            names.sort_unstable_by(Name::index_order);
+        }
+        names
+    }
+}
+
+/// A set of server slots, one bit each.
+#[derive(Clone, Default)]
+struct Slots(Vec<u64>);
+
+impl Slots {
+    fn insert(&mut self, slot: usize) {
+        let word = slot / 64;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (slot % 64);
+    }
+
+    fn contains(&self, slot: usize) -> bool {
+        self.0.get(slot / 64).is_some_and(|word| word & (1 << (slot % 64)) != 0)
+    }
+
+    /// Removes `slot`; false if it was not there.
+    fn remove(&mut self, slot: usize) -> bool {
+        let bit = 1 << (slot % 64);
+        match self.0.get_mut(slot / 64) {
+            Some(word) if *word & bit != 0 => {
+                *word &= !bit;
                 true
             }
             _ => false,
@@ -315,11 +371,11 @@ impl Pending {
     }
 }
 
-/// What became of a reply.
-enum ReplyOutcome {
-    Counted,
-    Late,
+/// Why a reply was refused.
+enum Refusal {
+    /// This server was not asked, or has replied already.
     NotAsked,
+    /// No request ever had this id.
     Unknown,
 }
 
@@ -352,6 +408,10 @@ impl Shared {
             }
         };
         reg.servers[slot] = Some(name.clone());
+        reg.live.insert(slot);
+        if let Err(at) = reg.position(name) {
+            reg.ordered.insert(at, slot);
+        }
         reg.live_servers += 1;
         // Subscribing under the lock that fan-out also takes, after the queries asked of the
         // servers before it went out: a server either is in a request's bitset and receives
@@ -362,16 +422,24 @@ impl Shared {
         Some((slot, queries))
     }
 
-    /// Unregisters a server; requests stop waiting for it.
+    /// Unregisters a server; requests stop waiting for it, and keep its name if it matched.
     fn remove_server(&self, slot: usize, name: &Name) {
         let mut reg = self.registry.lock();
+        if let Ok(at) = reg.position(name) {
+            reg.ordered.remove(at);
+        }
         reg.servers[slot] = None;
+        reg.live.remove(slot);
         reg.free.push(slot);
         reg.names.remove(name);
         reg.live_servers -= 1;
         self.publish_counts(&reg);
         for pending in self.pending.lock().values_mut() {
             pending.take(slot);
+            // The slot may be given to another server before this request is answered.
+            if pending.matched.remove(slot) {
+                pending.departed.push(name.clone());
+            }
         }
     }
 
@@ -402,17 +470,12 @@ impl Shared {
         if reg.live_servers == 0 {
             return None;
         }
-        let mut asked = vec![0u64; reg.servers.len().div_ceil(64)];
-        for (slot, server) in reg.servers.iter().enumerate() {
-            if server.is_some() {
-                asked[slot / 64] |= 1 << (slot % 64);
-            }
-        }
         let pending = Pending {
             client: client.clone(),
-            asked,
+            asked: reg.live.clone(),
             remaining: reg.live_servers,
-            matched: Vec::new(),
+            matched: Slots::default(),
+            departed: Vec::new(),
             done: Some(done),
         };
         // Register before sending, so that no reply, however fast, can find nothing.
@@ -437,31 +500,35 @@ impl Shared {
         Some((id, done_rx))
     }
 
-    /// Counts a server's `MATCH` or `MISS`.
-    fn on_reply(&self, slot: usize, server: &Name, id: u64, matched: bool) -> ReplyOutcome {
+    /// Counts a burst of one server's replies (`true` for `MATCH`), adding to `refused` the
+    /// outcome of each reply that is refused.
+    fn on_replies(&self, slot: usize, server: &Name, replies: &[(u64, bool)], refused: &mut Vec<Refusal>) {
+        if replies.is_empty() {
+            return;
+        }
         let mut pending = self.pending.lock();
-        match pending.get_mut(&id) {
-            Some(request) => {
-                let client = request.client.clone();
-                if !request.take(slot) {
-                    return ReplyOutcome::NotAsked;
+        for &(id, matched) in replies {
+            match pending.get_mut(&id) {
+                Some(request) => {
+                    if !request.take(slot) {
+                        refused.push(Refusal::NotAsked);
+                        continue;
+                    }
+                    if matched {
+                        request.matched.insert(slot);
+                    }
+                    self.transcript.record_with(|| Event::ReplyReceived {
+                        server: server.clone(),
+                        client: request.client.clone(),
+                        matched,
+                    });
                 }
-                if matched {
-                    request.matched.push(server.clone());
+                None if id > 0 && id < self.next_query.load(Ordering::Relaxed) => {
+                    self.late_replies.fetch_add(1, Ordering::Relaxed);
+                    self.transcript.record_with(|| Event::LateReply { server: server.clone(), id });
                 }
-                self.transcript.record_with(|| Event::ReplyReceived {
-                    server: server.clone(),
-                    client,
-                    matched,
-                });
-                ReplyOutcome::Counted
+                None => refused.push(Refusal::Unknown),
             }
-            None if id > 0 && id < self.next_query.load(Ordering::Relaxed) => {
-                self.late_replies.fetch_add(1, Ordering::Relaxed);
-                self.transcript.record_with(|| Event::LateReply { server: server.clone(), id });
-                ReplyOutcome::Late
-            }
-            None => ReplyOutcome::Unknown,
         }
     }
 
@@ -692,33 +759,49 @@ async fn server_reads(
     reader: &mut LineReader<OwnedReadHalf>,
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
+    let mut replies = Vec::new();
+    let mut refused = Vec::new();
     loop {
         tokio::task::consume_budget().await;
-        // Replies are most of what a server sends: take them without the general parser.
-        let (id, matched) = match reader.next_or(protocol::parse_reply).await {
-            Ok(Some(Line::Fast(reply))) => reply,
-            Ok(Some(Line::Parsed(Message::Match { id }))) => (id, true),
-            Ok(Some(Line::Parsed(Message::Miss { id }))) => (id, false),
-            Ok(Some(Line::Parsed(Message::Bye)) | None) | Err(Error::Closed) => return Ending::Left,
-            Ok(Some(Line::Parsed(_))) => {
-                send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE");
-                continue;
-            }
-            Err(e) => {
-                let (code, text, fatal) = error_for(&e);
-                if fatal {
-                    return Ending::Dropped(Some((code, text)), e.to_string());
+        let mut left = false;
+        let read = reader
+            .read_batch(|line| {
+                // Replies are most of what a server sends: take them without the general parser.
+                match protocol::parse_reply(line) {
+                    Some(reply) => replies.push(reply),
+                    None => match protocol::parse(line) {
+                        Ok(Message::Match { id }) => replies.push((id, true)),
+                        Ok(Message::Miss { id }) => replies.push((id, false)),
+                        Ok(Message::Bye) => {
+                            left = true;
+                            return ControlFlow::Break(());
+                        }
+                        Ok(_) => send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE"),
+                        Err(e) => send_error(errors, e.code(), &e.to_string()),
+                    },
                 }
-                send_error(errors, code, &text);
-                continue;
+                ControlFlow::Continue(())
+            })
+            .await;
+        // A burst of replies is counted under one lock.
+        shared.on_replies(slot, name, &replies, &mut refused);
+        replies.clear();
+        for outcome in refused.drain(..) {
+            match outcome {
+                Refusal::NotAsked => {
+                    send_error(errors, "not-asked", "this server was not asked, or has already replied")
+                }
+                Refusal::Unknown => send_error(errors, "unknown-request", "no request has this id"),
             }
-        };
-        match shared.on_reply(slot, name, id, matched) {
-            ReplyOutcome::Counted | ReplyOutcome::Late => {}
-            ReplyOutcome::NotAsked => {
-                send_error(errors, "not-asked", "this server was not asked, or has already replied")
+        }
+        match read {
+            Ok(true) if left => return Ending::Left,
+            Ok(true) => {}
+            Ok(false) | Err(Error::Closed) => return Ending::Left,
+            Err(e) => {
+                let (code, text, _) = error_for(&e);
+                return Ending::Dropped(Some((code, text)), e.to_string());
             }
-            ReplyOutcome::Unknown => send_error(errors, "unknown-request", "no request has this id"),
         }
     }
 }
@@ -896,7 +979,13 @@ impl Waiter {
         // has its answer must not find this request still counted against it.
         self.link.open.fetch_sub(1, Ordering::Relaxed);
         // Removing the entry is what makes any later reply late: nothing outlives the answer.
-        let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
+        // The registry is held too, so that no matched server's slot changes hands meanwhile.
+        let (request, servers) = {
+            let reg = self.shared.registry.lock();
+            let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
+            let servers = request.matched_names(&reg);
+            (request, servers)
+        };
         if *stop.borrow() || self.link.lines.is_closed() {
             return;
         }
@@ -905,8 +994,6 @@ impl Waiter {
             transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
         }
         let end = if request.remaining == 0 { End::Replied } else { End::Deadline };
-        let mut servers = request.matched;
-        servers.sort_by(|a, b| a.index_key().cmp(&b.index_key()));
         self.shared.answer(&self.client, &self.link, self.client_id, end, servers);
     }
 }

@@ -120,6 +120,29 @@ async fn a_server_leaving_mid_request_is_no_longer_waited_for() {
 }
 
 #[tokio::test]
+async fn a_server_that_matched_and_left_stays_in_the_answer() {
+    let (tracker, _events) = tracker(Duration::from_secs(60), ReplyMode::Matches).await;
+    let addr = tracker.local_addr();
+    let mut s10 = Peer::join(addr, "HELLO S10").await;
+    let mut s2 = Peer::join(addr, "HELLO S2").await;
+    let mut s3 = Peer::join(addr, "HELLO S3").await;
+    let mut c1 = Peer::join(addr, "HI C1").await;
+    c1.send("FIND 1 4").await;
+    let (id, ..) = s10.query().await;
+    s2.query().await;
+    s3.query().await;
+    s10.send(&format!("MATCH {id}")).await;
+    s2.send(&format!("MATCH {id}")).await;
+    // S10 leaves once its reply is counted, and a newcomer takes its place in the registry;
+    // the newcomer was not asked and must not appear in the answer.
+    s10.send("BYE").await;
+    tracker.wait_for_nodes(2, 1).await;
+    let _s4 = Peer::join(addr, "HELLO S4").await;
+    drop(s3);
+    assert_eq!(c1.recv().await, "ANSWER 1 replied S2 S10");
+}
+
+#[tokio::test]
 async fn with_no_servers_the_answer_is_immediate() {
     let (tracker, _events) = tracker(Duration::from_secs(60), ReplyMode::Matches).await;
     let mut c1 = Peer::join(tracker.local_addr(), "HI C1").await;
