@@ -97,8 +97,20 @@ impl Name {
 
 /// Whether `b` may appear in a name.
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    NAME_BYTES[usize::from(b)]
 }
+
+/// The bytes of the name charset, as a table: names are checked by the million.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
@@ -318,7 +330,7 @@ impl std::error::Error for ProtocolError {}
 /// so a peer cannot make the reader buffer without bound.
 pub fn split_line(buf: &[u8], max_line: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
     let window = &buf[..buf.len().min(max_line)];
-    match window.iter().position(|&b| b == b'\n') {
+    match find_newline(window) {
         Some(end) => {
             let line = &buf[..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -327,6 +339,25 @@ pub fn split_line(buf: &[u8], max_line: usize) -> Result<Option<(&[u8], usize)>,
         None if buf.len() >= max_line => Err(ProtocolError::LineTooLong),
         None => Ok(None),
     }
+}
+
+/// The position of the first `\n` in `bytes`. Looks at eight bytes at a time (a zero-byte
+/// test on the bytes xor-ed with newlines): lines are short and split by the million.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    for (i, word) in (&mut words).enumerate() {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ NEWLINES;
+        // The lowest set high bit marks the first zero byte, i.e. the first newline.
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(i * 8 + zeros.trailing_zeros() as usize / 8);
+        }
+    }
+    let tail = words.remainder();
+    tail.iter().position(|&b| b == b'\n').map(|at| bytes.len() - tail.len() + at)
 }
 
 /// Parses one line (without its newline) into a message.
@@ -385,22 +416,17 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
 /// Returns `None` for anything else, including a malformed query, which the caller then
 /// hands to [`parse`] for the full answer.
 pub fn parse_query(line: &[u8]) -> Option<(u64, &[u8], u8)> {
-    fn word(text: &[u8]) -> Option<(&[u8], &[u8])> {
-        let space = text.iter().position(|&b| b == b' ')?;
-        Some((&text[..space], &text[space + 1..]))
-    }
     let rest = line.strip_prefix(b"QUERY ")?;
-    let (id, rest) = word(rest)?;
-    let (client, number) = word(rest)?;
-    let id = decimal(id)?;
-    let name_ok = !client.is_empty()
-        && client.len() <= MAX_NAME_LEN
-        && client.iter().all(|&b| is_name_byte(b));
-    let number = match number {
-        [d @ b'1'..=b'9'] => d - b'0',
-        b"10" => 10,
+    let digits = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let id = decimal(&rest[..digits])?;
+    let rest = rest[digits..].strip_prefix(b" ")?;
+    let (client, number) = match rest {
+        [client @ .., b' ', d @ b'1'..=b'9'] => (client, d - b'0'),
+        [client @ .., b' ', b'1', b'0'] => (client, 10),
         _ => return None,
     };
+    let name_ok =
+        !client.is_empty() && client.len() <= MAX_NAME_LEN && client.iter().all(|&b| is_name_byte(b));
     name_ok.then_some((id, client, number))
 }
 
@@ -780,6 +806,26 @@ mod tests {
     }
 
     #[test]
+    fn find_newline_agrees_with_a_plain_search() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for filler in [b'a', 0x0a ^ 0x80, 0x09, 0x0b, 0xff] {
+                    let mut bytes = vec![filler; len];
+                    if at < len {
+                        bytes[at] = b'\n';
+                        // A second newline later must not be found first.
+                        if at + 3 < len {
+                            bytes[at + 3] = b'\n';
+                        }
+                    }
+                    let plain = bytes.iter().position(|&b| b == b'\n');
+                    assert_eq!(find_newline(&bytes), plain, "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn index_order_sorts_by_trailing_number() {
         let mut names = [name("S10"), name("S2"), name("S1"), name("X")];
         names.sort_by(Name::index_order);
@@ -791,8 +837,23 @@ mod tests {
     fn index_order_agrees_with_the_plain_definition() {
         // Stems of every length around the eight bytes compared at once.
         let texts = [
-            "S", "S1", "S01", "S2", "S10", "SA1", "ABCDEFGH1", "ABCDEFGH2", "ABCDEFGHI1", "ABCDEFG", "ABCDEFG9",
-            "ABCDEFGHIJKLMNOP3", "ABCDEFGHIJKLMNOQ1", "7", "_", "-x", "a-b_c99",
+            "S",
+            "S1",
+            "S01",
+            "S2",
+            "S10",
+            "SA1",
+            "ABCDEFGH1",
+            "ABCDEFGH2",
+            "ABCDEFGHI1",
+            "ABCDEFG",
+            "ABCDEFG9",
+            "ABCDEFGHIJKLMNOP3",
+            "ABCDEFGHIJKLMNOQ1",
+            "7",
+            "_",
+            "-x",
+            "a-b_c99",
         ];
         let plain = |n: &Name| {
             let text = n.as_str();

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use parking_lot::Mutex;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -143,7 +144,9 @@ pub async fn run(
         ..TrackerConfig::default()
     };
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let tracker = Tracker::bind(local, tracker_config, transcript.clone()).await?;
+    let central = Threads::start("matchtracker-central", 2)?;
+    let server_threads = Threads::start("matchtracker-servers", 1)?;
+    let tracker = central.handle().spawn(Tracker::bind(local, tracker_config, transcript.clone())).await??;
     let addr = tracker.local_addr();
 
     // Every number is drawn before anything starts, in the same order for a given seed:
@@ -162,13 +165,16 @@ pub async fn run(
     let mut starting = JoinSet::new();
     for (i, &number) in numbers.iter().enumerate() {
         let (name, transcript, handshakes) = (node_name('S', i), transcript.clone(), handshakes.clone());
-        starting.spawn(async move {
-            let started = async {
-                let _turn = handshakes.acquire().await;
-                ServerNode::start(addr, name?, number, None, transcript).await
-            };
-            (i, started.await)
-        });
+        starting.spawn_on(
+            async move {
+                let started = async {
+                    let _turn = handshakes.acquire().await;
+                    ServerNode::start(addr, name?, number, None, transcript).await
+                };
+                (i, started.await)
+            },
+            server_threads.handle(),
+        );
     }
     let mut connecting = JoinSet::new();
     for i in 0..config.n {
@@ -206,6 +212,8 @@ pub async fn run(
     while closing.join_next().await.is_some() {}
     let late_replies = tracker.stats().late_replies;
     tracker.shutdown(SHUTDOWN_GRACE).await;
+    central.stop(SHUTDOWN_GRACE).await;
+    server_threads.stop(SHUTDOWN_GRACE).await;
     let servers = numbers
         .iter()
         .enumerate()
@@ -246,6 +254,48 @@ impl Answers {
         let servers: Arc<[Name]> = servers.into();
         self.0.insert(servers.clone());
         servers
+    }
+}
+
+/// Threads of their own for one side of the run. The tracker and the servers each get some,
+/// as they would in processes of their own: at scale the servers' work (millions of
+/// queries a round) would otherwise queue ahead of the tracker reading requests, and every
+/// moment a request waits to be read is added to its deadline. The clients run on the
+/// caller's threads.
+struct Threads {
+    handle: Handle,
+    /// Taken by `stop`, or by drop.
+    runtime: Option<Runtime>,
+}
+
+impl Threads {
+    fn start(name: &str, threads: usize) -> Result<Threads> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(Threads { handle: runtime.handle().clone(), runtime: Some(runtime) })
+    }
+
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops the threads, waiting up to `grace` for them to end.
+    async fn stop(mut self, grace: Duration) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = tokio::task::spawn_blocking(move || runtime.shutdown_timeout(grace)).await;
+        }
+    }
+}
+
+impl Drop for Threads {
+    /// A run dropped midway (Ctrl-C) must not wait here: async code may not block.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

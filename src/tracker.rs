@@ -776,7 +776,9 @@ async fn server_reads(
                             left = true;
                             return ControlFlow::Break(());
                         }
-                        Ok(_) => send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE"),
+                        Ok(_) => {
+                            send_error(errors, "unexpected", "a server may send only MATCH, MISS or BYE")
+                        }
                         Err(e) => send_error(errors, e.code(), &e.to_string()),
                     },
                 }
