@@ -34,3 +34,4 @@ mod python;
 
 pub use error::{Error, Result};
 
+

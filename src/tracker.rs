@@ -835,6 +835,9 @@ async fn server_writes(
             },
             Some(line) = errors.recv() => line,
         };
+        // Requests being read go first: every moment one waits to be read is added to its
+        // deadline, while queries have the whole deadline to arrive.
+        tokio::task::yield_now().await;
         // Usually one message waits, and is written as it is; when more queued up behind it
         // they are joined, so that the burst costs one system call.
         let out = match queries.try_recv() {
