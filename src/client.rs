@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use crate::connection::{self, LineReader};
@@ -31,7 +31,7 @@ pub struct Answer {
 /// A connected, registered client node.
 pub struct ClientNode {
     name: Name,
-    reader: LineReader<OwnedReadHalf>,
+    reader: LineReader,
     write: OwnedWriteHalf,
     next_id: u64,
     /// How long to wait for an answer: the tracker's deadline plus a margin.

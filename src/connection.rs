@@ -8,7 +8,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -27,18 +28,18 @@ const IDLE_BATCH: usize = 4096;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads messages, one line each, from a byte stream.
-pub struct LineReader<R> {
-    inner: R,
+pub struct LineReader {
+    inner: OwnedReadHalf,
     buf: BytesMut,
     max_line: usize,
     /// How long the rest of a line may take once its first bytes have arrived.
     line_timeout: Option<Duration>,
 }
 
-impl<R: AsyncRead + Unpin> LineReader<R> {
+impl LineReader {
     /// Wraps `inner`, refusing lines longer than `max_line` bytes.
-    pub fn new(inner: R, max_line: usize) -> Self {
-        LineReader { inner, buf: BytesMut::with_capacity(READ_CHUNK), max_line, line_timeout: None }
+    pub fn new(inner: OwnedReadHalf, max_line: usize) -> Self {
+        LineReader { inner, buf: BytesMut::new(), max_line, line_timeout: None }
     }
 
     /// Bounds how long a peer may leave a line half-sent; an idle peer between lines is not
@@ -100,20 +101,33 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
             };
             self.buf.advance(used);
+            if self.buf.is_empty() {
+                // Nothing left over: give the memory back while the connection waits.
+                self.buf = BytesMut::new();
+            }
             if handed? {
                 return Ok(true);
             }
-            self.buf.reserve(READ_CHUNK);
             let read = match self.line_timeout {
-                Some(limit) if !self.buf.is_empty() => {
-                    tokio::time::timeout(limit, self.inner.read_buf(&mut self.buf))
-                        .await
-                        .map_err(|_| Error::Timeout("for the rest of a half-sent line".into()))??
-                }
-                _ => self.inner.read_buf(&mut self.buf).await?,
+                Some(limit) if !self.buf.is_empty() => tokio::time::timeout(limit, self.fill())
+                    .await
+                    .map_err(|_| Error::Timeout("for the rest of a half-sent line".into()))??,
+                _ => self.fill().await?,
             };
             if read == 0 {
                 return if self.buf.is_empty() { Ok(false) } else { Err(Error::Closed) };
+            }
+        }
+    }
+    /// Reads what the socket holds into the buffer. Waits for bytes before taking memory for
+    /// them, so that thousands of idle connections hold no buffers.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        loop {
+            self.inner.readable().await?;
+            self.buf.reserve(READ_CHUNK);
+            match self.inner.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return read,
             }
         }
     }

@@ -33,5 +33,3 @@ pub mod transcript;
 mod python;
 
 pub use error::{Error, Result};
-
-

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedReadHalf;
 
 use crate::connection::LineReader;
 use crate::error::{Error, Result};
@@ -18,7 +17,7 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`Error::Refused`] if the tracker answers with `ERROR`; [`Error::Timeout`],
 /// [`Error::Closed`] or [`Error::Unexpected`] if it does not welcome us.
 pub async fn await_welcome(
-    reader: &mut LineReader<OwnedReadHalf>,
+    reader: &mut LineReader,
     name: &Name,
     transcript: &Transcript,
 ) -> Result<(Duration, ReplyMode)> {

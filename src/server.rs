@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -98,7 +98,7 @@ struct Serving {
 impl Serving {
     async fn run(
         self,
-        mut reader: LineReader<OwnedReadHalf>,
+        mut reader: LineReader,
         mut write: OwnedWriteHalf,
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
@@ -110,7 +110,7 @@ impl Serving {
 
     async fn answer_queries(
         &self,
-        reader: &mut LineReader<OwnedReadHalf>,
+        reader: &mut LineReader,
         write: &mut OwnedWriteHalf,
     ) -> Result<()> {
         let mut out = Vec::new();

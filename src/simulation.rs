@@ -145,7 +145,7 @@ pub async fn run(
     };
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let central = Threads::start("matchtracker-central", 2)?;
-    let server_threads = Threads::start("matchtracker-servers", 1)?;
+    let server_threads = Threads::start("matchtracker-servers", 2)?;
     let tracker = central.handle().spawn(Tracker::bind(local, tracker_config, transcript.clone())).await??;
     let addr = tracker.local_addr();
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
@@ -729,7 +729,7 @@ async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWrite
 async fn serve_server(
     shared: &Arc<Shared>,
     name: Name,
-    mut reader: LineReader<OwnedReadHalf>,
+    mut reader: LineReader,
     mut write: OwnedWriteHalf,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -756,7 +756,7 @@ async fn server_reads(
     shared: &Shared,
     slot: usize,
     name: &Name,
-    reader: &mut LineReader<OwnedReadHalf>,
+    reader: &mut LineReader,
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
     let mut replies = Vec::new();
@@ -870,7 +870,7 @@ async fn server_writes(
 async fn serve_client(
     shared: &Arc<Shared>,
     name: Name,
-    mut reader: LineReader<OwnedReadHalf>,
+    mut reader: LineReader,
     mut write: OwnedWriteHalf,
     mut stop: watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
@@ -903,7 +903,7 @@ async fn serve_client(
 async fn client_reads(
     shared: &Arc<Shared>,
     name: &Name,
-    reader: &mut LineReader<OwnedReadHalf>,
+    reader: &mut LineReader,
     link: &ClientLink,
     stop: &watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
