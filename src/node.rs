@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use crate::connection::LineReader;
 use crate::error::{Error, Result};
 use crate::protocol::{Message, Name, ReplyMode};

@@ -108,11 +108,7 @@ impl Serving {
         }
     }
 
-    async fn answer_queries(
-        &self,
-        reader: &mut LineReader,
-        write: &mut OwnedWriteHalf,
-    ) -> Result<()> {
+    async fn answer_queries(&self, reader: &mut LineReader, write: &mut OwnedWriteHalf) -> Result<()> {
         let mut out = Vec::new();
         let mut ended = None;
         loop {
