@@ -193,7 +193,9 @@ pub async fn run(
     }
     let servers = in_order(starting, config.n).await?;
     let clients = in_order(connecting, config.n).await?;
-    let open_files = limits::open_files();
+    // Counting the descriptors lists thousands of them: done beside the rounds, not before
+    // them (the clients stay connected until it is done).
+    let open_files = tokio::task::spawn_blocking(limits::open_files);
 
     // One task per client for the whole run; a barrier starts each round once every client
     // has its answer to the last one.
@@ -204,7 +206,10 @@ pub async fn run(
         let (barrier, answers, answered) = (barrier.clone(), answers.clone(), answered.clone());
         asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answers, &answered).await) });
     }
-    let mut asked: Vec<_> = in_order(asking, config.n).await?.into_iter().map(Vec::into_iter).collect();
+    let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
+    let open_files = open_files.await?;
+    drop(clients);
+    let mut asked: Vec<_> = asked.into_iter().map(Vec::into_iter).collect();
     let mut requests = Vec::with_capacity(config.n * config.rounds);
     for _ in 0..config.rounds {
         requests.extend(asked.iter_mut().flat_map(Iterator::next));
@@ -226,14 +231,15 @@ pub async fn run(
     Ok(Report { config, servers, requests, late_replies, duration: started.elapsed(), open_files })
 }
 
-/// Makes one client's requests, a round each, and returns what it saw.
+/// Makes one client's requests, a round each, and returns the client (still connected) and
+/// what it saw.
 async fn ask_rounds(
     mut client: ClientNode,
     picks: Vec<u8>,
     barrier: &Barrier,
     answers: &Mutex<Answers>,
     answered: &AtomicUsize,
-) -> Result<Vec<RequestRecord>> {
+) -> Result<(ClientNode, Vec<RequestRecord>)> {
     let mut seen = Vec::with_capacity(picks.len());
     for (round, number) in (1..).zip(picks) {
         barrier.wait().await;
@@ -242,7 +248,7 @@ async fn ask_rounds(
         seen.push(RequestRecord { round, client: client.name().clone(), number, servers, end, elapsed });
         answered.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(seen)
+    Ok((client, seen))
 }
 
 /// The distinct answers of a run. A run of thousands of nodes has few distinct answers and
