@@ -33,7 +33,7 @@ pub const MAX_TIMEOUT: f64 = 3600.0;
 
 /// Most nodes connecting at once. Kept well under the kernel's cap on a listener's queue of
 /// connections not yet accepted (`net.core.somaxconn`, often 4096): past it, connections are
-/// dropped and retried a second later.
+/// dropped and retried a second later, and thousands of nodes start at once.
 const HANDSHAKES_AT_ONCE: usize = 1024;
 
 /// How far below normal priority the simulated servers' threads run (a `nice` value). At
@@ -163,8 +163,7 @@ pub async fn run(
         }
     }
 
-    // Servers and clients connect at the same time (a client's greeting needs no server),
-    // and no client asks anything before every server is registered.
+    // Every server is registered (its WELCOME received) before any client says anything.
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     let mut starting = JoinSet::new();
     for (i, &number) in numbers.iter().enumerate() {
@@ -180,6 +179,7 @@ pub async fn run(
             server_threads.handle(),
         );
     }
+    let servers = in_order(starting, config.n).await?;
     let mut connecting = JoinSet::new();
     for i in 0..config.n {
         let (name, transcript, handshakes) = (node_name('C', i), transcript.clone(), handshakes.clone());
@@ -191,7 +191,6 @@ pub async fn run(
             (i, connected.await)
         });
     }
-    let servers = in_order(starting, config.n).await?;
     let clients = in_order(connecting, config.n).await?;
     // Counting the descriptors lists thousands of them: done beside the rounds, not before
     // them (the clients stay connected until it is done).
