@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -148,9 +148,8 @@ pub async fn run(
         ..TrackerConfig::default()
     };
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let central = Threads::start("matchtracker-central", 2, 0)?;
-    let server_threads = Threads::start("matchtracker-servers", 2, SERVERS_NICE)?;
-    let tracker = central.handle().spawn(Tracker::bind(local, tracker_config, transcript.clone())).await??;
+    let sides = Sides::get()?;
+    let tracker = sides.central.spawn(Tracker::bind(local, tracker_config, transcript.clone())).await??;
     let addr = tracker.local_addr();
 
     // Every number is drawn before anything starts, in the same order for a given seed:
@@ -176,7 +175,7 @@ pub async fn run(
                 };
                 (i, started.await)
             },
-            server_threads.handle(),
+            sides.servers.handle(),
         );
     }
     let servers = in_order(starting, config.n).await?;
@@ -192,9 +191,6 @@ pub async fn run(
         });
     }
     let clients = in_order(connecting, config.n).await?;
-    // Counting the descriptors lists thousands of them: done beside the rounds, not before
-    // them (the clients stay connected until it is done).
-    let open_files = tokio::task::spawn_blocking(limits::open_files);
 
     // One task per client for the whole run; a barrier starts each round once every client
     // has its answer to the last one.
@@ -206,7 +202,8 @@ pub async fn run(
         asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answers, &answered).await) });
     }
     let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
-    let open_files = open_files.await?;
+    // Counted after the rounds, every node still connected, so as not to delay the first.
+    let open_files = limits::open_files();
     drop(clients);
     let mut asked: Vec<_> = asked.into_iter().map(Vec::into_iter).collect();
     let mut requests = Vec::with_capacity(config.n * config.rounds);
@@ -220,8 +217,6 @@ pub async fn run(
     while closing.join_next().await.is_some() {}
     let late_replies = tracker.stats().late_replies;
     tracker.shutdown(SHUTDOWN_GRACE).await;
-    central.stop(SHUTDOWN_GRACE).await;
-    server_threads.stop(SHUTDOWN_GRACE).await;
     let servers = numbers
         .iter()
         .enumerate()
@@ -266,54 +261,56 @@ impl Answers {
     }
 }
 
-/// Threads of their own for one side of the run. The tracker and the servers each get some,
-/// as they would in processes of their own: at scale the servers' work (millions of
-/// queries a round) would otherwise queue ahead of the tracker reading requests, and every
-/// moment a request waits to be read is added to its deadline. The clients run on the
-/// caller's threads. The servers' threads also run at a lower priority ([`SERVERS_NICE`]):
-/// their work has the whole deadline, while a client waiting to send or a tracker waiting
-/// to read delays a request's answer.
-struct Threads {
-    handle: Handle,
-    /// Taken by `stop`, or by drop.
-    runtime: Option<Runtime>,
+/// Threads of their own for the tracker and for the servers of every run, as they would
+/// have in processes of their own: at scale the servers' work (millions of queries a round)
+/// would otherwise queue ahead of the tracker reading requests, and every moment a request
+/// waits to be read is added to its deadline. The clients run on the caller's threads. The
+/// servers' threads also run at a lower priority ([`SERVERS_NICE`]): their work has the
+/// whole deadline, while a client waiting to send or a tracker waiting to read delays a
+/// request's answer.
+///
+/// Made on first use and kept, like the caller's own runtime: a run ends every task it
+/// started on them, and runs come and go without starting or stopping threads.
+struct Sides {
+    central: Runtime,
+    servers: Runtime,
 }
 
-impl Threads {
-    /// `threads` threads named `name`, each `nice` steps below normal priority.
-    fn start(name: &str, threads: usize, nice: i32) -> Result<Threads> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name(name)
-            .on_thread_start(move || lower_priority(nice))
-            .enable_all()
-            .build()?;
-        Ok(Threads { handle: runtime.handle().clone(), runtime: Some(runtime) })
-    }
-
-    fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
-    /// Stops the threads, waiting up to `grace` for them to end.
-    async fn stop(mut self, grace: Duration) {
-        if let Some(runtime) = self.runtime.take() {
-            let _ = tokio::task::spawn_blocking(move || runtime.shutdown_timeout(grace)).await;
+impl Sides {
+    fn get() -> Result<&'static Sides> {
+        static SIDES: Mutex<Option<&'static Sides>> = Mutex::new(None);
+        let mut sides = SIDES.lock();
+        if let Some(made) = *sides {
+            return Ok(made);
         }
+        let central = threads("matchtracker-central", 2, 0)?;
+        let servers = match threads("matchtracker-servers", 2, SERVERS_NICE) {
+            Ok(servers) => servers,
+            Err(e) => {
+                // Async code may not wait for threads to stop, as dropping would.
+                central.shutdown_background();
+                return Err(e);
+            }
+        };
+        let made: &'static Sides = Box::leak(Box::new(Sides { central, servers }));
+        *sides = Some(made);
+        Ok(made)
     }
 }
 
-impl Drop for Threads {
-    /// A run dropped midway (Ctrl-C) must not wait here: async code may not block.
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+/// A runtime of `count` threads named `name`, each `nice` steps below normal priority.
+fn threads(name: &str, count: usize, nice: i32) -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(count)
+        .thread_name(name)
+        .on_thread_start(move || lower_priority(nice))
+        .enable_all()
+        .build()?)
 }
 
 /// Lowers the calling thread's scheduling priority by `nice` steps from where it is (on
-/// Linux; elsewhere it does nothing). Lowering one's own priority needs no privilege, and failing to is harmless.
+/// Linux; elsewhere it does nothing). Lowering one's own priority needs no privilege, and
+/// failing to is harmless.
 fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: system calls about the calling thread; no memory is passed.
