@@ -202,6 +202,15 @@ pub enum ReplyMode {
 }
 
 impl ReplyMode {
+    /// `All` when servers should reply early (to every query), else `Matches`.
+    pub fn early(early: bool) -> ReplyMode {
+        if early {
+            ReplyMode::All
+        } else {
+            ReplyMode::Matches
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             ReplyMode::Matches => "matches",

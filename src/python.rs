@@ -495,13 +495,7 @@ fn serve_tracker(
     json: bool,
 ) -> PyResult<()> {
     let (host, port) = parse_address(listen, "listen address")?;
-    let config = TrackerConfig {
-        deadline: parse_seconds(timeout, "timeout")?,
-        replies: if early { ReplyMode::All } else { ReplyMode::Matches },
-        token: parse_token(token)?,
-        insecure_no_token,
-        ..TrackerConfig::default()
-    };
+    let config = tracker_config(timeout, early, token, insecure_no_token)?;
     let (transcript, events) = Transcript::channel();
     let (stop, stopped) = watch::channel(false);
     let task = runtime()?.spawn(roles::run_tracker(Target { host, port }, config, transcript, stopped));
@@ -571,6 +565,22 @@ fn run_client(
 }
 
 /// A duration in seconds, more than 0 and at most an hour; `what` names it in the error.
+/// A tracker's settings from the arguments the Python functions and class take.
+fn tracker_config(
+    timeout: f64,
+    early: bool,
+    token: Option<&str>,
+    insecure_no_token: bool,
+) -> PyResult<TrackerConfig> {
+    Ok(TrackerConfig {
+        deadline: parse_seconds(timeout, "timeout")?,
+        replies: ReplyMode::early(early),
+        token: parse_token(token)?,
+        insecure_no_token,
+        ..TrackerConfig::default()
+    })
+}
+
 fn parse_seconds(seconds: f64, what: &str) -> PyResult<Duration> {
     if seconds > 0.0 && seconds <= simulation::MAX_TIMEOUT {
         Ok(Duration::from_secs_f64(seconds))
@@ -596,7 +606,7 @@ fn run_load(
         clients,
         duration: parse_seconds(duration, "duration")?,
         deadline: parse_seconds(timeout, "timeout")?,
-        replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+        replies: ReplyMode::early(early),
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
     Ok(HashMap::from([
@@ -715,13 +725,7 @@ impl Tracker {
     ) -> PyResult<Self> {
         let port =
             u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
-        let config = TrackerConfig {
-            deadline: parse_seconds(timeout, "timeout")?,
-            replies: if early { ReplyMode::All } else { ReplyMode::Matches },
-            token: parse_token(token)?,
-            insecure_no_token,
-            ..TrackerConfig::default()
-        };
+        let config = tracker_config(timeout, early, token, insecure_no_token)?;
         let tracker = wait(py, async move {
             let addr = crate::connection::resolve(&host, port).await?;
             RustTracker::bind(addr, config, Transcript::off()).await

@@ -141,10 +141,7 @@ impl Serving {
         // Queries are most of what a server reads: take them without the general parser, and
         // make the client's name only when the transcript will show it.
         if let Some((id, client, number)) = protocol::parse_query(line) {
-            let client = match self.transcript.is_on() {
-                true => std::str::from_utf8(client).ok().and_then(|c| Name::new(c).ok()),
-                false => None,
-            };
+            let client = if self.transcript.is_on() { Name::from_bytes(client).ok() } else { None };
             self.answer(id, client, number, out);
             return None;
         }

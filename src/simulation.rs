@@ -79,7 +79,7 @@ impl SimulationConfig {
             rounds: rounds as usize,
             deadline: Duration::from_secs_f64(timeout),
             seed,
-            replies: if early { ReplyMode::All } else { ReplyMode::Matches },
+            replies: ReplyMode::early(early),
         })
     }
 

@@ -254,9 +254,9 @@ struct Registry {
     free: Vec<usize>,
     /// The slots of live servers: what a new request asks.
     live: Slots,
-    /// The slots of live servers in the index order of their names, the order of answers.
+    /// The slots of live servers in the index order of their names, the order of answers;
+    /// its length is the number of live servers.
     ordered: Vec<usize>,
-    live_servers: usize,
     clients: usize,
     /// Every query goes here once; each server's connection task holds a receiver.
     queries: broadcast::Sender<Bytes>,
@@ -273,7 +273,6 @@ impl Registry {
             free: Vec::new(),
             live: Slots::default(),
             ordered: Vec::new(),
-            live_servers: 0,
             clients: 0,
             queries,
             outbox: Vec::new(),
@@ -289,7 +288,7 @@ impl Registry {
     }
 
     fn counts(&self) -> (usize, usize) {
-        (self.live_servers, self.clients)
+        (self.ordered.len(), self.clients)
     }
 
     /// Where `name` stands, or would stand, in `ordered`.
@@ -412,7 +411,6 @@ impl Shared {
         if let Err(at) = reg.position(name) {
             reg.ordered.insert(at, slot);
         }
-        reg.live_servers += 1;
         // Subscribing under the lock that fan-out also takes, after the queries asked of the
         // servers before it went out: a server either is in a request's bitset and receives
         // its query, or neither.
@@ -432,7 +430,6 @@ impl Shared {
         reg.live.remove(slot);
         reg.free.push(slot);
         reg.names.remove(name);
-        reg.live_servers -= 1;
         self.publish_counts(&reg);
         for pending in self.pending.lock().values_mut() {
             pending.take(slot);
@@ -467,13 +464,13 @@ impl Shared {
         let id = self.next_query.fetch_add(1, Ordering::Relaxed);
         let (done, done_rx) = oneshot::channel();
         let mut reg = self.registry.lock();
-        if reg.live_servers == 0 {
+        if reg.ordered.is_empty() {
             return None;
         }
         let pending = Pending {
             client: client.clone(),
             asked: reg.live.clone(),
-            remaining: reg.live_servers,
+            remaining: reg.ordered.len(),
             matched: Slots::default(),
             departed: Vec::new(),
             done: Some(done),
