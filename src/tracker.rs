@@ -595,7 +595,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = stopped(&mut stop) => return,
+            () = stopped(&mut stop) => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -622,6 +622,9 @@ async fn accept_loop(
             drop(alive);
         });
     }
+    // Closed before the tracker counts as stopped: its port is free once `shutdown` returns.
+    drop(listener);
+    drop(alive);
 }
 
 /// Sends a last `ERROR` line and gives up on the peer.
