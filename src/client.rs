@@ -2,26 +2,35 @@
 //! a time, each answered by an `ANSWER` carrying the request's id.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
+use crate::hash::FastMap;
 use crate::node;
-use crate::protocol::{End, Message, Name, Token, MAX_LINE, NUMBERS};
+use crate::protocol::{self, End, Message, Name, ProtocolError, Token, MAX_LINE, NUMBERS};
 use crate::transcript::{Event, Transcript};
 
 /// How much longer than the tracker's deadline a client waits for an answer before giving
 /// up on its own, so that it hears the tracker's answer rather than racing it.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
+/// Most bytes of server lists an [`AnswerCache`] keeps; past it, it starts over.
+const CACHED_BYTES: usize = 1 << 20;
+
 /// The tracker's answer to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
-    /// The servers holding the number, in index order; empty means no match.
-    pub servers: Vec<Name>,
+    /// The servers holding the number, in index order; empty means no match. Shared with
+    /// other answers that list the same servers (see [`AnswerCache`]).
+    pub servers: Arc<[Name]>,
     /// How the request ended.
     pub end: End,
     /// From sending the request to receiving the answer.
@@ -37,6 +46,59 @@ pub struct ClientNode {
     /// How long to wait for an answer: the tracker's deadline plus a margin.
     patience: Duration,
     transcript: Transcript,
+    answers: Arc<AnswerCache>,
+}
+
+/// Server lists already parsed, by their bytes on the wire. At scale, thousands of clients
+/// receive the same few answers, each hundreds of names long: with one cache between them
+/// each list is checked and parsed once, and the answers that carry it share one copy.
+#[derive(Default)]
+pub struct AnswerCache(Mutex<CachedLists>);
+
+#[derive(Default)]
+struct CachedLists {
+    lists: FastMap<Box<[u8]>, Arc<[Name]>>,
+    bytes: usize,
+}
+
+impl AnswerCache {
+    /// Reads one line from the tracker: an `ANSWER` whose server list is known costs a
+    /// lookup; anything else is parsed.
+    fn read(&self, line: &[u8]) -> std::result::Result<Received, ProtocolError> {
+        let split = protocol::split_answer(line);
+        if let Some((id, end, listed)) = split {
+            if let Some(servers) = self.0.lock().lists.get(listed) {
+                return Ok(Received::Answer { id, end, servers: servers.clone() });
+            }
+        }
+        Ok(match protocol::parse(line)? {
+            Message::Answer { id, end, servers } => {
+                let servers = match split {
+                    Some((.., listed)) => self.keep(listed, servers),
+                    None => servers.into(),
+                };
+                Received::Answer { id, end, servers }
+            }
+            other => Received::Other(other),
+        })
+    }
+
+    fn keep(&self, listed: &[u8], servers: Vec<Name>) -> Arc<[Name]> {
+        let servers: Arc<[Name]> = servers.into();
+        let mut cached = self.0.lock();
+        if cached.bytes + listed.len() > CACHED_BYTES {
+            *cached = CachedLists::default();
+        }
+        cached.bytes += listed.len();
+        cached.lists.insert(listed.into(), servers.clone());
+        servers
+    }
+}
+
+/// A line from the tracker, with an answer's servers shared.
+enum Received {
+    Answer { id: u64, end: End, servers: Arc<[Name]> },
+    Other(Message),
 }
 
 impl ClientNode {
@@ -59,7 +121,14 @@ impl ClientNode {
         connection::write_message(&mut write, &Message::Hi { name: name.clone(), token }).await?;
         let (deadline, _) = node::await_welcome(&mut reader, &name, &transcript).await?;
         let patience = deadline + deadline / 2 + ANSWER_MARGIN;
-        Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript })
+        let answers = Arc::default();
+        Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers })
+    }
+
+    /// Shares `answers` with other clients of the same tracker, so that an answer any of
+    /// them has seen is not parsed again.
+    pub fn share_answers(&mut self, answers: Arc<AnswerCache>) {
+        self.answers = answers;
     }
 
     /// The client's name.
@@ -84,24 +153,43 @@ impl ClientNode {
         connection::write_message(&mut self.write, &Message::Find { id, number }).await?;
         let give_up = started + self.patience;
         loop {
-            let message = tokio::time::timeout_at(give_up, self.reader.next())
+            match tokio::time::timeout_at(give_up, self.receive())
                 .await
-                .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))??;
-            match message {
-                Some(Message::Answer { id: got, end, servers }) if got == id => {
+                .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))??
+            {
+                Some(Received::Answer { id: got, end, servers }) if got == id => {
                     let elapsed = started.elapsed();
                     self.transcript.record_with(|| Event::AnswerReceived {
                         client: self.name.clone(),
-                        servers: servers.clone(),
+                        servers: servers.to_vec(),
                     });
                     return Ok(Answer { servers, end, elapsed });
                 }
                 // The answer to an earlier request whose caller gave up waiting: not ours.
-                Some(Message::Answer { .. }) => continue,
-                Some(Message::Error { code, text }) => return Err(Error::Refused { code, text }),
-                Some(Message::Bye) | None => return Err(Error::Closed),
-                Some(other) => return Err(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
+                Some(Received::Answer { .. }) => continue,
+                Some(Received::Other(Message::Error { code, text })) => return Err(Error::Refused { code, text }),
+                Some(Received::Other(Message::Bye)) | None => return Err(Error::Closed),
+                Some(Received::Other(other)) => {
+                    return Err(Error::Unexpected(format!("{other:?} instead of ANSWER")))
+                }
             }
         }
+    }
+
+    /// The next line from the tracker, or `None` if it closed the connection.
+    async fn receive(&mut self) -> Result<Option<Received>> {
+        let answers = &self.answers;
+        let mut received = None;
+        let open = self
+            .reader
+            .read_batch(|line| {
+                received = Some(answers.read(line));
+                ControlFlow::Break(())
+            })
+            .await?;
+        if !open {
+            return Ok(None);
+        }
+        Ok(received.transpose()?)
     }
 }

@@ -495,15 +495,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             writeln!(out)
         }
         Message::Answer { id, end, servers } => {
-            out.extend_from_slice(b"ANSWER ");
-            push_decimal(*id, out);
-            out.push(b' ');
-            out.extend_from_slice(end.as_str().as_bytes());
-            for server in servers {
-                out.push(b' ');
-                out.extend_from_slice(server.as_bytes());
-            }
-            writeln!(out)
+            let mut listed = Vec::new();
+            list_names(servers, &mut listed);
+            encode_answer(*id, *end, &listed, out);
+            Ok(())
         }
         Message::Error { code, text } => {
             // Keep the error one line whatever the text holds.
@@ -512,6 +507,45 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         }
         Message::Bye => writeln!(out, "BYE"),
     };
+}
+
+/// Appends each of `names` with a space before it: the server list of an `ANSWER`, in the
+/// form [`encode_answer`] takes. Many requests share one answer, so the tracker lists it once.
+pub fn list_names(names: &[Name], out: &mut Vec<u8>) {
+    for name in names {
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// Appends the line `ANSWER <id> <end>` followed by `listed` (from [`list_names`]).
+pub fn encode_answer(id: u64, end: End, listed: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ANSWER ");
+    push_decimal(id, out);
+    out.push(b' ');
+    out.extend_from_slice(end.as_str().as_bytes());
+    out.extend_from_slice(listed);
+    out.push(b'\n');
+}
+
+/// The fast path for what a client receives: an `ANSWER` line as written by
+/// [`encode_answer`], split into its id, its end and the bytes of its server list (each
+/// name preceded by a space), unchecked. A client that has parsed the same list before can
+/// reuse what it found; the list alone decides how it parses, whatever comes before it.
+/// `None` for anything else, which the caller hands to [`parse`].
+pub fn split_answer(line: &[u8]) -> Option<(u64, End, &[u8])> {
+    let rest = line.strip_prefix(b"ANSWER ")?;
+    let digits = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+    let id = decimal(&rest[..digits])?;
+    let rest = rest[digits..].strip_prefix(b" ")?;
+    let word = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let end = match &rest[..word] {
+        b"replied" => End::Replied,
+        b"deadline" => End::Deadline,
+        b"noservers" => End::NoServers,
+        _ => return None,
+    };
+    Some((id, end, &rest[word..]))
 }
 
 /// Appends `value` in decimal.
@@ -730,6 +764,44 @@ mod tests {
                 _ => assert_eq!(fast, None, "{:?}", String::from_utf8_lossy(&line)),
             }
         }
+    }
+
+    #[test]
+    fn the_answer_split_agrees_with_the_parser() {
+        let mut lines = sample_lines();
+        for extra in [
+            "ANSWER 1 replied  S1",
+            "ANSWER 1 replied S1\tS2",
+            "ANSWER 1 replied\tS1",
+            "ANSWER 1 later S1",
+            "ANSWER x replied S1",
+            "ANSWER 1 deadline S1 S!",
+            "ANSWER 18446744073709551616 replied",
+            "ANSWER 7 noservers",
+        ] {
+            lines.push(extra.as_bytes().to_vec());
+        }
+        for line in lines {
+            let Some((id, end, listed)) = split_answer(&line) else {
+                continue;
+            };
+            // The parser reads the same id and end, and the list alone decides the servers:
+            // the same list after any other id and end parses to the same names.
+            let alone = parse(&[b"ANSWER 1 replied".as_slice(), listed].concat());
+            match parse(&line) {
+                Ok(Message::Answer { id: i, end: e, servers }) => {
+                    assert_eq!((id, end), (i, e));
+                    assert_eq!(alone, Ok(Message::Answer { id: 1, end: End::Replied, servers }));
+                }
+                refused => assert!(refused.is_err() && alone.is_err(), "{:?}", String::from_utf8_lossy(&line)),
+            }
+        }
+        let servers = [name("S1"), name("S22")];
+        let mut listed = Vec::new();
+        list_names(&servers, &mut listed);
+        let line = to_line(&Message::Answer { id: 9, end: End::Deadline, servers: servers.to_vec() });
+        assert_eq!(split_answer(&line[..line.len() - 1]), Some((9, End::Deadline, listed.as_slice())));
+        assert_eq!(split_answer(b"ANSWER 1 replied\tS1"), None);
     }
 
     #[test]

@@ -15,9 +15,8 @@ use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Answer, ClientNode};
+use crate::client::{Answer, AnswerCache, ClientNode};
 use crate::error::{Error, Result};
-use crate::hash::FastSet;
 use crate::limits;
 use crate::protocol::{End, Name, ReplyMode, NUMBERS};
 use crate::server::ServerNode;
@@ -179,13 +178,19 @@ pub async fn run(
         );
     }
     let servers = in_order(starting, config.n).await?;
+    // The clients share what they parse of their answers: a run of thousands of nodes has
+    // few distinct answers and millions of names in them.
+    let answers = Arc::new(AnswerCache::default());
     let mut connecting = JoinSet::new();
     for i in 0..config.n {
         let (name, transcript, handshakes) = (node_name('C', i), transcript.clone(), handshakes.clone());
+        let answers = answers.clone();
         connecting.spawn(async move {
             let connected = async {
                 let _turn = handshakes.acquire().await;
-                ClientNode::connect(addr, name?, None, transcript).await
+                let mut client = ClientNode::connect(addr, name?, None, transcript).await?;
+                client.share_answers(answers);
+                Ok(client)
             };
             (i, connected.await)
         });
@@ -195,11 +200,10 @@ pub async fn run(
     // One task per client for the whole run; a barrier starts each round once every client
     // has its answer to the last one.
     let barrier = Arc::new(Barrier::new(config.n));
-    let answers = Arc::new(Mutex::new(Answers::default()));
     let mut asking = JoinSet::new();
     for (i, (client, picks)) in clients.into_iter().zip(picks).enumerate() {
-        let (barrier, answers, answered) = (barrier.clone(), answers.clone(), answered.clone());
-        asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answers, &answered).await) });
+        let (barrier, answered) = (barrier.clone(), answered.clone());
+        asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
     }
     let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
     // Counted after the rounds, every node still connected, so as not to delay the first.
@@ -231,34 +235,16 @@ async fn ask_rounds(
     mut client: ClientNode,
     picks: Vec<u8>,
     barrier: &Barrier,
-    answers: &Mutex<Answers>,
     answered: &AtomicUsize,
 ) -> Result<(ClientNode, Vec<RequestRecord>)> {
     let mut seen = Vec::with_capacity(picks.len());
     for (round, number) in (1..).zip(picks) {
         barrier.wait().await;
         let Answer { servers, end, elapsed } = client.find_match(number).await?;
-        let servers = answers.lock().intern(servers);
         seen.push(RequestRecord { round, client: client.name().clone(), number, servers, end, elapsed });
         answered.fetch_add(1, Ordering::Relaxed);
     }
     Ok((client, seen))
-}
-
-/// The distinct answers of a run. A run of thousands of nodes has few distinct answers and
-/// millions of names in them: each is kept once, and each request shares it.
-#[derive(Default)]
-struct Answers(FastSet<Arc<[Name]>>);
-
-impl Answers {
-    fn intern(&mut self, servers: Vec<Name>) -> Arc<[Name]> {
-        if let Some(known) = self.0.get(servers.as_slice()) {
-            return known.clone();
-        }
-        let servers: Arc<[Name]> = servers.into();
-        self.0.insert(servers.clone());
-        servers
-    }
 }
 
 /// Threads of their own for the tracker and for the servers of every run, as they would

@@ -51,6 +51,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes of queries the outbox holds before it is flushed without waiting.
 const OUTBOX_LIMIT: usize = 64 * 1024;
 
+/// Most bytes of server lists the registry keeps encoded (see `Registry::answers`).
+const LISTED_BYTES: usize = 1 << 20;
+
 /// Lines queued to one client's connection; answers to a client that reads nothing pile up
 /// here until it is disconnected.
 const CLIENT_QUEUE: usize = 1024;
@@ -263,6 +266,27 @@ struct Registry {
     /// Queries not yet put on `queries`: a burst of requests goes out as one message per
     /// server, not one each (see `flush_loop`).
     outbox: Vec<u8>,
+    /// Answers' server lists, named and encoded, by the set of servers that matched: at
+    /// scale thousands of requests a round end with the same few lists of hundreds of names
+    /// each. Emptied whenever a server comes or goes, since that changes whose a slot is.
+    answers: FastMap<Slots, Listed>,
+    /// Encoded bytes in `answers`; past `LISTED_BYTES` it starts over.
+    listed_bytes: usize,
+}
+
+/// The servers of an answer, as names and as they go on the wire.
+#[derive(Clone, Default)]
+struct Listed {
+    names: Arc<[Name]>,
+    encoded: Arc<[u8]>,
+}
+
+impl Listed {
+    fn new(names: Vec<Name>) -> Listed {
+        let mut encoded = Vec::with_capacity(names.len() * 8);
+        protocol::list_names(&names, &mut encoded);
+        Listed { names: names.into(), encoded: encoded.into() }
+    }
 }
 
 impl Registry {
@@ -276,7 +300,15 @@ impl Registry {
             clients: 0,
             queries,
             outbox: Vec::new(),
+            answers: FastMap::default(),
+            listed_bytes: 0,
         }
+    }
+
+    /// Forgets every answer's list: a slot is about to change hands.
+    fn forget_answers(&mut self) {
+        self.answers = FastMap::default();
+        self.listed_bytes = 0;
     }
 
     /// Sends the queries waiting in the outbox to every server.
@@ -327,6 +359,23 @@ impl Pending {
         true
     }
 
+    /// The servers that matched, listed once per distinct set of them.
+    fn listed(&self, reg: &mut Registry) -> Listed {
+        if !self.departed.is_empty() {
+            return Listed::new(self.matched_names(reg));
+        }
+        if let Some(listed) = reg.answers.get(&self.matched) {
+            return listed.clone();
+        }
+        let listed = Listed::new(self.matched_names(reg));
+        if reg.listed_bytes + listed.encoded.len() > LISTED_BYTES {
+            reg.forget_answers();
+        }
+        reg.listed_bytes += listed.encoded.len();
+        reg.answers.insert(self.matched.clone(), listed.clone());
+        listed
+    }
+
     /// The names of the servers that matched, in index order. Walking the registry's order
     /// costs a bit test per server, less than sorting hundreds of names per answer.
     fn matched_names(&self, reg: &Registry) -> Vec<Name> {
@@ -341,7 +390,7 @@ impl Pending {
 }
 
 /// A set of server slots, one bit each.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 struct Slots(Vec<u64>);
 
 impl Slots {
@@ -407,6 +456,7 @@ impl Shared {
             }
         };
         reg.servers[slot] = Some(name.clone());
+        reg.forget_answers();
         reg.live.insert(slot);
         if let Err(at) = reg.position(name) {
             reg.ordered.insert(at, slot);
@@ -427,6 +477,7 @@ impl Shared {
             reg.ordered.remove(at);
         }
         reg.servers[slot] = None;
+        reg.forget_answers();
         reg.live.remove(slot);
         reg.free.push(slot);
         reg.names.remove(name);
@@ -530,10 +581,12 @@ impl Shared {
     }
 
     /// Sends a client its answer.
-    fn answer(&self, client: &Name, to: &ClientLink, id: u64, end: End, servers: Vec<Name>) {
+    fn answer(&self, client: &Name, to: &ClientLink, id: u64, end: End, servers: &Listed) {
         self.transcript
-            .record_with(|| Event::AnswerSent { client: client.clone(), servers: servers.clone() });
-        to.send(protocol::to_line(&Message::Answer { id, end, servers }));
+            .record_with(|| Event::AnswerSent { client: client.clone(), servers: servers.names.to_vec() });
+        let mut line = Vec::with_capacity(servers.encoded.len() + 40);
+        protocol::encode_answer(id, end, &servers.encoded, &mut line);
+        to.send(line);
     }
 }
 
@@ -942,7 +995,7 @@ async fn client_reads(
         shared.requests.fetch_add(1, Ordering::Relaxed);
         shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
         match shared.fan_out(name, number) {
-            None => shared.answer(name, link, client_id, End::NoServers, Vec::new()),
+            None => shared.answer(name, link, client_id, End::NoServers, &Listed::default()),
             Some((id, done)) => {
                 link.open.fetch_add(1, Ordering::Relaxed);
                 let waiter = Waiter {
@@ -986,9 +1039,9 @@ impl Waiter {
         // Removing the entry is what makes any later reply late: nothing outlives the answer.
         // The registry is held too, so that no matched server's slot changes hands meanwhile.
         let (request, servers) = {
-            let reg = self.shared.registry.lock();
+            let mut reg = self.shared.registry.lock();
             let Some(request) = self.shared.pending.lock().remove(&self.id) else { return };
-            let servers = request.matched_names(&reg);
+            let servers = request.listed(&mut reg);
             (request, servers)
         };
         if *stop.borrow() || self.link.lines.is_closed() {
@@ -999,6 +1052,6 @@ impl Waiter {
             transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
         }
         let end = if request.remaining == 0 { End::Replied } else { End::Deadline };
-        self.shared.answer(&self.client, &self.link, self.client_id, end, servers);
+        self.shared.answer(&self.client, &self.link, self.client_id, end, &servers);
     }
 }
