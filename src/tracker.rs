@@ -48,8 +48,13 @@ const LAST_WORD_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes joined into one write when several messages wait for the same socket.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Bytes of queries the outbox holds before it is flushed without waiting.
-const OUTBOX_LIMIT: usize = 64 * 1024;
+/// Bytes of queries the outbox holds before it is flushed without waiting: a round of
+/// 4000 requests (about 80 KB) goes out as one batch.
+const OUTBOX_LIMIT: usize = 256 * 1024;
+
+/// Without early replies, the quiet that ends a burst of requests: queries are held until
+/// none has come for this long (and for at most a tenth of the deadline).
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Most bytes of server lists the registry keeps encoded (see `Registry::answers`).
 const LISTED_BYTES: usize = 1 << 20;
@@ -609,20 +614,31 @@ impl ClientLink {
     }
 }
 
-/// Puts queued queries on the broadcast channel. Waiting for the scheduler turns in which
-/// other request handlers are still adding theirs means that under a burst (thousands of
-/// clients asking at once) each server gets a few large writes instead of one per request.
+/// Puts queued queries on the broadcast channel. Waiting while other request handlers are
+/// still adding theirs means that under a burst (thousands of clients asking at once) each
+/// server gets one large write instead of one per request.
+///
+/// With early replies every moment counts, so it waits only for the scheduler turns that
+/// add queries. Without, a request lasts its deadline however soon its query goes out, so
+/// it waits for the burst to end ([`LINGER`]): the tracker then reads a burst of requests
+/// without writing to every server in between, and every moment a request waits to be read
+/// would be added to its deadline.
 async fn flush_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, alive: mpsc::Sender<()>) {
+    let linger = shared.config.replies == ReplyMode::Matches;
     loop {
         tokio::select! {
             () = shared.outbox_ready.notified() => {}
             () = stopped(&mut stop) => break,
         }
-        // Yield until a turn adds nothing: one extra turn when requests come one by one,
-        // as many as the burst lasts when thousands arrive at once.
         let mut queued = 0;
+        let until = Instant::now() + shared.config.deadline / 10;
         loop {
-            tokio::task::yield_now().await;
+            let now = Instant::now();
+            if linger && now < until {
+                tokio::time::sleep_until((now + LINGER).min(until)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
             let now = shared.registry.lock().outbox.len();
             if now == queued || now >= OUTBOX_LIMIT {
                 break;
