@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::runtime::Runtime;
-use tokio::sync::{Barrier, Semaphore};
+use tokio::sync::{oneshot, Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -38,6 +38,9 @@ const HANDSHAKES_AT_ONCE: usize = 1024;
 /// How far below normal priority the simulated servers' threads run (a `nice` value). At
 /// n = 4000 this took about 0.35 s off the run, all answers still complete.
 const SERVERS_NICE: i32 = 10;
+
+/// How far below normal priority descriptors are counted (see `run`): as low as it goes.
+const COUNT_NICE: i32 = 19;
 
 /// How long the tracker's tasks get to end after the run before they are left behind.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -197,6 +200,15 @@ pub async fn run(
     }
     let clients = in_order(connecting, config.n).await?;
 
+    // Every node is connected: count the descriptors now. Listing 16,000 of them takes tens
+    // of milliseconds, so it is done on a thread of its own at the lowest priority, where it
+    // delays nothing the rounds do.
+    let (counted, open_files) = oneshot::channel();
+    let counting = std::thread::Builder::new().name("matchtracker-count".into()).spawn(move || {
+        lower_priority(COUNT_NICE);
+        let _ = counted.send(limits::open_files());
+    })?;
+
     // One task per client for the whole run; a barrier starts each round once every client
     // has its answer to the last one.
     let barrier = Arc::new(Barrier::new(config.n));
@@ -206,17 +218,19 @@ pub async fn run(
         asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
     }
     let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
-    // Counted after the rounds, every node still connected, so as not to delay the first.
-    let open_files = limits::open_files();
+    let open_files = open_files.await.unwrap_or(0);
+    let _ = counting.join();
+
+    // Everything closes at once: the servers on their threads, the clients here.
+    let mut closing = JoinSet::new();
+    for server in servers {
+        closing.spawn(server.close());
+    }
     drop(clients);
     let mut asked: Vec<_> = asked.into_iter().map(Vec::into_iter).collect();
     let mut requests = Vec::with_capacity(config.n * config.rounds);
     for _ in 0..config.rounds {
         requests.extend(asked.iter_mut().flat_map(Iterator::next));
-    }
-    let mut closing = JoinSet::new();
-    for server in servers {
-        closing.spawn(server.close());
     }
     while closing.join_next().await.is_some() {}
     let late_replies = tracker.stats().late_replies;
@@ -229,8 +243,8 @@ pub async fn run(
     Ok(Report { config, servers, requests, late_replies, duration: started.elapsed(), open_files })
 }
 
-/// Makes one client's requests, a round each, and returns the client (still connected) and
-/// what it saw.
+/// Makes one client's requests, a round each, and returns the client (still connected: one
+/// that closed while others wait for their answers would delay them) and what it saw.
 async fn ask_rounds(
     mut client: ClientNode,
     picks: Vec<u8>,
