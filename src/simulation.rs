@@ -35,10 +35,6 @@ pub const MAX_TIMEOUT: f64 = 3600.0;
 /// dropped and retried a second later, and thousands of nodes start at once.
 const HANDSHAKES_AT_ONCE: usize = 1024;
 
-/// How far below normal priority the simulated servers' threads run (a `nice` value). At
-/// n = 4000 this took about 0.35 s off the run, all answers still complete.
-const SERVERS_NICE: i32 = 10;
-
 /// How far below normal priority descriptors are counted (see `run`): as low as it goes.
 const COUNT_NICE: i32 = 19;
 
@@ -264,10 +260,7 @@ async fn ask_rounds(
 /// Threads of their own for the tracker and for the servers of every run, as they would
 /// have in processes of their own: at scale the servers' work (millions of queries a round)
 /// would otherwise queue ahead of the tracker reading requests, and every moment a request
-/// waits to be read is added to its deadline. The clients run on the caller's threads. The
-/// servers' threads also run at a lower priority ([`SERVERS_NICE`]): their work has the
-/// whole deadline, while a client waiting to send or a tracker waiting to read delays a
-/// request's answer.
+/// waits to be read is added to its deadline. The clients run on the caller's threads.
 ///
 /// Made on first use and kept, like the caller's own runtime: a run ends every task it
 /// started on them, and runs come and go without starting or stopping threads.
@@ -283,8 +276,8 @@ impl Sides {
         if let Some(made) = *sides {
             return Ok(made);
         }
-        let central = threads("matchtracker-central", 2, 0)?;
-        let servers = match threads("matchtracker-servers", 2, SERVERS_NICE) {
+        let central = threads("matchtracker-central", 2)?;
+        let servers = match threads("matchtracker-servers", 2) {
             Ok(servers) => servers,
             Err(e) => {
                 // Async code may not wait for threads to stop, as dropping would.
@@ -298,12 +291,11 @@ impl Sides {
     }
 }
 
-/// A runtime of `count` threads named `name`, each `nice` steps below normal priority.
-fn threads(name: &str, count: usize, nice: i32) -> Result<Runtime> {
+/// A runtime of `count` threads named `name`.
+fn threads(name: &str, count: usize) -> Result<Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(count)
         .thread_name(name)
-        .on_thread_start(move || lower_priority(nice))
         .enable_all()
         .build()?)
 }
