@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
@@ -120,16 +120,14 @@ impl LineReader {
         }
     }
     /// Reads what the socket holds into the buffer. Waits for bytes before taking memory for
-    /// them, so that thousands of idle connections hold no buffers.
+    /// them, so that thousands of idle connections hold no buffers. The read itself goes
+    /// through `AsyncRead`, which takes a read that leaves room in the buffer to mean the
+    /// socket is drained: the next wait goes straight to the poller instead of first trying
+    /// a read that finds nothing.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        loop {
-            self.inner.readable().await?;
-            self.buf.reserve(READ_CHUNK);
-            match self.inner.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                read => return read,
-            }
-        }
+        self.inner.readable().await?;
+        self.buf.reserve(READ_CHUNK);
+        self.inner.read_buf(&mut self.buf).await
     }
 }
 
