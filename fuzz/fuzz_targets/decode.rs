@@ -1,6 +1,6 @@
 //! Fuzzes the decoder: any bytes, cut into lines the way a connection does, must never panic,
 //! every message that parses must survive an encode/parse round trip, and the fast paths for
-//! queries and replies must agree with the parser.
+//! queries, replies and answers must agree with the parser.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +22,18 @@ fuzz_target!(|data: &[u8]| {
                     let parsed = protocol::parse(line);
                     let want = if matched { Message::Match { id } } else { Message::Miss { id } };
                     assert_eq!(parsed, Ok(want));
+                }
+                // An answer's server list alone decides how it parses.
+                if let Some((id, end, listed)) = protocol::split_answer(line) {
+                    let alone = protocol::parse(&[b"ANSWER 1 replied".as_slice(), listed].concat());
+                    match protocol::parse(line) {
+                        Ok(Message::Answer { id: i, end: e, servers }) => {
+                            assert_eq!((id, end), (i, e));
+                            assert_eq!(alone, Ok(Message::Answer { id: 1, end: protocol::End::Replied, servers }));
+                        }
+                        Ok(other) => panic!("answer split of a line that parses as {other:?}"),
+                        Err(_) => assert!(alone.is_err(), "a list that parses alone but not in its line"),
+                    }
                 }
                 if let Ok(message) = protocol::parse(line) {
                     let encoded = protocol::to_line(&message);
