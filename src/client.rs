@@ -22,7 +22,8 @@ use crate::transcript::{Event, Transcript};
 /// up on its own, so that it hears the tracker's answer rather than racing it.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
-/// Most bytes of server lists an [`AnswerCache`] keeps; past it, it starts over.
+/// Most bytes of server lists an [`AnswerCache`] keeps (their names take up to about 25
+/// times as much); past it, it starts over.
 const CACHED_BYTES: usize = 1 << 20;
 
 /// The tracker's answer to one request.
@@ -125,8 +126,8 @@ impl ClientNode {
         Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers })
     }
 
-    /// Shares `answers` with other clients of the same tracker, so that an answer any of
-    /// them has seen is not parsed again.
+    /// Shares `answers` with other clients, so that a server list any of them has parsed is
+    /// not parsed again.
     pub fn share_answers(&mut self, answers: Arc<AnswerCache>) {
         self.answers = answers;
     }

@@ -56,7 +56,8 @@ const OUTBOX_LIMIT: usize = 256 * 1024;
 /// none has come for this long (and for at most a tenth of the deadline).
 const LINGER: Duration = Duration::from_millis(2);
 
-/// Most bytes of server lists the registry keeps encoded (see `Registry::answers`).
+/// Most bytes of server lists the registry keeps encoded (see `Registry::answers`; their
+/// names take up to about 25 times as much).
 const LISTED_BYTES: usize = 1 << 20;
 
 /// Lines queued to one client's connection; answers to a client that reads nothing pile up
