@@ -203,7 +203,7 @@ pub async fn run(
     let counting = std::thread::Builder::new().name("matchtracker-count".into()).spawn(move || {
         lower_priority(COUNT_NICE);
         let _ = counted.send(limits::open_files());
-    })?;
+    });
 
     // One task per client for the whole run; a barrier starts each round once every client
     // has its answer to the last one.
@@ -214,8 +214,15 @@ pub async fn run(
         asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
     }
     let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
-    let open_files = open_files.await.unwrap_or(0);
-    let _ = counting.join();
+    let open_files = match counting {
+        Ok(thread) => {
+            let counted = open_files.await.unwrap_or_default();
+            let _ = thread.join();
+            counted
+        }
+        // No thread to be had: counted now, every node still connected.
+        Err(_) => limits::open_files(),
+    };
 
     // Everything closes at once: the servers on their threads, the clients here.
     let mut closing = JoinSet::new();
