@@ -47,7 +47,9 @@ pub struct ClientNode {
     /// How long to wait for an answer: the tracker's deadline plus a margin.
     patience: Duration,
     transcript: Transcript,
-    answers: Arc<AnswerCache>,
+    /// Shared with other clients by [`ClientNode::share_answers`]; a client on its own
+    /// parses every answer.
+    answers: Option<Arc<AnswerCache>>,
 }
 
 /// Server lists already parsed, by their bytes on the wire. At scale, thousands of clients
@@ -72,15 +74,11 @@ impl AnswerCache {
                 return Ok(Received::Answer { id, end, servers: servers.clone() });
             }
         }
-        Ok(match protocol::parse(line)? {
-            Message::Answer { id, end, servers } => {
-                let servers = match split {
-                    Some((.., listed)) => self.keep(listed, servers),
-                    None => servers.into(),
-                };
-                Received::Answer { id, end, servers }
+        Ok(match (protocol::parse(line)?, split) {
+            (Message::Answer { id, end, servers }, Some((.., listed))) => {
+                Received::Answer { id, end, servers: self.keep(listed, servers) }
             }
-            other => Received::Other(other),
+            (message, _) => message.into(),
         })
     }
 
@@ -100,6 +98,15 @@ impl AnswerCache {
 enum Received {
     Answer { id: u64, end: End, servers: Arc<[Name]> },
     Other(Message),
+}
+
+impl From<Message> for Received {
+    fn from(message: Message) -> Received {
+        match message {
+            Message::Answer { id, end, servers } => Received::Answer { id, end, servers: servers.into() },
+            other => Received::Other(other),
+        }
+    }
 }
 
 impl ClientNode {
@@ -122,14 +129,13 @@ impl ClientNode {
         connection::write_message(&mut write, &Message::Hi { name: name.clone(), token }).await?;
         let (deadline, _) = node::await_welcome(&mut reader, &name, &transcript).await?;
         let patience = deadline + deadline / 2 + ANSWER_MARGIN;
-        let answers = Arc::default();
-        Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers })
+        Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers: None })
     }
 
     /// Shares `answers` with other clients, so that a server list any of them has parsed is
     /// not parsed again.
     pub fn share_answers(&mut self, answers: Arc<AnswerCache>) {
-        self.answers = answers;
+        self.answers = Some(answers);
     }
 
     /// The client's name.
@@ -179,12 +185,15 @@ impl ClientNode {
 
     /// The next line from the tracker, or `None` if it closed the connection.
     async fn receive(&mut self) -> Result<Option<Received>> {
-        let answers = &self.answers;
+        let answers = self.answers.as_deref();
         let mut received = None;
         let open = self
             .reader
             .read_batch(|line| {
-                received = Some(answers.read(line));
+                received = Some(match answers {
+                    Some(cache) => cache.read(line),
+                    None => protocol::parse(line).map(Received::from),
+                });
                 ControlFlow::Break(())
             })
             .await?;
@@ -192,5 +201,44 @@ impl ClientNode {
             return Ok(None);
         }
         Ok(received.transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(received: Result<Received, ProtocolError>) -> (u64, End, Arc<[Name]>) {
+        match received {
+            Ok(Received::Answer { id, end, servers }) => (id, end, servers),
+            _ => panic!("not an answer"),
+        }
+    }
+
+    #[test]
+    fn a_cached_list_reads_as_the_parser_reads_it_and_is_shared() {
+        let cache = AnswerCache::default();
+        let first = answer(cache.read(b"ANSWER 1 deadline S1 S2"));
+        let second = answer(cache.read(b"ANSWER 7 replied S1 S2"));
+        let names: Vec<Name> = ["S1", "S2"].iter().map(|n| Name::new(n).unwrap()).collect();
+        assert_eq!((first.0, first.1, &first.2[..]), (1, End::Deadline, &names[..]));
+        assert_eq!((second.0, second.1, &second.2[..]), (7, End::Replied, &names[..]));
+        assert!(Arc::ptr_eq(&first.2, &second.2));
+        // A list that does not parse is refused every time, and not kept.
+        for _ in 0..2 {
+            assert_eq!(cache.read(b"ANSWER 2 replied S1 S!").err(), Some(ProtocolError::BadName));
+        }
+        assert!(matches!(cache.read(b"BYE"), Ok(Received::Other(Message::Bye))));
+    }
+
+    #[test]
+    fn the_cache_starts_over_past_its_bound() {
+        let cache = AnswerCache::default();
+        let long = format!("ANSWER 1 replied {}", vec!["S1"; 300_000].join(" "));
+        let kept = answer(cache.read(long.as_bytes())).2;
+        answer(cache.read(format!("{long} S2").as_bytes()));
+        assert!(cache.0.lock().bytes <= CACHED_BYTES);
+        // The first list was dropped to make room: reading it again parses it anew.
+        assert!(!Arc::ptr_eq(&kept, &answer(cache.read(long.as_bytes())).2));
     }
 }

@@ -143,6 +143,34 @@ async fn a_server_that_matched_and_left_stays_in_the_answer() {
 }
 
 #[tokio::test]
+async fn an_answer_names_whoever_holds_a_slot_now() {
+    // Answers with the same matches are listed once; a slot that changes hands must not
+    // bring back the name of the server that held it before.
+    let (tracker, _events) = tracker(Duration::from_secs(60), ReplyMode::All).await;
+    let addr = tracker.local_addr();
+    let mut s1 = Peer::join(addr, "HELLO S1").await;
+    let mut s2 = Peer::join(addr, "HELLO S2").await;
+    let mut c1 = Peer::join(addr, "HI C1").await;
+    for request in 1..=2 {
+        c1.send(&format!("FIND {request} 3")).await;
+        let (id, ..) = s1.query().await;
+        s2.query().await;
+        s1.send(&format!("MATCH {id}")).await;
+        s2.send(&format!("MISS {id}")).await;
+        assert_eq!(c1.recv().await, format!("ANSWER {request} replied S1"));
+    }
+    s1.send("BYE").await;
+    tracker.wait_for_nodes(1, 1).await;
+    let mut s5 = Peer::join(addr, "HELLO S5").await;
+    c1.send("FIND 3 3").await;
+    let (id, ..) = s5.query().await;
+    s2.query().await;
+    s5.send(&format!("MATCH {id}")).await;
+    s2.send(&format!("MISS {id}")).await;
+    assert_eq!(c1.recv().await, "ANSWER 3 replied S5");
+}
+
+#[tokio::test]
 async fn with_no_servers_the_answer_is_immediate() {
     let (tracker, _events) = tracker(Duration::from_secs(60), ReplyMode::Matches).await;
     let mut c1 = Peer::join(tracker.local_addr(), "HI C1").await;
