@@ -174,7 +174,9 @@ impl ClientNode {
                 }
                 // The answer to an earlier request whose caller gave up waiting: not ours.
                 Some(Received::Answer { .. }) => continue,
-                Some(Received::Other(Message::Error { code, text })) => return Err(Error::Refused { code, text }),
+                Some(Received::Other(Message::Error { code, text })) => {
+                    return Err(Error::Refused { code, text })
+                }
                 Some(Received::Other(Message::Bye)) | None => return Err(Error::Closed),
                 Some(Received::Other(other)) => {
                     return Err(Error::Unexpected(format!("{other:?} instead of ANSWER")))

@@ -793,7 +793,9 @@ mod tests {
                     assert_eq!((id, end), (i, e));
                     assert_eq!(alone, Ok(Message::Answer { id: 1, end: End::Replied, servers }));
                 }
-                refused => assert!(refused.is_err() && alone.is_err(), "{:?}", String::from_utf8_lossy(&line)),
+                refused => {
+                    assert!(refused.is_err() && alone.is_err(), "{:?}", String::from_utf8_lossy(&line))
+                }
             }
         }
         let servers = [name("S1"), name("S22")];
