@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
                     match protocol::parse(line) {
                         Ok(Message::Answer { id: i, end: e, servers }) => {
                             assert_eq!((id, end), (i, e));
-                            assert_eq!(alone, Ok(Message::Answer { id: 1, end: protocol::End::Replied, servers }));
+                            assert_eq!(
+                                alone,
+                                Ok(Message::Answer { id: 1, end: protocol::End::Replied, servers })
+                            );
                         }
                         Ok(other) => panic!("answer split of a line that parses as {other:?}"),
                         Err(_) => assert!(alone.is_err(), "a list that parses alone but not in its line"),
@@ -42,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
                         .expect("an encoded message ends with a newline");
                     let reparsed = protocol::parse(again).expect("an encoded message parses");
                     // Control characters in an ERROR text are blanked when encoding.
-                    let blanked = matches!(&message, Message::Error { text, .. } if text.chars().any(char::is_control));
+                    let blanked =
+                        matches!(&message, Message::Error { text, .. } if text.chars().any(char::is_control));
                     if !blanked {
                         assert_eq!(reparsed, message);
                     }
