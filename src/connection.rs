@@ -3,6 +3,7 @@
 //! The codec (`protocol`) knows nothing of sockets and this module knows nothing of what the
 //! messages mean; the tracker and the nodes combine the two.
 
+use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -179,7 +180,19 @@ pub async fn write_message<W: AsyncWrite + Unpin>(out: &mut W, message: &Message
 pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| Error::Timeout(format!("connecting to the tracker at {addr}")))??;
+        .map_err(|_| Error::Timeout(format!("connecting to the tracker at {addr}")))?
+        .map_err(|e| match e.kind() {
+            // Every local port is taken, perhaps by connections closed in the last minute
+            // (TIME_WAIT): say so, rather than the kernel's "cannot assign requested address".
+            io::ErrorKind::AddrNotAvailable => Error::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "no local port is free to connect to {addr} from (closed connections keep \
+                     theirs for about a minute; net.ipv4.ip_local_port_range sets how many there are)"
+                ),
+            )),
+            _ => Error::Io(e),
+        })?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }

@@ -13,6 +13,8 @@ pub enum Error {
     InvalidArgument(String),
     /// The run needs more open files than this process may have.
     TooManyFiles { needed: u64, available: u64 },
+    /// The run needs more local ports than outgoing connections may use.
+    TooFewPorts { needed: u64, available: u64 },
     /// The peer sent a line that is not a valid message.
     Protocol(ProtocolError),
     /// The peer sent a valid message that has no place at this point of the conversation.
@@ -39,6 +41,11 @@ impl fmt::Display for Error {
                 f,
                 "this run needs about {needed} open files but only {available} are available \
                  (raise `ulimit -n` or use a smaller n)"
+            ),
+            Error::TooFewPorts { needed, available } => write!(
+                f,
+                "this run connects from {needed} local ports but only {available} are allowed \
+                 (net.ipv4.ip_local_port_range; widen it or use a smaller n)"
             ),
             Error::Protocol(e) => write!(f, "malformed message: {e}"),
             Error::Unexpected(text) => write!(f, "unexpected message: {text}"),

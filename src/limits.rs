@@ -1,5 +1,6 @@
-//! The open-files limit: raised as far as allowed, and checked before a run opens anything,
-//! so a run too large for this process fails with a message instead of halfway through.
+//! The limits a run of many nodes meets: open files (raised as far as allowed) and local
+//! ports, both checked before a run opens anything, so that a run too large for this machine
+//! fails with a message instead of halfway through.
 
 use crate::error::{Error, Result};
 
@@ -49,4 +50,26 @@ pub fn ensure_open_files(needed: u64) -> Result<()> {
         return Err(Error::TooManyFiles { needed, available });
     }
     Ok(())
+}
+
+/// How many local ports outgoing connections may use (Linux's `net.ipv4.ip_local_port_range`),
+/// or `None` where that cannot be read.
+pub fn local_ports() -> Option<u64> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = range.split_whitespace().map(str::parse::<u64>);
+    match (bounds.next()?.ok()?, bounds.next()?.ok()?) {
+        (low, high) if high >= low => Some(high - low + 1),
+        _ => None,
+    }
+}
+
+/// Checks that `needed` outgoing connections to one address can each have a local port.
+///
+/// # Errors
+/// [`Error::TooFewPorts`] naming what is needed and what the range allows.
+pub fn ensure_local_ports(needed: u64) -> Result<()> {
+    match local_ports() {
+        Some(available) if needed > available => Err(Error::TooFewPorts { needed, available }),
+        _ => Ok(()),
+    }
 }

@@ -61,7 +61,9 @@ create_exception!(_core, ResponseTimeout, MatchTrackerError, "No answer came in 
 fn to_py(e: Error) -> PyErr {
     let text = e.to_string();
     match e {
-        Error::InvalidArgument(_) | Error::TooManyFiles { .. } => PyValueError::new_err(text),
+        Error::InvalidArgument(_) | Error::TooManyFiles { .. } | Error::TooFewPorts { .. } => {
+            PyValueError::new_err(text)
+        }
         Error::Io(_) | Error::Closed => NetworkError::new_err(text),
         Error::Refused { .. } => RefusedError::new_err(text),
         Error::Timeout(_) => ResponseTimeout::new_err(text),

@@ -125,14 +125,15 @@ pub struct Report {
 /// if the future is dropped early, the nodes it owns stop as they are dropped.
 ///
 /// # Errors
-/// [`Error::TooManyFiles`] before anything is opened if n cannot fit under the open-files
-/// limit; any node's error if the run cannot complete.
+/// [`Error::TooManyFiles`] or [`Error::TooFewPorts`] before anything is opened if n cannot
+/// fit under the open-files limit or in the local port range; any node's error if the run cannot complete.
 pub async fn run(
     config: SimulationConfig,
     transcript: Transcript,
     answered: Arc<AtomicUsize>,
 ) -> Result<Report> {
     limits::ensure_open_files(config.open_files_needed())?;
+    limits::ensure_local_ports(2 * config.n as u64)?;
     let started = Instant::now();
     let mut rng = match config.seed {
         Some(seed) => StdRng::seed_from_u64(seed),

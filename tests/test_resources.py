@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,3 +118,64 @@ def test_running_out_of_descriptors_does_not_break_the_tracker() -> None:
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()
+
+
+def in_small_port_range(ports: int) -> list[str]:
+    """A command prefix that runs its command in a network namespace of its own whose
+    outgoing connections have only `ports` local ports to use."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and iproute2 to narrow the local port range")
+    script = (
+        f'ip link set lo up && echo "40000 {40000 + ports - 1}" > /proc/sys/net/ipv4/ip_local_port_range'
+        ' && exec "$@"'
+    )
+    prefix = ["unshare", "-n", "sh", "-c", script, "sh"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here: {probe.stderr.strip()}")
+    return prefix
+
+
+def test_a_run_needing_more_local_ports_than_the_range_is_refused_before_it_starts() -> None:
+    prefix = in_small_port_range(10)
+    code = """
+        import matchtracker
+        try:
+            matchtracker.run_simulation(8, 1, timeout=0.01, quiet=True)
+        except ValueError as e:
+            print(e)
+        """
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "connects from 16 local ports but only 10 are allowed" in result.stdout
+    project = Path(__file__).resolve().parent.parent / "project.py"
+    result = subprocess.run(
+        [*prefix, sys.executable, str(project), "8", "--quiet"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "local ports" in result.stderr, result.stderr
+
+
+def test_running_out_of_local_ports_says_so() -> None:
+    """With 10 local ports (one of them the tracker's own), the tenth client cannot connect:
+    the error names the cause instead of the kernel's "cannot assign requested address"."""
+    prefix = in_small_port_range(10)
+    code = """
+        import matchtracker
+        tracker = matchtracker.Tracker(timeout=0.2)
+        clients = []
+        try:
+            for i in range(1, 12):
+                clients.append(matchtracker.Client(f"C{i}", tracker.address))
+        except matchtracker.NetworkError as e:
+            print(len(clients), e)
+        """
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    connected, message = result.stdout.split(" ", 1)
+    assert connected == "9"
+    assert "no local port is free to connect to 127.0.0.1:" in message

@@ -97,7 +97,8 @@ def run_simulation(
     through `sys.stdout` as it happens, unless `quiet`.
 
     Args:
-        n: servers and clients, at least 2 (and within the open-files limit).
+        n: servers and clients, at least 2 (and within the open-files limit and the local
+            port range).
         rounds: requests per client, at least 1.
         timeout: the tracker's deadline for servers' replies, in seconds.
         seed: makes the numbers and picks, and so the answers, repeatable.
@@ -108,7 +109,8 @@ def run_simulation(
             None shows it when stderr is a terminal.
 
     Raises:
-        ValueError: an argument is out of range (the message names it and the range).
+        ValueError: an argument is out of range (the message names it and the range), or
+            the run cannot fit under the open-files limit or in the local port range.
         MatchTrackerError: the run failed.
         KeyboardInterrupt: on Ctrl-C; everything the run opened is closed.
     """
