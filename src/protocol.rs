@@ -672,16 +672,14 @@ mod tests {
         ]
     }
 
-    /// Every sample, encoded, without its newline.
-    fn sample_lines() -> Vec<Vec<u8>> {
-        samples()
-            .iter()
-            .map(|m| {
-                let mut line = to_line(m);
-                line.pop();
-                line
-            })
-            .collect()
+    /// Every sample, encoded, without its newline, then the `extra` lines.
+    fn sample_lines_and(extra: &[&str]) -> Vec<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = samples().iter().map(to_line).collect();
+        for line in &mut lines {
+            line.pop();
+        }
+        lines.extend(extra.iter().map(|line| line.as_bytes().to_vec()));
+        lines
     }
 
     #[test]
@@ -723,8 +721,7 @@ mod tests {
 
     #[test]
     fn the_query_fast_path_agrees_with_the_parser() {
-        let mut lines = sample_lines();
-        for extra in [
+        let lines = sample_lines_and(&[
             "QUERY 1 C1 0",
             "QUERY 1 C1 11",
             "QUERY x C1 5",
@@ -732,9 +729,7 @@ mod tests {
             "QUERY 1 C1 5 6",
             "QUERY  1 C1 5",
             "QUERY 1 C1 05",
-        ] {
-            lines.push(extra.as_bytes().to_vec());
-        }
+        ]);
         for line in lines {
             let fast = parse_query(&line);
             match parse(&line) {
@@ -750,12 +745,15 @@ mod tests {
 
     #[test]
     fn the_reply_fast_path_agrees_with_the_parser() {
-        let mut lines = sample_lines();
-        for extra in
-            ["MATCH", "MATCH ", "MATCH x", "MISS 18446744073709551616", "MISS 1 2", "MATCH  3", "MISS +1"]
-        {
-            lines.push(extra.as_bytes().to_vec());
-        }
+        let lines = sample_lines_and(&[
+            "MATCH",
+            "MATCH ",
+            "MATCH x",
+            "MISS 18446744073709551616",
+            "MISS 1 2",
+            "MATCH  3",
+            "MISS +1",
+        ]);
         for line in lines {
             let fast = parse_reply(&line);
             match parse(&line) {
@@ -768,8 +766,7 @@ mod tests {
 
     #[test]
     fn the_answer_split_agrees_with_the_parser() {
-        let mut lines = sample_lines();
-        for extra in [
+        let lines = sample_lines_and(&[
             "ANSWER 1 replied  S1",
             "ANSWER 1 replied S1\tS2",
             "ANSWER 1 replied\tS1",
@@ -778,9 +775,7 @@ mod tests {
             "ANSWER 1 deadline S1 S!",
             "ANSWER 18446744073709551616 replied",
             "ANSWER 7 noservers",
-        ] {
-            lines.push(extra.as_bytes().to_vec());
-        }
+        ]);
         for line in lines {
             let Some((id, end, listed)) = split_answer(&line) else {
                 continue;
