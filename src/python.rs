@@ -232,6 +232,18 @@ impl Report {
         self.inner.duration.as_secs_f64()
     }
 
+    /// Seconds from the start until every node was connected and registered.
+    #[getter]
+    fn startup(&self) -> f64 {
+        self.inner.startup.as_secs_f64()
+    }
+
+    /// Seconds from the last answer until every socket was closed.
+    #[getter]
+    fn closing(&self) -> f64 {
+        self.inner.closing.as_secs_f64()
+    }
+
     #[getter]
     fn late_replies(&self) -> u64 {
         self.inner.late_replies
@@ -303,6 +315,8 @@ impl Report {
         out.set_item("early", self.early())?;
         out.set_item("seed", self.seed())?;
         out.set_item("duration", self.duration())?;
+        out.set_item("startup", self.startup())?;
+        out.set_item("closing", self.closing())?;
         out.set_item("late_replies", self.late_replies())?;
         let servers = PyDict::new(py);
         for s in &self.inner.servers {

@@ -116,6 +116,10 @@ pub struct Report {
     pub requests: Vec<RequestRecord>,
     pub late_replies: u64,
     pub duration: Duration,
+    /// From the start until every node was connected and registered.
+    pub startup: Duration,
+    /// From the last answer until every socket was closed and every task had ended.
+    pub closing: Duration,
     /// Open file descriptors of the process once every node was connected.
     pub open_files: u64,
 }
@@ -196,6 +200,7 @@ pub async fn run(
         });
     }
     let clients = in_order(connecting, config.n).await?;
+    let startup = started.elapsed();
 
     // Every node is connected: count the descriptors now. Listing 16,000 of them takes tens
     // of milliseconds, so it is done on a thread of its own at the lowest priority, where it
@@ -215,6 +220,7 @@ pub async fn run(
         asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
     }
     let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
+    let answered_all = Instant::now();
     let open_files = match counting {
         Ok(thread) => {
             let counted = open_files.await.unwrap_or_default();
@@ -244,7 +250,16 @@ pub async fn run(
         .enumerate()
         .map(|(i, &number)| Ok(ServerRecord { name: node_name('S', i)?, number }))
         .collect::<Result<_>>()?;
-    Ok(Report { config, servers, requests, late_replies, duration: started.elapsed(), open_files })
+    Ok(Report {
+        config,
+        servers,
+        requests,
+        late_replies,
+        duration: started.elapsed(),
+        startup,
+        closing: answered_all.elapsed(),
+        open_files,
+    })
 }
 
 /// Makes one client's requests, a round each, and returns the client (still connected: one

@@ -136,6 +136,11 @@ def test_bench_scale_smoke() -> None:
     data = json.loads(result.stdout)
     assert data["requests"] == 40 and data["incomplete_answers"] == 0
     assert data["open_files"] >= 4 * 20
+    # Only matches reply, so each round lasts at least its deadline; the phases fit the wall.
+    assert data["startup_seconds"] > 0 and data["closing_seconds"] > 0
+    assert data["rounds_seconds"] >= data["floor_seconds"]
+    phases = data["startup_seconds"] + data["rounds_seconds"] + data["closing_seconds"]
+    assert phases <= data["wall_seconds"]
 
 
 def test_bench_bad_flags_are_one_line() -> None:

@@ -111,6 +111,15 @@ def test_the_summary_totals_are_the_reports() -> None:
         assert re.search(rf"{name} +number +{number}, matched {hits} request", text)
 
 
+def test_the_phases_of_a_run_fit_its_duration() -> None:
+    report = run_simulation(4, 3, timeout=0.1, seed=3, quiet=True)
+    assert report.startup > 0 and report.closing > 0
+    # Only matches reply, so each of the 3 rounds between them lasts at least its deadline.
+    assert report.startup + 3 * 0.1 + report.closing <= report.duration
+    assert report.to_dict()["startup"] == report.startup
+    assert report.to_dict()["closing"] == report.closing
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(PROJECT), *args], capture_output=True, text=True, timeout=60)
 

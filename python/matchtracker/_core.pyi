@@ -52,6 +52,12 @@ class Report:
     def duration(self) -> float:
         """Seconds the whole run took."""
     @property
+    def startup(self) -> float:
+        """Seconds from the start until every node was connected and registered."""
+    @property
+    def closing(self) -> float:
+        """Seconds from the last answer until every socket was closed."""
+    @property
     def late_replies(self) -> int:
         """Replies that came after their request was answered, and were dropped."""
     @property

@@ -4,7 +4,8 @@ Two workloads:
 - closed loop (default): K servers, C clients, each client asking again as soon as it has
   its answer, for a duration; requests per second and latency quantiles;
 - scale (--scale N): the whole assignment with n = N, quiet; wall time against the floor
-  the deadline sets (rounds x timeout), and whether every answer was complete.
+  the deadline sets (rounds x timeout), split into start-up, rounds and closing, and
+  whether every answer was complete.
 
 CPU seconds and peak memory are the process's own (getrusage), so run one workload per
 process when comparing them.
@@ -87,6 +88,11 @@ def scale(args: argparse.Namespace) -> dict:
         "wall_seconds": wall,
         "floor_seconds": floor,
         "above_floor_seconds": wall - floor,
+        # Where the time above the floor went: connecting every node, the rounds (each past
+        # its deadline by the time its requests take to be read and answered), closing.
+        "startup_seconds": report.startup,
+        "rounds_seconds": report.duration - report.startup - report.closing,
+        "closing_seconds": report.closing,
         "requests": len(report.requests),
         "incomplete_answers": wrong,
         "late_replies": report.late_replies,
