@@ -54,7 +54,7 @@ pub fn ensure_open_files(needed: u64) -> Result<()> {
 
 /// How many local ports outgoing connections may use (Linux's `net.ipv4.ip_local_port_range`),
 /// or `None` where that cannot be read.
-pub fn local_ports() -> Option<u64> {
+fn local_ports() -> Option<u64> {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut bounds = range.split_whitespace().map(str::parse::<u64>);
     match (bounds.next()?.ok()?, bounds.next()?.ok()?) {

@@ -85,6 +85,11 @@ impl SimulationConfig {
     pub fn open_files_needed(&self) -> u64 {
         4 * self.n as u64 + 1
     }
+
+    /// Local ports the run connects from at once: one per node.
+    pub fn local_ports_needed(&self) -> u64 {
+        2 * self.n as u64
+    }
 }
 
 /// One server of the run.
@@ -130,14 +135,15 @@ pub struct Report {
 ///
 /// # Errors
 /// [`Error::TooManyFiles`] or [`Error::TooFewPorts`] before anything is opened if n cannot
-/// fit under the open-files limit or in the local port range; any node's error if the run cannot complete.
+/// fit under the open-files limit or in the local port range; any node's error if the run
+/// cannot complete.
 pub async fn run(
     config: SimulationConfig,
     transcript: Transcript,
     answered: Arc<AtomicUsize>,
 ) -> Result<Report> {
     limits::ensure_open_files(config.open_files_needed())?;
-    limits::ensure_local_ports(2 * config.n as u64)?;
+    limits::ensure_local_ports(config.local_ports_needed())?;
     let started = Instant::now();
     let mut rng = match config.seed {
         Some(seed) => StdRng::seed_from_u64(seed),

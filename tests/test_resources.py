@@ -17,6 +17,8 @@ import pytest
 
 from matchtracker import Client, Server, Tracker, run_simulation
 
+PROJECT = Path(__file__).resolve().parent.parent / "project.py"
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc (Linux)")
 
 
@@ -70,9 +72,8 @@ def test_a_run_too_large_for_the_open_files_limit_is_refused_before_it_starts() 
 
 
 def test_the_command_line_refuses_it_in_one_line() -> None:
-    project = Path(__file__).resolve().parent.parent / "project.py"
     result = subprocess.run(
-        [sys.executable, str(project), "100", "--quiet"],
+        [sys.executable, str(PROJECT), "100", "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -150,9 +151,8 @@ def test_a_run_needing_more_local_ports_than_the_range_is_refused_before_it_star
     )
     assert result.returncode == 0, result.stderr
     assert "connects from 16 local ports but only 10 are allowed" in result.stdout
-    project = Path(__file__).resolve().parent.parent / "project.py"
     result = subprocess.run(
-        [*prefix, sys.executable, str(project), "8", "--quiet"], capture_output=True, text=True, timeout=60
+        [*prefix, sys.executable, str(PROJECT), "8", "--quiet"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "local ports" in result.stderr, result.stderr
