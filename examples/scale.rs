@@ -9,7 +9,8 @@ async fn main() {
     let args: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let arg = |i: usize, default: f64| args.get(i).copied().unwrap_or(default);
     let config =
-        match SimulationConfig::new(arg(0, 1000.0) as i64, arg(1, 1.0) as i64, arg(2, 2.0), Some(1), false) {
+        match SimulationConfig::new(arg(0, 1000.0) as i128, arg(1, 1.0) as i128, arg(2, 2.0), Some(1), false)
+        {
             Ok(config) => config,
             Err(e) => {
                 eprintln!("scale: {e}");

@@ -77,12 +77,16 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
         servers
             .push(ServerNode::start(addr, name, rng.random_range(NUMBERS), None, Transcript::off()).await?);
     }
+    let mut clients = Vec::with_capacity(config.clients);
+    for i in 0..config.clients {
+        let name = Name::new(&format!("C{}", i + 1))?;
+        clients.push(ClientNode::connect(addr, name, None, Transcript::off()).await?);
+    }
+    // The clock starts once every node is connected: connecting is not the load.
     let started = Instant::now();
     let until = started + config.duration;
     let mut load = JoinSet::new();
-    for i in 0..config.clients {
-        let name = Name::new(&format!("C{}", i + 1))?;
-        let mut client = ClientNode::connect(addr, name, None, Transcript::off()).await?;
+    for (i, mut client) in clients.into_iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(i as u64 + 100);
         load.spawn(async move {
             let mut latencies = Vec::new();

@@ -2,7 +2,6 @@
 //! a time, each answered by an `ANSWER` carrying the request's id.
 
 use std::net::SocketAddr;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::connection::{self, LineReader};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::node;
-use crate::protocol::{self, End, Message, Name, ProtocolError, Token, MAX_LINE, NUMBERS};
+use crate::protocol::{self, End, Message, Name, ProtocolError, Token};
 use crate::transcript::{Event, Transcript};
 
 /// How much longer than the tracker's deadline a client waits for an answer before giving
@@ -122,12 +121,10 @@ impl ClientNode {
         token: Option<Token>,
         transcript: Transcript,
     ) -> Result<ClientNode> {
-        let stream = connection::connect(tracker).await?;
-        let (read, mut write) = stream.into_split();
-        let mut reader = LineReader::new(read, MAX_LINE);
-        transcript.record_with(|| Event::HiSent { client: name.clone() });
-        connection::write_message(&mut write, &Message::Hi { name: name.clone(), token }).await?;
-        let (deadline, _) = node::await_welcome(&mut reader, &name, &transcript).await?;
+        let greeting = Message::Hi { name: name.clone(), token };
+        let greeted = || transcript.record_with(|| Event::HiSent { client: name.clone() });
+        let node::Registered { reader, write, deadline, .. } =
+            node::register(tracker, &name, greeting, &transcript, greeted).await?;
         let patience = deadline + deadline / 2 + ANSWER_MARGIN;
         Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers: None })
     }
@@ -150,9 +147,7 @@ impl ClientNode {
     /// answer comes within the tracker's deadline plus a margin; [`Error::Closed`] if the
     /// tracker leaves; [`Error::Refused`] if it answers with `ERROR`.
     pub async fn find_match(&mut self, number: u8) -> Result<Answer> {
-        if !NUMBERS.contains(&number) {
-            return Err(Error::InvalidArgument(format!("number must be from 1 to 10 (got {number})")));
-        }
+        let number = crate::args::number(number.into())?;
         let id = self.next_id;
         self.next_id += 1;
         let started = Instant::now();
@@ -188,21 +183,11 @@ impl ClientNode {
     /// The next line from the tracker, or `None` if it closed the connection.
     async fn receive(&mut self) -> Result<Option<Received>> {
         let answers = self.answers.as_deref();
-        let mut received = None;
-        let open = self
-            .reader
-            .read_batch(|line| {
-                received = Some(match answers {
-                    Some(cache) => cache.read(line),
-                    None => protocol::parse(line).map(Received::from),
-                });
-                ControlFlow::Break(())
-            })
-            .await?;
-        if !open {
-            return Ok(None);
-        }
-        Ok(received.transpose()?)
+        let read = |line: &[u8]| match answers {
+            Some(cache) => cache.read(line),
+            None => protocol::parse(line).map(Received::from),
+        };
+        Ok(self.reader.next_with(read).await?.transpose()?)
     }
 }
 

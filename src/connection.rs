@@ -22,9 +22,6 @@ const READ_CHUNK: usize = 4096;
 /// A batch of queued lines is written with one system call up to this size.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Capacity a connection's write buffer keeps between bursts.
-const IDLE_BATCH: usize = 4096;
-
 /// How long a node waits for the TCP connection to the tracker to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,17 +56,26 @@ impl LineReader {
     ///   answer with an `ERROR` and read on.
     /// - As [`read_batch`](Self::read_batch).
     pub async fn next(&mut self) -> Result<Option<Message>> {
-        let mut message = None;
+        Ok(self.next_with(protocol::parse).await?.transpose()?)
+    }
+
+    /// The next line, handed to `read` (without its line ending) and consumed; `None` when
+    /// the peer closed the connection between lines.
+    ///
+    /// Cancel-safe: bytes read before a cancellation stay buffered for the next call.
+    ///
+    /// # Errors
+    /// As [`read_batch`](Self::read_batch).
+    pub async fn next_with<T>(&mut self, read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        let mut read = Some(read);
+        let mut got = None;
         let open = self
             .read_batch(|line| {
-                message = Some(protocol::parse(line));
+                got = read.take().map(|read| read(line));
                 ControlFlow::Break(())
             })
             .await?;
-        if !open {
-            return Ok(None);
-        }
-        Ok(message.transpose()?)
+        Ok(if open { got } else { None })
     }
 
     /// Waits until at least one whole line is buffered, then hands every whole line buffered
@@ -143,23 +149,34 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
     lines: &mut tokio::sync::mpsc::Receiver<Bytes>,
     stall: Duration,
 ) -> Result<()> {
-    let mut batch = Vec::new();
     while let Some(first) = lines.recv().await {
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match lines.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
+        let batch = join_batch(first, || Ok::<_, std::convert::Infallible>(lines.try_recv().ok()));
+        let Ok(batch) = batch;
         tokio::time::timeout(stall, out.write_all(&batch))
             .await
             .map_err(|_| Error::Timeout("for the peer to read".into()))??;
-        batch.clear();
-        // Thousands of idle connections must not each keep a burst-sized buffer.
-        batch.shrink_to(IDLE_BATCH);
     }
     Ok(())
+}
+
+/// `first`, joined with what `more` yields next (until it yields `None`, or the batch
+/// reaches [`WRITE_BATCH`] bytes), so that a burst of queued lines costs one system call.
+/// Usually nothing waits behind `first`, and it is returned as it is, without a copy.
+///
+/// # Errors
+/// The first error `more` returns.
+pub fn join_batch<E>(first: Bytes, mut more: impl FnMut() -> Result<Option<Bytes>, E>) -> Result<Bytes, E> {
+    let Some(next) = more()? else { return Ok(first) };
+    let mut batch = Vec::with_capacity(first.len() + next.len());
+    batch.extend_from_slice(&first);
+    batch.extend_from_slice(&next);
+    while batch.len() < WRITE_BATCH {
+        match more()? {
+            Some(line) => batch.extend_from_slice(&line),
+            None => break,
+        }
+    }
+    Ok(Bytes::from(batch))
 }
 
 /// Writes one message to `out`.
@@ -204,24 +221,7 @@ pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
 /// # Errors
 /// [`Error::Io`] if the option cannot be set.
 pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::Io(std::io::Error::last_os_error()));
-        }
-    }
+    socket2::SockRef::from(stream).set_send_buffer_size(bytes)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::protocol::ProtocolError;
+use crate::protocol::{ErrorCode, ProtocolError};
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub enum Error {
     /// The peer sent a valid message that has no place at this point of the conversation.
     Unexpected(String),
     /// The tracker refused us with an `ERROR` line.
-    Refused { code: String, text: String },
+    Refused { code: ErrorCode, text: String },
     /// The peer closed the connection (or said `BYE`).
     Closed,
     /// Waiting for the peer took longer than allowed; the text says for what.
@@ -55,6 +55,18 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "network error: {e}"),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
             Error::NodeClosed => f.write_str("this node is closed"),
+        }
+    }
+}
+
+impl Error {
+    /// The protocol's code for this error: the tracker's, for a refusal; the codec's, for a
+    /// malformed line.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Refused { code, .. } => Some(*code),
+            Error::Protocol(e) => Some(e.code()),
+            _ => None,
         }
     }
 }

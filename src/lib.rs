@@ -8,13 +8,17 @@
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
 //! - [`bench`]: the closed-loop load benchmark.
 //! - [`roles`]: a tracker, server or client running on its own, across processes and hosts.
-//! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds, a report.
+//! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds.
+//! - [`report`]: what a run decided, and its summary.
 //! - [`transcript`]: the events of a run and their printed lines.
-//! - [`limits`]: the open-files limit.
+//! - [`limits`]: the open-files limit and the local port range.
+//! - [`args`]: the values callers pass in, each checked in one place.
+//! - [`shutdown`]: stopping, from the owner of a set of tasks to each of them.
 //! - [`hash`]: a fast hasher for keys the program makes itself.
 //! - [`error`]: the one error type.
 //! - `python` (feature `python`): the only module that knows about Python.
 
+pub mod args;
 pub mod bench;
 pub mod client;
 pub mod connection;
@@ -23,8 +27,10 @@ pub mod hash;
 pub mod limits;
 pub mod node;
 pub mod protocol;
+pub mod report;
 pub mod roles;
 pub mod server;
+pub mod shutdown;
 pub mod simulation;
 pub mod tracker;
 pub mod transcript;

@@ -4,19 +4,19 @@
 //! exponential backoff and register again; the tracker's registry is soft state rebuilt from
 //! them.
 //!
-//! Each role runs until its work is done or its owner flips `stop`.
+//! Each role runs until its work is done or its owner asks it to stop.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use tokio::sync::watch;
 
 use crate::client::{Answer, ClientNode};
 use crate::connection;
 use crate::error::{Error, Result};
-use crate::protocol::{Name, Token, NUMBERS};
+use crate::protocol::{ErrorCode, Name, Token, NUMBERS};
 use crate::server::ServerNode;
+use crate::shutdown::StopSignal;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::{Event, Transcript};
 
@@ -44,12 +44,12 @@ pub async fn run_tracker(
     listen: Target,
     config: TrackerConfig,
     transcript: Transcript,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) -> Result<()> {
     let addr = connection::resolve(&listen.host, listen.port).await?;
     let tracker = Tracker::bind(addr, config, transcript.clone()).await?;
     transcript.record(Event::Listening { address: tracker.local_addr().to_string() });
-    stopped(&mut stop).await;
+    stop.requested().await;
     tracker.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
 }
@@ -64,7 +64,7 @@ pub async fn run_server(
     number: u8,
     token: Option<Token>,
     transcript: Transcript,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) -> Result<()> {
     loop {
         let attempt = |addr| ServerNode::start(addr, name.clone(), number, token.clone(), transcript.clone());
@@ -73,7 +73,7 @@ pub async fn run_server(
         };
         tokio::select! {
             ended = node.finished() => transcript.record(Event::TrackerLost { node: name.clone(), reason: lost(ended) }),
-            () = stopped(&mut stop) => {
+            () = stop.requested() => {
                 let _ = node.close().await;
                 return Ok(());
             }
@@ -97,7 +97,7 @@ pub async fn run_client(
     seed: Option<u64>,
     token: Option<Token>,
     transcript: Transcript,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) -> Result<Vec<Answer>> {
     let mut rng = match seed {
         Some(seed) => StdRng::seed_from_u64(seed),
@@ -112,7 +112,7 @@ pub async fn run_client(
         let number = number.unwrap_or_else(|| rng.random_range(NUMBERS));
         let first = tokio::select! {
             answer = client.find_match(number) => answer,
-            () = stopped(&mut stop) => return Ok(answers),
+            () = stop.requested() => return Ok(answers),
         };
         let answer = match first {
             Err(e) if retryable(&e) => {
@@ -136,7 +136,7 @@ async fn connect<T, F, Fut>(
     target: &Target,
     name: &Name,
     transcript: &Transcript,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut StopSignal,
     attempt: F,
 ) -> Result<Option<T>>
 where
@@ -148,7 +148,7 @@ where
         let tried = async { attempt(connection::resolve(&target.host, target.port).await?).await };
         let result = tokio::select! {
             result = tried => result,
-            () = stopped(stop) => return Ok(None),
+            () = stop.requested() => return Ok(None),
         };
         match result {
             Ok(node) => return Ok(Some(node)),
@@ -157,7 +157,7 @@ where
                 transcript.record(Event::Retrying { node: name.clone(), reason: e.to_string(), pause });
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    () = stopped(stop) => return Ok(None),
+                    () = stop.requested() => return Ok(None),
                 }
                 pause = (pause * 2).min(MAX_RETRY);
             }
@@ -171,14 +171,9 @@ where
 fn retryable(e: &Error) -> bool {
     match e {
         Error::Io(_) | Error::Closed | Error::Timeout(_) => true,
-        Error::Refused { code, .. } => code == "name-taken",
+        Error::Refused { code, .. } => *code == ErrorCode::NameTaken,
         _ => false,
     }
-}
-
-/// Resolves when the owner flips `stop` (or is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|&s| s).await;
 }
 
 fn lost(ended: Result<()>) -> String {

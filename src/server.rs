@@ -6,20 +6,20 @@ use std::ops::ControlFlow;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::connection::{self, LineReader};
+use crate::connection::LineReader;
 use crate::error::{Error, Result};
 use crate::node;
-use crate::protocol::{self, Message, Name, ReplyMode, Token, MAX_LINE, NUMBERS};
+use crate::protocol::{self, Message, Name, ReplyMode, Token};
+use crate::shutdown::{Shutdown, StopSignal};
 use crate::transcript::{Event, Transcript};
 
 /// A running server node. Dropping it stops it; [`ServerNode::close`] also waits.
 pub struct ServerNode {
     name: Name,
     number: u8,
-    stop: watch::Sender<bool>,
+    shutdown: Shutdown,
     task: JoinHandle<Result<()>>,
 }
 
@@ -38,20 +38,18 @@ impl ServerNode {
         token: Option<Token>,
         transcript: Transcript,
     ) -> Result<ServerNode> {
-        if !NUMBERS.contains(&number) {
-            return Err(Error::InvalidArgument(format!("number must be from 1 to 10 (got {number})")));
-        }
-        let stream = connection::connect(tracker).await?;
-        let (read, mut write) = stream.into_split();
-        let mut reader = LineReader::new(read, MAX_LINE);
-        transcript.record_with(|| Event::HelloSent { server: name.clone() });
-        transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
-        connection::write_message(&mut write, &Message::Hello { name: name.clone(), token }).await?;
-        let replies = node::await_welcome(&mut reader, &name, &transcript).await?.1;
-        let (stop, stop_rx) = watch::channel(false);
+        let number = crate::args::number(number.into())?;
+        let greeting = Message::Hello { name: name.clone(), token };
+        let greeted = || {
+            transcript.record_with(|| Event::HelloSent { server: name.clone() });
+            transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
+        };
+        let node::Registered { reader, write, replies, .. } =
+            node::register(tracker, &name, greeting, &transcript, greeted).await?;
+        let shutdown = Shutdown::new();
         let serving = Serving { name: name.clone(), number, replies, transcript };
-        let task = tokio::spawn(serving.run(reader, write, stop_rx));
-        Ok(ServerNode { name, number, stop, task })
+        let task = tokio::spawn(serving.run(reader, write, shutdown.signal()));
+        Ok(ServerNode { name, number, shutdown, task })
     }
 
     /// The server's name.
@@ -83,7 +81,7 @@ impl ServerNode {
     /// # Errors
     /// What ended the serving loop, if it ended on an error before it was stopped.
     pub async fn close(self) -> Result<()> {
-        self.stop.send_replace(true);
+        self.shutdown.request();
         self.task.await?
     }
 }
@@ -100,11 +98,11 @@ impl Serving {
         self,
         mut reader: LineReader,
         mut write: OwnedWriteHalf,
-        mut stop: watch::Receiver<bool>,
+        mut stop: StopSignal,
     ) -> Result<()> {
         tokio::select! {
             result = self.answer_queries(&mut reader, &mut write) => result,
-            _ = stop.wait_for(|&s| s) => Ok(()),
+            () = stop.requested() => Ok(()),
         }
     }
 

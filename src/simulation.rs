@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -15,27 +15,23 @@ use tokio::sync::{oneshot, Barrier, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::args;
 use crate::client::{Answer, AnswerCache, ClientNode};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::limits;
-use crate::protocol::{End, Name, ReplyMode, NUMBERS};
+use crate::protocol::{Name, ReplyMode, NUMBERS};
+pub use crate::report::{Report, RequestRecord, ServerRecord};
 use crate::server::ServerNode;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::Transcript;
-
-/// Largest n accepted; the open-files limit usually binds well before it.
-pub const MAX_N: i64 = 100_000;
-/// Largest number of rounds accepted.
-pub const MAX_ROUNDS: i64 = 100_000;
-/// Longest deadline accepted, in seconds.
-pub const MAX_TIMEOUT: f64 = 3600.0;
 
 /// Most nodes connecting at once. Kept well under the kernel's cap on a listener's queue of
 /// connections not yet accepted (`net.core.somaxconn`, often 4096): past it, connections are
 /// dropped and retried a second later, and thousands of nodes start at once.
 const HANDSHAKES_AT_ONCE: usize = 1024;
 
-/// How far below normal priority descriptors are counted (see `run`): as low as it goes.
+/// How far below normal priority descriptors are counted (see `count_open_files`): as low
+/// as it goes.
 const COUNT_NICE: i32 = 19;
 
 /// How long the tracker's tasks get to end after the run before they are left behind.
@@ -56,26 +52,11 @@ impl SimulationConfig {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the first argument out of range and the range.
-    pub fn new(n: i64, rounds: i64, timeout: f64, seed: Option<u64>, early: bool) -> Result<Self> {
-        let invalid = |text: String| Err(Error::InvalidArgument(text));
-        if n < 2 {
-            return invalid(format!("n must be at least 2 (got {n})"));
-        }
-        if n > MAX_N {
-            return invalid(format!("n must be at most {MAX_N} (got {n})"));
-        }
-        if !(1..=MAX_ROUNDS).contains(&rounds) {
-            return invalid(format!("rounds must be from 1 to {MAX_ROUNDS} (got {rounds})"));
-        }
-        if !(timeout > 0.0 && timeout <= MAX_TIMEOUT) {
-            return invalid(format!(
-                "timeout must be more than 0 and at most {MAX_TIMEOUT} seconds (got {timeout})"
-            ));
-        }
+    pub fn new(n: i128, rounds: i128, timeout: f64, seed: Option<u64>, early: bool) -> Result<Self> {
         Ok(SimulationConfig {
-            n: n as usize,
-            rounds: rounds as usize,
-            deadline: Duration::from_secs_f64(timeout),
+            n: args::count(n, "n", 2, args::MAX_N)?,
+            rounds: args::count(rounds, "rounds", 1, args::MAX_ROUNDS)?,
+            deadline: args::seconds(timeout, "timeout")?,
             seed,
             replies: ReplyMode::early(early),
         })
@@ -92,46 +73,12 @@ impl SimulationConfig {
     }
 }
 
-/// One server of the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerRecord {
-    pub name: Name,
-    pub number: u8,
-}
-
-/// One request of the run, as the client saw it answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// 1-based round.
-    pub round: usize,
-    pub client: Name,
-    pub number: u8,
-    /// The matching servers, in index order. Shared between requests with the same answer:
-    /// a run of thousands of nodes has few distinct answers and millions of names in them.
-    pub servers: Arc<[Name]>,
-    pub end: End,
-    pub elapsed: Duration,
-}
-
-/// Everything a run decided.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub config: SimulationConfig,
-    pub servers: Vec<ServerRecord>,
-    pub requests: Vec<RequestRecord>,
-    pub late_replies: u64,
-    pub duration: Duration,
-    /// From the start until every node was connected and registered.
-    pub startup: Duration,
-    /// From the last answer until every socket was closed and every task had ended.
-    pub closing: Duration,
-    /// Open file descriptors of the process once every node was connected.
-    pub open_files: u64,
-}
-
 /// Runs the simulation, counting answered requests in `answered` as it goes (for progress).
-/// Every socket is closed and every task has ended when it returns;
-/// if the future is dropped early, the nodes it owns stop as they are dropped.
+/// Every socket is closed and every task has ended when it returns; if the future is dropped
+/// early, the nodes it owns stop as they are dropped.
+///
+/// The phases: draw every number; start the tracker; register every server, then every
+/// client; the rounds; close everything.
 ///
 /// # Errors
 /// [`Error::TooManyFiles`] or [`Error::TooFewPorts`] before anything is opened if n cannot
@@ -145,11 +92,8 @@ pub async fn run(
     limits::ensure_open_files(config.open_files_needed())?;
     limits::ensure_local_ports(config.local_ports_needed())?;
     let started = Instant::now();
-    let mut rng = match config.seed {
-        Some(seed) => StdRng::seed_from_u64(seed),
-        None => rand::make_rng(),
-    };
-
+    let (numbers, picks) = draw(&config);
+    let sides = Sides::get()?;
     let tracker_config = TrackerConfig {
         deadline: config.deadline,
         replies: config.replies,
@@ -157,85 +101,19 @@ pub async fn run(
         ..TrackerConfig::default()
     };
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let sides = Sides::get()?;
     let tracker = sides.central.spawn(Tracker::bind(local, tracker_config, transcript.clone())).await??;
     let addr = tracker.local_addr();
-
-    // Every number is drawn before anything starts, in the same order for a given seed:
-    // the servers' numbers, then each round's picks.
-    let numbers: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
-    let mut picks: Vec<Vec<u8>> = vec![Vec::new(); config.n];
-    for _ in 0..config.rounds {
-        for client in &mut picks {
-            client.push(rng.random_range(NUMBERS));
-        }
-    }
-
-    // Every server is registered (its WELCOME received) before any client says anything.
+    // At most this many nodes say hello at once, servers and clients alike.
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
-    let mut starting = JoinSet::new();
-    for (i, &number) in numbers.iter().enumerate() {
-        let (name, transcript, handshakes) = (node_name('S', i), transcript.clone(), handshakes.clone());
-        starting.spawn_on(
-            async move {
-                let started = async {
-                    let _turn = handshakes.acquire().await;
-                    ServerNode::start(addr, name?, number, None, transcript).await
-                };
-                (i, started.await)
-            },
-            sides.servers.handle(),
-        );
-    }
-    let servers = in_order(starting, config.n).await?;
-    // The clients share what they parse of their answers: a run of thousands of nodes has
-    // few distinct answers and millions of names in them.
-    let answers = Arc::new(AnswerCache::default());
-    let mut connecting = JoinSet::new();
-    for i in 0..config.n {
-        let (name, transcript, handshakes) = (node_name('C', i), transcript.clone(), handshakes.clone());
-        let answers = answers.clone();
-        connecting.spawn(async move {
-            let connected = async {
-                let _turn = handshakes.acquire().await;
-                let mut client = ClientNode::connect(addr, name?, None, transcript).await?;
-                client.share_answers(answers);
-                Ok(client)
-            };
-            (i, connected.await)
-        });
-    }
-    let clients = in_order(connecting, config.n).await?;
+    // Every server is registered (its WELCOME received) before any client says anything.
+    let servers = start_servers(addr, &numbers, &transcript, &handshakes, sides).await?;
+    let clients = connect_clients(addr, config.n, &transcript, &handshakes).await?;
     let startup = started.elapsed();
 
-    // Every node is connected: count the descriptors now. Listing 16,000 of them takes tens
-    // of milliseconds, so it is done on a thread of its own at the lowest priority, where it
-    // delays nothing the rounds do.
-    let (counted, open_files) = oneshot::channel();
-    let counting = std::thread::Builder::new().name("matchtracker-count".into()).spawn(move || {
-        lower_priority(COUNT_NICE);
-        let _ = counted.send(limits::open_files());
-    });
-
-    // One task per client for the whole run; a barrier starts each round once every client
-    // has its answer to the last one.
-    let barrier = Arc::new(Barrier::new(config.n));
-    let mut asking = JoinSet::new();
-    for (i, (client, picks)) in clients.into_iter().zip(picks).enumerate() {
-        let (barrier, answered) = (barrier.clone(), answered.clone());
-        asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
-    }
-    let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, config.n).await?.into_iter().unzip();
+    let open_files = count_open_files();
+    let (clients, requests) = ask_every_round(clients, picks, &answered).await?;
     let answered_all = Instant::now();
-    let open_files = match counting {
-        Ok(thread) => {
-            let counted = open_files.await.unwrap_or_default();
-            let _ = thread.join();
-            counted
-        }
-        // No thread to be had: counted now, every node still connected.
-        Err(_) => limits::open_files(),
-    };
+    let open_files = open_files.await;
 
     // Everything closes at once: the servers on their threads, the clients here.
     let mut closing = JoinSet::new();
@@ -243,11 +121,7 @@ pub async fn run(
         closing.spawn(server.close());
     }
     drop(clients);
-    let mut asked: Vec<_> = asked.into_iter().map(Vec::into_iter).collect();
-    let mut requests = Vec::with_capacity(config.n * config.rounds);
-    for _ in 0..config.rounds {
-        requests.extend(asked.iter_mut().flat_map(Iterator::next));
-    }
+    // How a server's serving ended does not change the run's answers.
     while closing.join_next().await.is_some() {}
     let late_replies = tracker.stats().late_replies;
     tracker.shutdown(SHUTDOWN_GRACE).await;
@@ -266,6 +140,122 @@ pub async fn run(
         closing: answered_all.elapsed(),
         open_files,
     })
+}
+
+/// Every number of the run, drawn before anything starts and in the same order for a given
+/// seed: the servers' numbers, then each round's picks (returned per client).
+fn draw(config: &SimulationConfig) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut rng = match config.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => rand::make_rng(),
+    };
+    let numbers: Vec<u8> = (0..config.n).map(|_| rng.random_range(NUMBERS)).collect();
+    let mut picks: Vec<Vec<u8>> = vec![Vec::with_capacity(config.rounds); config.n];
+    for _ in 0..config.rounds {
+        for client in &mut picks {
+            client.push(rng.random_range(NUMBERS));
+        }
+    }
+    (numbers, picks)
+}
+
+/// Starts a server for each of `numbers` on the servers' threads; returns once every one is
+/// registered.
+async fn start_servers(
+    addr: SocketAddr,
+    numbers: &[u8],
+    transcript: &Transcript,
+    handshakes: &Arc<Semaphore>,
+    sides: &Sides,
+) -> Result<Vec<ServerNode>> {
+    let mut starting = JoinSet::new();
+    for (i, &number) in numbers.iter().enumerate() {
+        let (transcript, handshakes) = (transcript.clone(), handshakes.clone());
+        let start = async move {
+            let started = async {
+                let _turn = handshakes.acquire().await;
+                ServerNode::start(addr, node_name('S', i)?, number, None, transcript).await
+            };
+            (i, started.await)
+        };
+        starting.spawn_on(start, sides.servers.handle());
+    }
+    in_order(starting, numbers.len()).await
+}
+
+/// Connects `n` clients; returns once every one is registered. The clients share what they
+/// parse of their answers: a run of thousands of nodes has few distinct answers and millions
+/// of names in them.
+async fn connect_clients(
+    addr: SocketAddr,
+    n: usize,
+    transcript: &Transcript,
+    handshakes: &Arc<Semaphore>,
+) -> Result<Vec<ClientNode>> {
+    let answers = Arc::new(AnswerCache::default());
+    let mut connecting = JoinSet::new();
+    for i in 0..n {
+        let (transcript, handshakes, answers) = (transcript.clone(), handshakes.clone(), answers.clone());
+        connecting.spawn(async move {
+            let connected = async {
+                let _turn = handshakes.acquire().await;
+                let mut client = ClientNode::connect(addr, node_name('C', i)?, None, transcript).await?;
+                client.share_answers(answers);
+                Ok(client)
+            };
+            (i, connected.await)
+        });
+    }
+    in_order(connecting, n).await
+}
+
+/// Counts the process's descriptors, every node being connected. Listing 16,000 of them
+/// takes tens of milliseconds, so it is done on a thread of its own at the lowest priority,
+/// where it delays nothing the rounds do; the count is awaited after them.
+fn count_open_files() -> impl std::future::Future<Output = u64> {
+    let (counted, count) = oneshot::channel();
+    let thread = std::thread::Builder::new().name("matchtracker-count".into()).spawn(move || {
+        lower_priority(COUNT_NICE);
+        // The receiver is awaited below; it is gone only if the run was cancelled.
+        let _ = counted.send(limits::open_files());
+    });
+    async move {
+        match thread {
+            Ok(thread) => {
+                let counted = count.await.unwrap_or_default();
+                // The thread has sent its count; joining it only reaps it.
+                let _ = thread.join();
+                counted
+            }
+            // No thread to be had: counted now, every node still connected.
+            Err(_) => limits::open_files(),
+        }
+    }
+}
+
+/// Every client's requests: one task per client for the whole run, a barrier starting each
+/// round once every client has its answer to the last. Returns the clients (still connected)
+/// and the requests, round by round, each round in the clients' order.
+async fn ask_every_round(
+    clients: Vec<ClientNode>,
+    picks: Vec<Vec<u8>>,
+    answered: &Arc<AtomicUsize>,
+) -> Result<(Vec<ClientNode>, Vec<RequestRecord>)> {
+    let n = clients.len();
+    let rounds = picks.first().map_or(0, Vec::len);
+    let barrier = Arc::new(Barrier::new(n));
+    let mut asking = JoinSet::new();
+    for (i, (client, picks)) in clients.into_iter().zip(picks).enumerate() {
+        let (barrier, answered) = (barrier.clone(), answered.clone());
+        asking.spawn(async move { (i, ask_rounds(client, picks, &barrier, &answered).await) });
+    }
+    let (clients, asked): (Vec<_>, Vec<_>) = in_order(asking, n).await?.into_iter().unzip();
+    let mut asked: Vec<_> = asked.into_iter().map(Vec::into_iter).collect();
+    let mut requests = Vec::with_capacity(n * rounds);
+    for _ in 0..rounds {
+        requests.extend(asked.iter_mut().filter_map(Iterator::next));
+    }
+    Ok((clients, requests))
 }
 
 /// Makes one client's requests, a round each, and returns the client (still connected: one
@@ -300,9 +290,14 @@ struct Sides {
 
 impl Sides {
     fn get() -> Result<&'static Sides> {
-        static SIDES: Mutex<Option<&'static Sides>> = Mutex::new(None);
-        let mut sides = SIDES.lock();
-        if let Some(made) = *sides {
+        static SIDES: OnceLock<Sides> = OnceLock::new();
+        static MAKING: Mutex<()> = Mutex::new(());
+        if let Some(made) = SIDES.get() {
+            return Ok(made);
+        }
+        // One caller makes them; the others wait for it rather than make spares.
+        let _making = MAKING.lock();
+        if let Some(made) = SIDES.get() {
             return Ok(made);
         }
         let central = threads("matchtracker-central", 2)?;
@@ -314,9 +309,7 @@ impl Sides {
                 return Err(e);
             }
         };
-        let made: &'static Sides = Box::leak(Box::new(Sides { central, servers }));
-        *sides = Some(made);
-        Ok(made)
+        Ok(SIDES.get_or_init(|| Sides { central, servers }))
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::protocol::Name;
+use crate::protocol::{ErrorCode, Name};
 
 /// The tracker's name in every line.
 pub const CENTRAL: &str = "Central";
@@ -114,7 +114,7 @@ pub enum Event {
     /// A client receives `ANSWER`.
     AnswerReceived { client: Name, servers: Vec<Name> },
     /// The tracker sends `ERROR` to a peer (named, or its address before it has a name).
-    ErrorSent { peer: String, code: &'static str },
+    ErrorSent { peer: String, code: ErrorCode },
     /// The tracker drops a node, saying why.
     Dropped { role: Role, node: Name, reason: String },
     /// A tracker started on its own is listening.
@@ -283,6 +283,59 @@ impl Event {
         }
     }
 
+    /// The event as one line of JSON: time (seconds from the start of the run), from, to,
+    /// kind and fields, as `--json` prints them. The Python package builds its dicts from
+    /// the same `kind`, `from`, `to` and `fields`.
+    pub fn to_json(&self, time: f64) -> String {
+        let event = self;
+        fn text(out: &mut String, s: &str) {
+            out.push('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        let mut out = format!("{{\"time\": {time:.6}, \"from\": ");
+        text(&mut out, event.from());
+        out.push_str(", \"to\": ");
+        match event.to() {
+            Some(to) => text(&mut out, to),
+            None => out.push_str("null"),
+        }
+        out.push_str(", \"kind\": ");
+        text(&mut out, event.kind());
+        out.push_str(", \"fields\": {");
+        for (i, (key, value)) in event.fields().into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            text(&mut out, key);
+            out.push_str(": ");
+            match value {
+                Value::Int(v) => out.push_str(&v.to_string()),
+                Value::Bool(v) => out.push_str(if v { "true" } else { "false" }),
+                Value::Text(v) => text(&mut out, v),
+                Value::Names(names) => {
+                    out.push('[');
+                    for (j, name) in names.iter().enumerate() {
+                        if j > 0 {
+                            out.push_str(", ");
+                        }
+                        text(&mut out, name.as_str());
+                    }
+                    out.push(']');
+                }
+            }
+        }
+        out.push_str("}}");
+        out
+    }
+
     /// The event's data beyond its kind, sender and receiver.
     pub fn fields(&self) -> Vec<(&'static str, Value<'_>)> {
         match self {
@@ -300,7 +353,7 @@ impl Event {
             Event::AnswerSent { servers, .. } | Event::AnswerReceived { servers, .. } => {
                 vec![("servers", Value::Names(servers))]
             }
-            Event::ErrorSent { code, .. } => vec![("code", Value::Text(code))],
+            Event::ErrorSent { code, .. } => vec![("code", Value::Text(code.as_str()))],
             Event::Dropped { role, node, reason } => vec![
                 ("node", Value::Text(node.as_str())),
                 ("role", Value::Text(if *role == Role::Server { "server" } else { "client" })),

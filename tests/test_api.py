@@ -77,7 +77,7 @@ def test_early_mode_ends_requests_when_every_server_replied() -> None:
         ((0,), {}, "n must be at least 2"),
         ((-3,), {}, "n must be at least 2"),
         ((10**6,), {}, "n must be at most"),
-        ((2, 0), {}, "rounds must be from 1"),
+        ((2, 0), {}, "rounds must be at least 1"),
         ((2,), {"timeout": 0}, "timeout must be more than 0"),
         ((2,), {"timeout": -1.0}, "timeout must be more than 0"),
         ((2,), {"timeout": math.nan}, "timeout must be more than 0"),

@@ -1,11 +1,17 @@
 """The native core of matchtracker (Rust, via PyO3). Import from `matchtracker` instead."""
 
-from typing import Literal
+from typing import Literal, final
+
+from .types import ErrorCode, Event, Totals
 
 __version__: str
 
 class MatchTrackerError(Exception):
     """Base class of every matchtracker error."""
+
+    code: ErrorCode | None
+    """The protocol's code when the tracker refused with an ERROR line (RefusedError) or sent
+    a line that does not parse; None otherwise. Branch on this, not on the message."""
 
 class NetworkError(MatchTrackerError):
     """The tracker could not be reached, or the connection to it failed or closed."""
@@ -16,24 +22,33 @@ class RefusedError(MatchTrackerError):
 class ResponseTimeout(MatchTrackerError):
     """No answer came in time."""
 
+@final
 class RequestRecord:
     """One request of a simulation, as its client saw it answered."""
 
-    round: int
-    """Round, from 1."""
-    client: str
-    """The asking client's name."""
-    number: int
-    """The number asked for."""
-    servers: list[str]
-    """The servers holding the number, in index order; empty for no match."""
-    end: Literal["replied", "deadline", "noservers"]
-    """How the request ended."""
-    deadline: bool
-    """Whether the deadline ended it (some queried server had not replied)."""
-    elapsed: float
-    """Seconds from the client's request to its answer."""
+    @property
+    def round(self) -> int:
+        """Round, from 1."""
+    @property
+    def client(self) -> str:
+        """The asking client's name."""
+    @property
+    def number(self) -> int:
+        """The number asked for."""
+    @property
+    def servers(self) -> list[str]:
+        """The servers holding the number, in index order; empty for no match."""
+    @property
+    def end(self) -> Literal["replied", "deadline", "noservers"]:
+        """How the request ended."""
+    @property
+    def deadline(self) -> bool:
+        """Whether the deadline ended it (some queried server had not replied)."""
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the client's request to its answer."""
 
+@final
 class Report:
     """What a simulation decided, and what it printed."""
 
@@ -65,23 +80,27 @@ class Report:
         """Open file descriptors of the process once every node was connected."""
     @property
     def numbers(self) -> dict[str, int]:
-        """Each server's number, by name."""
+        """Each server's number, by name, in index order (S2 before S10)."""
     @property
     def requests(self) -> list[RequestRecord]:
-        """Every request, round by round, clients in index order."""
+        """Every request, round by round, clients in index order. Made on first access."""
     @property
     def transcript(self) -> list[str]:
         """The printed lines, in order (empty for a quiet run)."""
     @property
-    def events(self) -> list[dict]:
+    def events(self) -> list[Event]:
         """Every event in order (empty for a quiet run): dicts with `time` (seconds from the
         start), `from`, `to` (None for a note), `kind` (such as "query.sent") and `fields`."""
     def to_dict(self) -> dict:
-        """The report as plain dicts, lists, numbers and strings, ready for `json.dumps`."""
+        """The report as plain dicts, lists, numbers and strings, ready for `json.dumps`.
+        Requests with the same answer share one list object."""
     def to_json(self) -> str:
         """`to_dict()` as JSON text."""
     def summary(self) -> str:
-        """Totals, latency, wall time, then each server and each client, as text."""
+        """Totals, latency, wall time, then each server and each client, as text. Long lists
+        are cut with a count of the rest, so it stays under 60 lines at any n."""
+    def totals(self) -> Totals:
+        """The summary's figures, as a dict."""
     def sequence_diagram(self) -> str:
         """The run as a message-sequence chart: SVG text, self-contained."""
 
@@ -193,6 +212,7 @@ def run_client(
         NetworkError, ResponseTimeout: a request failed again after its retry.
     """
 
+@final
 class Tracker:
     """A central tracker listening for servers and clients, in the background."""
 
@@ -235,6 +255,7 @@ class Tracker:
     def __enter__(self) -> "Tracker": ...
     def __exit__(self, *exc: object) -> bool: ...
 
+@final
 class Server:
     """A server node holding a number, answering the tracker's queries in the background."""
 
@@ -258,6 +279,7 @@ class Server:
     def __enter__(self) -> "Server": ...
     def __exit__(self, *exc: object) -> bool: ...
 
+@final
 class Client:
     """A client node that asks the tracker which servers hold a number."""
 

@@ -20,7 +20,6 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from ._summary import index_key, plural
 
 if TYPE_CHECKING:
     from ._core import Report
@@ -65,6 +64,17 @@ text { font-family: Helvetica, Arial, sans-serif; font-size: 11px; fill: #222; }
 """
 
 MESSAGES = {"hello", "hi", "welcome", "find", "query", "reply", "answer", "error"}
+
+
+def index_key(name: str) -> tuple[str, int]:
+    """S2 before S10: the name without its trailing digits, then their number."""
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem):]
+    return stem, int(digits) if digits else 0
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def sequence_diagram(report: Report) -> str:

@@ -5,9 +5,13 @@
 //! the tracker, the servers and the clients share one definition of every message, and lets
 //! the codec be tested on its own. `docs/PROTOCOL.md` is the same protocol written for people.
 
-use std::cmp::Ordering;
-use std::fmt;
-use std::sync::Arc;
+mod name;
+mod words;
+
+pub use name::{Name, Token, MAX_NAME_LEN, MAX_TOKEN_LEN};
+pub use words::{End, ErrorCode, ProtocolError, ReplyMode, NAME_RULE, NUMBER_RULE, TOKEN_RULE};
+
+use name::is_name_byte;
 
 /// Longest line a peer may send to the tracker, newline included. Every message a node sends
 /// fits in well under 100 bytes; the rest is room for future fields.
@@ -17,229 +21,8 @@ pub const MAX_REQUEST_LINE: usize = 1024;
 /// with the number of servers: 1 MiB holds 30,000 names of the maximum length.
 pub const MAX_LINE: usize = 1 << 20;
 
-/// Longest node name, in bytes.
-pub const MAX_NAME_LEN: usize = 32;
-
 /// The numbers servers hold and clients ask for.
 pub const NUMBERS: std::ops::RangeInclusive<u8> = 1..=10;
-
-/// A node's name: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 _ -`.
-///
-/// The charset keeps names safe to print, to put in a space-separated line, and to use in a
-/// file name. A name is a plain value held inline: making one allocates nothing and cloning
-/// it is a copy, which matters because a client at scale reads millions of names in its
-/// answers and the tracker copies names into every answer.
-#[derive(Clone)]
-pub struct Name {
-    /// The name's bytes, then zeros: the charset has no zero byte.
-    bytes: [u8; MAX_NAME_LEN],
-    len: u8,
-    /// Length of the name without its trailing digits.
-    stem: u8,
-    /// The number the trailing digits make (0 if none, or too many to be one).
-    index: u64,
-    /// The stem's first eight bytes as a number that orders like them (zero-padded), so that
-    /// sorting an answer mostly compares numbers.
-    head: u64,
-}
-
-impl Name {
-    /// Checks `text` against the allowed charset and length.
-    ///
-    /// # Errors
-    /// [`ProtocolError::BadName`] if it is empty, too long, or has another character.
-    pub fn new(text: &str) -> Result<Name, ProtocolError> {
-        Name::from_bytes(text.as_bytes())
-    }
-
-    /// As [`Name::new`], from bytes.
-    ///
-    /// # Errors
-    /// [`ProtocolError::BadName`] if they are not a name.
-    pub fn from_bytes(text: &[u8]) -> Result<Name, ProtocolError> {
-        if text.is_empty() || text.len() > MAX_NAME_LEN || !text.iter().all(|&b| is_name_byte(b)) {
-            return Err(ProtocolError::BadName);
-        }
-        let stem = text.iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |last| last + 1);
-        let index = decimal(&text[stem..]).unwrap_or(0);
-        let mut head = [0; 8];
-        head[..stem.min(8)].copy_from_slice(&text[..stem.min(8)]);
-        let mut bytes = [0; MAX_NAME_LEN];
-        bytes[..text.len()].copy_from_slice(text);
-        Ok(Name { bytes, len: text.len() as u8, stem: stem as u8, index, head: u64::from_be_bytes(head) })
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII from the name charset is ever stored.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-
-    /// The name's bytes (ASCII).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-
-    /// The "index order" answers are listed in: by the name without its trailing digits, then
-    /// by the number those digits make (`S2` before `S10`), then by the whole name.
-    pub fn index_order(&self, other: &Name) -> Ordering {
-        // Most comparisons are settled by the stems' first eight bytes and the number.
-        let stems = self.head.cmp(&other.head).then_with(|| {
-            if self.stem.max(other.stem) > 8 {
-                self.bytes[..usize::from(self.stem)].cmp(&other.bytes[..usize::from(other.stem)])
-            } else {
-                Ordering::Equal
-            }
-        });
-        stems.then(self.index.cmp(&other.index)).then_with(|| self.cmp(other))
-    }
-}
-
-/// Whether `b` may appear in a name.
-fn is_name_byte(b: u8) -> bool {
-    NAME_BYTES[usize::from(b)]
-}
-
-/// The bytes of the name charset, as a table: names are checked by the million.
-const NAME_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
-        b += 1;
-    }
-    table
-};
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Name) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Name {}
-
-impl std::hash::Hash for Name {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl PartialOrd for Name {
-    fn partial_cmp(&self, other: &Name) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Name {
-    /// Plain text order; see [`Name::index_order`] for the order of answers.
-    fn cmp(&self, other: &Name) -> Ordering {
-        self.as_bytes().cmp(other.as_bytes())
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
-
-/// Longest shared token, in bytes.
-pub const MAX_TOKEN_LEN: usize = 128;
-
-/// A shared secret a node presents in its greeting: 1 to [`MAX_TOKEN_LEN`] printable ASCII
-/// characters without spaces. Its `Debug` hides it, so it never reaches a log or an error.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(Arc<str>);
-
-impl Token {
-    /// Checks `text` against the allowed characters and length.
-    ///
-    /// # Errors
-    /// [`ProtocolError::BadToken`] if it is empty, too long, or has another character.
-    pub fn new(text: &str) -> Result<Token, ProtocolError> {
-        let ok =
-            !text.is_empty() && text.len() <= MAX_TOKEN_LEN && text.bytes().all(|b| b.is_ascii_graphic());
-        if ok {
-            Ok(Token(Arc::from(text)))
-        } else {
-            Err(ProtocolError::BadToken)
-        }
-    }
-
-    /// Whether `other` is the same secret. Takes the same time wherever they differ, so the
-    /// time it takes tells an attacker nothing about how much of a guess was right.
-    pub fn matches(&self, other: &Token) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
-
-/// Which query replies the tracker wants from its servers, told to each in its `WELCOME`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyMode {
-    /// Reply `MATCH` only when the number matches (the assignment's behaviour).
-    Matches,
-    /// Reply `MATCH` or `MISS` to every query, so a request can finish before its deadline.
-    All,
-}
-
-impl ReplyMode {
-    /// `All` when servers should reply early (to every query), else `Matches`.
-    pub fn early(early: bool) -> ReplyMode {
-        if early {
-            ReplyMode::All
-        } else {
-            ReplyMode::Matches
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            ReplyMode::Matches => "matches",
-            ReplyMode::All => "all",
-        }
-    }
-}
-
-/// How a request ended, as told to the client in its `ANSWER`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// Every server that was queried replied before the deadline.
-    Replied,
-    /// The deadline passed first; servers that had not replied count as no match.
-    Deadline,
-    /// No server was registered, so nobody was asked: answered at once.
-    NoServers,
-}
-
-impl End {
-    /// The word used on the wire and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::Replied => "replied",
-            End::Deadline => "deadline",
-            End::NoServers => "noservers",
-        }
-    }
-}
 
 /// Every message of the protocol. The direction is in each variant's doc.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,74 +43,11 @@ pub enum Message {
     Miss { id: u64 },
     /// tracker → client: `ANSWER <id> <end> [<server> ...]`; no servers means no match.
     Answer { id: u64, end: End, servers: Vec<Name> },
-    /// tracker → node: `ERROR <code> <text>`; `code` is one word from docs/PROTOCOL.md.
-    Error { code: String, text: String },
+    /// tracker → node: `ERROR <code> <text>`; the code is one word from docs/PROTOCOL.md.
+    Error { code: ErrorCode, text: String },
     /// either way: `BYE`, the sender is leaving; the connection closes after it.
     Bye,
 }
-
-/// Why a line is not a valid message. Each has a stable one-word code for `ERROR` lines.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProtocolError {
-    /// The line is longer than the limit (or no newline came within it).
-    LineTooLong,
-    /// The line is not UTF-8.
-    NotUtf8,
-    /// The line is empty or only spaces.
-    Empty,
-    /// The first word is not a verb of the protocol.
-    UnknownVerb,
-    /// Too few or too many fields for the verb.
-    BadFields,
-    /// A number outside 1..=10.
-    BadNumber,
-    /// An id that is not a decimal integer below 2^64.
-    BadId,
-    /// A name outside the charset or length.
-    BadName,
-    /// A field that must be one of a few words is not.
-    BadWord,
-    /// A token outside the allowed characters or length.
-    BadToken,
-}
-
-impl ProtocolError {
-    /// The code sent in an `ERROR` line.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ProtocolError::LineTooLong => "line-too-long",
-            ProtocolError::NotUtf8 => "not-utf8",
-            ProtocolError::Empty => "empty-line",
-            ProtocolError::UnknownVerb => "unknown-verb",
-            ProtocolError::BadFields => "bad-fields",
-            ProtocolError::BadNumber => "bad-number",
-            ProtocolError::BadId => "bad-id",
-            ProtocolError::BadName => "bad-name",
-            ProtocolError::BadWord => "bad-word",
-            ProtocolError::BadToken => "bad-token",
-        }
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            ProtocolError::LineTooLong => "line is longer than the limit",
-            ProtocolError::NotUtf8 => "line is not valid UTF-8",
-            ProtocolError::Empty => "line is empty",
-            ProtocolError::UnknownVerb => "unknown verb",
-            ProtocolError::BadFields => "wrong number of fields for this verb",
-            ProtocolError::BadNumber => "number must be an integer from 1 to 10",
-            ProtocolError::BadId => "id must be a decimal integer from 0 to 2^64-1",
-            ProtocolError::BadName => "name must be 1 to 32 characters from A-Z a-z 0-9 _ -",
-            ProtocolError::BadWord => "field is not one of its allowed words",
-            ProtocolError::BadToken => "token must be 1 to 128 printable ASCII characters without spaces",
-        };
-        f.write_str(text)
-    }
-}
-
-impl std::error::Error for ProtocolError {}
 
 /// Finds the first complete line in `buf`.
 ///
@@ -387,11 +107,7 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
         Verb::Welcome => Message::Welcome {
             name: fields.name()?,
             deadline_ms: fields.id()?,
-            replies: match fields.word()? {
-                "matches" => ReplyMode::Matches,
-                "all" => ReplyMode::All,
-                _ => return Err(ProtocolError::BadWord),
-            },
+            replies: ReplyMode::from_word(fields.word()?.as_bytes()).ok_or(ProtocolError::BadWord)?,
         },
         Verb::Find => Message::Find { id: fields.id()?, number: fields.number()? },
         Verb::Query => Message::Query { id: fields.id()?, client: fields.name()?, number: fields.number()? },
@@ -399,17 +115,12 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
         Verb::Miss => Message::Miss { id: fields.id()? },
         Verb::Answer => {
             let id = fields.id()?;
-            let end = match fields.word()? {
-                "replied" => End::Replied,
-                "deadline" => End::Deadline,
-                "noservers" => End::NoServers,
-                _ => return Err(ProtocolError::BadWord),
-            };
+            let end = End::from_word(fields.word()?.as_bytes()).ok_or(ProtocolError::BadWord)?;
             let servers = fields.0.by_ref().map(Name::new).collect::<Result<_, _>>()?;
             return Ok(Message::Answer { id, end, servers });
         }
         Verb::Error => {
-            let code = fields.word()?.to_owned();
+            let code = ErrorCode::from_word(fields.word()?.as_bytes()).ok_or(ProtocolError::BadWord)?;
             // The text is free-form: keep it as sent, after the code.
             let rest = fields.0.collect::<Vec<_>>().join(" ");
             return Ok(Message::Error { code, text: rest });
@@ -449,7 +160,7 @@ pub fn parse_reply(line: &[u8]) -> Option<(u64, bool)> {
 }
 
 /// A decimal integer below 2^64, digits only.
-fn decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -467,9 +178,9 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail.
     let _ = match message {
         Message::Hello { name, token: None } => writeln!(out, "HELLO {name}"),
-        Message::Hello { name, token: Some(token) } => writeln!(out, "HELLO {name} {}", token.0),
+        Message::Hello { name, token: Some(token) } => writeln!(out, "HELLO {name} {}", token.expose()),
         Message::Hi { name, token: None } => writeln!(out, "HI {name}"),
-        Message::Hi { name, token: Some(token) } => writeln!(out, "HI {name} {}", token.0),
+        Message::Hi { name, token: Some(token) } => writeln!(out, "HI {name} {}", token.expose()),
         Message::Welcome { name, deadline_ms, replies } => {
             writeln!(out, "WELCOME {name} {deadline_ms} {}", replies.as_str())
         }
@@ -539,12 +250,7 @@ pub fn split_answer(line: &[u8]) -> Option<(u64, End, &[u8])> {
     let id = decimal(&rest[..digits])?;
     let rest = rest[digits..].strip_prefix(b" ")?;
     let word = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-    let end = match &rest[..word] {
-        b"replied" => End::Replied,
-        b"deadline" => End::Deadline,
-        b"noservers" => End::NoServers,
-        _ => return None,
-    };
+    let end = End::from_word(&rest[..word])?;
     Some((id, end, &rest[word..]))
 }
 
@@ -667,7 +373,7 @@ mod tests {
             Message::Answer { id: 3, end: End::Deadline, servers: vec![] },
             Message::Answer { id: 3, end: End::Replied, servers: vec![name("S1"), name("S3")] },
             Message::Answer { id: 4, end: End::NoServers, servers: vec![] },
-            Message::Error { code: "bad-number".into(), text: "number must be 1..10".into() },
+            Message::Error { code: ErrorCode::BadNumber, text: "number must be 1..10".into() },
             Message::Bye,
         ]
     }
@@ -869,21 +575,6 @@ mod tests {
     }
 
     #[test]
-    fn tokens_compare_whole_and_never_print() {
-        let token = Token::new("abc").unwrap();
-        assert!(token.matches(&Token::new("abc").unwrap()));
-        for other in ["abd", "ab", "abcd", "x"] {
-            assert!(!token.matches(&Token::new(other).unwrap()), "{other}");
-        }
-        assert_eq!(format!("{token:?}"), "Token(..)");
-        let hello = Message::Hello { name: name("S1"), token: Some(token) };
-        assert!(!format!("{hello:?}").contains("abc"));
-        assert_eq!(Token::new("a b"), Err(ProtocolError::BadToken));
-        assert_eq!(Token::new(""), Err(ProtocolError::BadToken));
-        assert_eq!(Token::new(&"x".repeat(129)), Err(ProtocolError::BadToken));
-    }
-
-    #[test]
     fn find_newline_agrees_with_a_plain_search() {
         for len in 0..40 {
             for at in 0..=len {
@@ -899,48 +590,6 @@ mod tests {
                     let plain = bytes.iter().position(|&b| b == b'\n');
                     assert_eq!(find_newline(&bytes), plain, "{bytes:?}");
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn index_order_sorts_by_trailing_number() {
-        let mut names = [name("S10"), name("S2"), name("S1"), name("X")];
-        names.sort_by(Name::index_order);
-        let names: Vec<_> = names.iter().map(Name::as_str).collect();
-        assert_eq!(names, ["S1", "S2", "S10", "X"]);
-    }
-
-    #[test]
-    fn index_order_agrees_with_the_plain_definition() {
-        // Stems of every length around the eight bytes compared at once.
-        let texts = [
-            "S",
-            "S1",
-            "S01",
-            "S2",
-            "S10",
-            "SA1",
-            "ABCDEFGH1",
-            "ABCDEFGH2",
-            "ABCDEFGHI1",
-            "ABCDEFG",
-            "ABCDEFG9",
-            "ABCDEFGHIJKLMNOP3",
-            "ABCDEFGHIJKLMNOQ1",
-            "7",
-            "_",
-            "-x",
-            "a-b_c99",
-        ];
-        let plain = |n: &Name| {
-            let text = n.as_str();
-            let stem = text.trim_end_matches(|c: char| c.is_ascii_digit());
-            (stem.to_owned(), text[stem.len()..].parse::<u64>().unwrap_or(0), text.to_owned())
-        };
-        for a in texts.map(name) {
-            for b in texts.map(name) {
-                assert_eq!(a.index_order(&b), plain(&a).cmp(&plain(&b)), "{a} vs {b}");
             }
         }
     }

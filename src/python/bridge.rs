@@ -1,0 +1,174 @@
+//! The bridge between Python's calling thread and the tokio runtime: every blocking call runs
+//! its work on the one shared runtime while detached from the interpreter, and comes back
+//! every [`POLL`] to check for signals (so Ctrl-C stops it promptly) and, for runs and roles,
+//! to print their lines through Python's `sys.stdout`.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use super::errors::{to_py, MatchTrackerError};
+use crate::error::Error;
+use crate::shutdown::Shutdown;
+use crate::transcript::{Event, Stamped};
+
+/// How often a blocking call looks up from its work to check for Ctrl-C and print lines.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long a stopped role gets to finish cleanly (say BYE, close) after Ctrl-C.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A run shows progress on a terminal once it has taken this long.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// The runtime every call shares, made on first use (never before a `fork()`).
+pub fn runtime() -> PyResult<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("matchtracker")
+        .build()
+        .map_err(|e| MatchTrackerError::new_err(format!("cannot start the runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs `work` on the runtime, detached, polling for signals. On Ctrl-C the work is
+/// cancelled (what it owns is dropped and closed) and `KeyboardInterrupt` is raised.
+pub fn wait<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let rt = runtime()?;
+    // Spawned rather than run on this thread, so that a panic comes back as a JoinError.
+    let mut task = AbortOnDrop(rt.spawn(work));
+    loop {
+        let polled = py.detach(|| rt.block_on(async { tokio::time::timeout(POLL, &mut task.0).await }));
+        match polled {
+            Ok(joined) => return joined.map_err(Error::from).and_then(|r| r).map_err(to_py),
+            Err(_still_running) => py.check_signals()?,
+        }
+    }
+}
+
+/// A task that is cancelled if the call waiting for it returns early (Ctrl-C, an error while
+/// printing): what the task owns is dropped, which closes its sockets and stops its nodes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a driven task's events are shown, and how it is stopped.
+pub struct Output<'a> {
+    /// Print JSON objects instead of lines.
+    pub json: bool,
+    /// What to show on stderr while the task runs for more than a second.
+    pub progress: Option<&'a dyn Fn() -> String>,
+    /// Flipped on Ctrl-C so the task can end cleanly; without it the task is cancelled.
+    pub stop: Option<&'a Shutdown>,
+}
+
+/// Waits for `task` on the runtime, detached, printing its events through Python as they
+/// come and checking for signals between batches. On Ctrl-C (or SIGTERM turned into an
+/// exception by the caller), a task with a stop signal gets [`STOP_GRACE`] to finish
+/// cleanly and is cancelled after; the signal's exception is raised once it is done.
+pub fn drive<T: Send + 'static>(
+    py: Python<'_>,
+    task: tokio::task::JoinHandle<Result<T, Error>>,
+    mut events: mpsc::UnboundedReceiver<Stamped>,
+    output: Output<'_>,
+) -> PyResult<(T, Vec<(f64, Event)>)> {
+    let rt = runtime()?;
+    let started = tokio::time::Instant::now();
+    let mut task = AbortOnDrop(task);
+    let mut recorded: Vec<(f64, Event)> = Vec::new();
+    let mut shown = false;
+    let mut interrupted: Option<(PyErr, tokio::time::Instant)> = None;
+    loop {
+        // Wait for events, the end of the task, or the next signal check, whichever is first.
+        let (finished, batch) = py.detach(|| {
+            rt.block_on(async {
+                let mut batch = Vec::new();
+                let finished = tokio::select! {
+                    joined = &mut task.0 => Some(joined),
+                    Some(event) = events.recv() => { batch.push(event); None }
+                    () = tokio::time::sleep(POLL) => None,
+                };
+                while let Ok(event) = events.try_recv() {
+                    batch.push(event);
+                }
+                (finished, batch)
+            })
+        });
+        if shown && (finished.is_some() || !batch.is_empty()) {
+            // Take the progress line off the terminal before anything else is printed.
+            write_to(py, "stderr", "\r\x1b[K")?;
+            shown = false;
+        }
+        if !batch.is_empty() {
+            let first = recorded.len();
+            recorded.extend(batch.into_iter().map(|s| (s.at.duration_since(started).as_secs_f64(), s.event)));
+            let fresh = &recorded[first..];
+            let lines: Vec<String> = if output.json {
+                fresh.iter().map(|(time, event)| event.to_json(*time)).collect()
+            } else {
+                fresh.iter().map(|(_, event)| event.to_string()).collect()
+            };
+            let mut text = lines.join("\n");
+            text.push('\n');
+            write_to(py, "stdout", &text)?;
+        }
+        if let Some(joined) = finished {
+            if let Some((interrupt, _)) = interrupted {
+                return Err(interrupt);
+            }
+            let value = joined.map_err(Error::from).and_then(|r| r).map_err(to_py)?;
+            return Ok((value, recorded));
+        }
+        if let Some((_, since)) = &interrupted {
+            if since.elapsed() <= STOP_GRACE {
+                continue;
+            }
+            // The task did not end in time: give up on it (dropping it cancels it).
+            if let Some((interrupt, _)) = interrupted {
+                return Err(interrupt);
+            }
+        }
+        if let Some(show) = output.progress.filter(|_| started.elapsed() > PROGRESS_AFTER) {
+            write_to(py, "stderr", &format!("\r\x1b[K{}", show()))?;
+            shown = true;
+        }
+        if let Err(interrupt) = py.check_signals() {
+            match output.stop {
+                Some(stop) => {
+                    stop.request();
+                    interrupted = Some((interrupt, tokio::time::Instant::now()));
+                }
+                None => return Err(interrupt),
+            }
+        }
+    }
+}
+
+/// Writes to Python's `sys.stdout` or `sys.stderr`, which is what Jupyter and pytest
+/// capture (Rust writing to the file descriptors would bypass them).
+fn write_to(py: Python<'_>, stream: &str, text: &str) -> PyResult<()> {
+    let stream = py.import("sys")?.getattr(stream)?;
+    if !stream.is_none() {
+        stream.call_method1("write", (text,))?;
+        // Lines are written in batches already; a role's log read by another program (or a
+        // person tailing a file) should not wait for a buffer to fill.
+        stream.call_method0("flush")?;
+    }
+    Ok(())
+}

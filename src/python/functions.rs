@@ -1,0 +1,191 @@
+//! The module's functions: the assignment's run, the command line's roles (a tracker, a
+//! server or a client on its own, printing its lines until stopped) and the load benchmark.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::args;
+use super::bridge::{drive, runtime, wait, Output};
+use super::errors::{invalid, to_py};
+use super::report::Report;
+use crate::protocol::{Name, ReplyMode};
+use crate::roles::{self, Target};
+use crate::shutdown::Shutdown;
+use crate::simulation::{self, SimulationConfig};
+use crate::transcript::Transcript;
+
+/// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
+#[pyfunction]
+#[pyo3(signature = (n, rounds = 5, *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_simulation(
+    py: Python<'_>,
+    n: i64,
+    rounds: i64,
+    timeout: f64,
+    seed: Option<&Bound<'_, PyAny>>,
+    early: bool,
+    quiet: bool,
+    json: bool,
+    progress: Option<bool>,
+) -> PyResult<Report> {
+    let seed = match seed {
+        None => None,
+        Some(seed) => Some(
+            seed.extract::<u64>()
+                .map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?,
+        ),
+    };
+    let config = SimulationConfig::new(n.into(), rounds.into(), timeout, seed, early).map_err(to_py)?;
+    let (transcript, events) = if quiet {
+        let (_, events) = Transcript::channel();
+        (Transcript::off(), events)
+    } else {
+        Transcript::channel()
+    };
+    let total = config.n * config.rounds;
+    let (n, rounds) = (config.n, config.rounds);
+    let progress = match progress {
+        Some(on) => on,
+        None => py
+            .import("sys")?
+            .getattr("stderr")?
+            .call_method0("isatty")
+            .and_then(|t| t.extract())
+            .unwrap_or(false),
+    };
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let show = move || {
+        let done = counter.load(Ordering::Relaxed);
+        let round = (done / n + 1).min(rounds);
+        format!("round {round} of {rounds}, {done} of {total} requests answered")
+    };
+    let task = runtime()?.spawn(simulation::run(config, transcript, answered));
+    let (inner, events) =
+        drive(py, task, events, Output { json, progress: progress.then_some(&show), stop: None })?;
+    Ok(Report::new(inner, events))
+}
+
+/// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
+/// nodes, closes, and raises `KeyboardInterrupt`.
+#[pyfunction]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false))]
+pub fn serve_tracker(
+    py: Python<'_>,
+    listen: &Bound<'_, PyAny>,
+    timeout: f64,
+    early: bool,
+    token: Option<&str>,
+    insecure_no_token: bool,
+    json: bool,
+) -> PyResult<()> {
+    let (host, port) = args::address(listen, "listen address")?;
+    let config = args::tracker_config(timeout, early, token, insecure_no_token)?;
+    let (transcript, events) = Transcript::channel();
+    let stop = Shutdown::new();
+    let task = runtime()?.spawn(roles::run_tracker(Target { host, port }, config, transcript, stop.signal()));
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(())
+}
+
+/// Runs a server on its own, printing its lines, registering again whenever the tracker goes
+/// away, until Ctrl-C; then it closes and raises `KeyboardInterrupt`.
+#[pyfunction]
+#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false))]
+pub fn serve_server(
+    py: Python<'_>,
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    number: Option<i64>,
+    token: Option<&str>,
+    json: bool,
+) -> PyResult<()> {
+    let name = args::name(name, "name")?;
+    let number = args::number_or_random(number)?;
+    let token = args::token(token)?;
+    let (host, port) = args::address(tracker_address, "tracker address")?;
+    let (transcript, events) = Transcript::channel();
+    let stop = Shutdown::new();
+    let task = runtime()?.spawn(roles::run_server(
+        Target { host, port },
+        name,
+        number,
+        token,
+        transcript,
+        stop.signal(),
+    ));
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(())
+}
+
+/// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
+/// tracker goes away (a request cut off is retried once); returns each answer's servers.
+#[pyfunction]
+#[pyo3(signature = (name, tracker_address, rounds = 5, number = None, *, token = None, seed = None, json = false))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_client(
+    py: Python<'_>,
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    rounds: i64,
+    number: Option<i64>,
+    token: Option<&str>,
+    seed: Option<u64>,
+    json: bool,
+) -> PyResult<Vec<Vec<String>>> {
+    let name = args::name(name, "name")?;
+    let number = number.map(args::number).transpose()?;
+    let rounds = crate::args::count(rounds.into(), "rounds", 1, crate::args::MAX_ROUNDS).map_err(to_py)?;
+    let token = args::token(token)?;
+    let (host, port) = args::address(tracker_address, "tracker address")?;
+    let (transcript, events) = Transcript::channel();
+    let stop = Shutdown::new();
+    let target = Target { host, port };
+    let task = runtime()?.spawn(roles::run_client(
+        target,
+        name,
+        rounds,
+        number,
+        seed,
+        token,
+        transcript,
+        stop.signal(),
+    ));
+    let (answers, _) = drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
+}
+
+/// Runs a closed-loop load (each client asks again as soon as it is answered) and returns
+/// its measurements: requests, elapsed and rate, and latency quantiles in seconds.
+#[pyfunction]
+#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true))]
+pub fn run_load(
+    py: Python<'_>,
+    servers: usize,
+    clients: usize,
+    duration: f64,
+    timeout: f64,
+    early: bool,
+) -> PyResult<HashMap<&'static str, f64>> {
+    let config = crate::bench::LoadConfig {
+        servers,
+        clients,
+        duration: args::seconds(duration, "duration")?,
+        deadline: args::seconds(timeout, "timeout")?,
+        replies: ReplyMode::early(early),
+    };
+    let report = wait(py, crate::bench::closed_loop(config))?;
+    Ok(HashMap::from([
+        ("requests", report.requests as f64),
+        ("elapsed", report.elapsed.as_secs_f64()),
+        ("rate", report.rate()),
+        ("p50", report.quantile(0.50).as_secs_f64()),
+        ("p90", report.quantile(0.90).as_secs_f64()),
+        ("p99", report.quantile(0.99).as_secs_f64()),
+        ("max", report.quantile(1.0).as_secs_f64()),
+    ]))
+}

@@ -1,0 +1,446 @@
+//! The tracker's tasks: the accept loop, one task per connection (it reads and writes its
+//! socket in one `select!`), and one short-lived task per open request (it waits for the
+//! last reply or the deadline, then answers).
+//!
+//! A server's connection task reads the broadcast channel of queries; a server that falls
+//! more than `server_queue` batches behind is a slow consumer and is disconnected, and
+//! nobody waits for it. A client's answers go through a bounded queue; a client that leaves
+//! it full is disconnected too.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::requests::Reply;
+use super::Shared;
+use crate::connection::{self, LineReader};
+use crate::error::Error;
+use crate::protocol::{self, End, ErrorCode, Message, Name, ProtocolError, MAX_REQUEST_LINE};
+use crate::shutdown::StopSignal;
+use crate::transcript::{Event, Role};
+
+/// How long the accept loop pauses after an accept error (such as running out of file
+/// descriptors) before trying again, so it never spins.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a last line (`ERROR`, `BYE`) to a peer may take before we close regardless.
+const LAST_WORD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Lines queued to one client's connection; answers to a client that reads nothing pile up
+/// here until it is disconnected.
+const CLIENT_QUEUE: usize = 1024;
+
+/// Error lines queued to one server's connection; past it, a server flooding us with bad
+/// lines while not reading loses them.
+const SERVER_ERRORS: usize = 16;
+
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: StopSignal) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.requested() => break,
+        };
+        let Ok((stream, peer)) = accepted else {
+            // Out of descriptors, or a connection reset before we took it: back off instead
+            // of spinning on the same error.
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            continue;
+        };
+        // Both options only tune the connection; one that cannot be set leaves it slower or
+        // with the kernel's own buffer, still correct, so the connection is served anyway.
+        let _ = stream.set_nodelay(true);
+        let _ = connection::set_send_buffer(&stream, shared.config.send_buffer);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            match shared.limit.clone().try_acquire_owned() {
+                Ok(_permit) => handle_connection(&shared, stream, peer, stop).await,
+                Err(_) => {
+                    let (_, mut write) = stream.into_split();
+                    let text = "the tracker has too many connections";
+                    refuse(&shared, &mut write, &peer.to_string(), ErrorCode::TooManyConnections, text).await;
+                }
+            }
+        });
+    }
+    // Closed before the tracker counts as stopped: its port is free once `shutdown` returns.
+    drop(listener);
+}
+
+async fn handle_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut stop: StopSignal) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = LineReader::new(read, MAX_REQUEST_LINE).with_line_timeout(shared.config.stall_timeout);
+    let first = tokio::select! {
+        first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()) => first,
+        () = stop.requested() => return,
+    };
+    let peer = peer.to_string();
+    let (code, text) = match first {
+        Ok(Ok(Some(Message::Hello { token, .. } | Message::Hi { token, .. })))
+            if !shared.admits(token.as_ref()) =>
+        {
+            (ErrorCode::Unauthorized, "a wrong or missing token".to_owned())
+        }
+        Ok(Ok(Some(Message::Hello { name, .. }))) => {
+            return serve_server(shared, name, reader, write, stop).await;
+        }
+        Ok(Ok(Some(Message::Hi { name, .. }))) => {
+            return serve_client(shared, name, reader, write, stop).await;
+        }
+        Ok(Ok(None) | Err(Error::Closed | Error::Io(_))) => return,
+        Ok(Ok(Some(_))) => {
+            (ErrorCode::NotRegistered, "say HELLO <name> (a server) or HI <name> (a client) first".to_owned())
+        }
+        Ok(Err(e)) => {
+            let (code, text, _) = error_for(&e);
+            (code, text)
+        }
+        Err(_elapsed) => (ErrorCode::HandshakeTimeout, "no HELLO or HI in time".to_owned()),
+    };
+    refuse(shared, &mut write, &peer, code, &text).await;
+}
+
+/// Why a node's connection ended.
+enum Ending {
+    /// The node closed or said `BYE`.
+    Left,
+    /// The tracker is stopping.
+    Stopped,
+    /// The node misbehaved: send it this last `ERROR` (if any), and drop it for `reason`.
+    Dropped { last: Option<(ErrorCode, String)>, reason: String },
+}
+
+impl Ending {
+    fn slow_consumer(why: &str) -> Ending {
+        let reason = format!("{why} (a slow consumer)");
+        Ending::Dropped { last: Some((ErrorCode::SlowConsumer, reason.clone())), reason }
+    }
+
+    /// The ending for a read that failed with `e`.
+    fn failed(e: &Error) -> Ending {
+        let (code, text, _) = error_for(e);
+        Ending::Dropped { last: Some((code, text)), reason: e.to_string() }
+    }
+}
+
+async fn welcome(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf) -> crate::Result<()> {
+    shared.transcript.record_with(|| Event::WelcomeSent { role, node: name.clone() });
+    let deadline_ms = u64::try_from(shared.config.deadline.as_millis()).unwrap_or(u64::MAX);
+    let message = Message::Welcome { name: name.clone(), deadline_ms, replies: shared.config.replies };
+    connection::write_message(write, &message).await
+}
+
+async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf, ending: Ending) {
+    match ending {
+        Ending::Left => {}
+        Ending::Stopped => last_word(write, b"BYE\n").await,
+        Ending::Dropped { last, reason } => {
+            if let Some((code, text)) = last {
+                refuse(shared, write, name.as_str(), code, &text).await;
+            }
+            shared.transcript.record(Event::Dropped { role, node: name.clone(), reason });
+        }
+    }
+}
+
+async fn refuse_taken(shared: &Shared, name: &Name, write: &mut OwnedWriteHalf) {
+    let text = format!("the name {name} is taken by a live node");
+    refuse(shared, write, name.as_str(), ErrorCode::NameTaken, &text).await;
+}
+
+async fn serve_server(
+    shared: &Arc<Shared>,
+    name: Name,
+    mut reader: LineReader,
+    mut write: OwnedWriteHalf,
+    mut stop: StopSignal,
+) {
+    shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
+    let Some((slot, mut queries)) = shared.add_server(&name) else {
+        return refuse_taken(shared, &name, &mut write).await;
+    };
+    let (errors, mut errors_rx) = mpsc::channel(SERVER_ERRORS);
+    let stall = shared.config.stall_timeout;
+    let ending = match welcome(shared, Role::Server, &name, &mut write).await {
+        Err(_) => Ending::Left,
+        Ok(()) => tokio::select! {
+            ending = server_reads(shared, slot, &name, &mut reader, &errors) => ending,
+            ending = server_writes(&mut write, &mut queries, &mut errors_rx, stall) => ending,
+            () = stop.requested() => Ending::Stopped,
+        },
+    };
+    shared.remove_server(slot, &name);
+    drop(queries);
+    finish(shared, Role::Server, &name, &mut write, ending).await;
+}
+
+async fn server_reads(
+    shared: &Shared,
+    slot: usize,
+    name: &Name,
+    reader: &mut LineReader,
+    errors: &mpsc::Sender<Bytes>,
+) -> Ending {
+    let mut replies = Vec::new();
+    let mut refused = Vec::new();
+    loop {
+        tokio::task::consume_budget().await;
+        let mut left = false;
+        let read = reader
+            .read_batch(|line| {
+                // Replies are most of what a server sends: take them without the general parser.
+                match protocol::parse_reply(line) {
+                    Some(reply) => replies.push(reply),
+                    None => match protocol::parse(line) {
+                        Ok(Message::Match { id }) => replies.push((id, true)),
+                        Ok(Message::Miss { id }) => replies.push((id, false)),
+                        Ok(Message::Bye) => {
+                            left = true;
+                            return ControlFlow::Break(());
+                        }
+                        Ok(_) => send_error(
+                            errors,
+                            ErrorCode::Unexpected,
+                            "a server may send only MATCH, MISS or BYE",
+                        ),
+                        Err(e) => send_error(errors, e.code(), &e.to_string()),
+                    },
+                }
+                ControlFlow::Continue(())
+            })
+            .await;
+        shared.on_replies(slot, name, &replies, &mut refused);
+        replies.clear();
+        for reply in refused.drain(..) {
+            if reply == Reply::Unknown {
+                send_error(errors, ErrorCode::UnknownRequest, "no request has this id");
+            } else {
+                send_error(errors, ErrorCode::NotAsked, "this server was not asked, or has already replied");
+            }
+        }
+        match read {
+            Ok(true) if left => return Ending::Left,
+            Ok(true) => {}
+            Ok(false) | Err(Error::Closed) => return Ending::Left,
+            Err(e) => return Ending::failed(&e),
+        }
+    }
+}
+
+/// Queues an `ERROR` line on a server's writer; if even that queue is full the server is
+/// flooding us with bad lines and not reading, and the line is dropped.
+fn send_error(errors: &mpsc::Sender<Bytes>, code: ErrorCode, text: &str) {
+    let _ = errors.try_send(Bytes::from(error_line(code, text)));
+}
+
+fn error_line(code: ErrorCode, text: &str) -> Vec<u8> {
+    protocol::to_line(&Message::Error { code, text: text.to_owned() })
+}
+
+async fn server_writes(
+    write: &mut OwnedWriteHalf,
+    queries: &mut broadcast::Receiver<Bytes>,
+    errors: &mut mpsc::Receiver<Bytes>,
+    stall: Duration,
+) -> Ending {
+    use broadcast::error::{RecvError, TryRecvError};
+    let lagged = |behind| Ending::slow_consumer(&format!("it fell {behind} batches of queries behind"));
+    loop {
+        let first = tokio::select! {
+            query = queries.recv() => match query {
+                Ok(lines) => lines,
+                Err(RecvError::Lagged(behind)) => return lagged(behind),
+                Err(RecvError::Closed) => return Ending::Stopped,
+            },
+            Some(line) = errors.recv() => line,
+        };
+        // Requests being read go first: every moment one waits to be read is added to its
+        // deadline, while queries have the whole deadline to arrive.
+        tokio::task::yield_now().await;
+        let batch = connection::join_batch(first, || match queries.try_recv() {
+            Ok(more) => Ok(Some(more)),
+            Err(TryRecvError::Lagged(behind)) => Err(behind),
+            Err(_) => Ok(None),
+        });
+        let out = match batch {
+            Ok(out) => out,
+            Err(behind) => return lagged(behind),
+        };
+        // A server stuck in a write never comes back to the queue to see that it lagged, so a
+        // write that makes no progress for `stall` is what marks it as a slow consumer.
+        match tokio::time::timeout(stall, write.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ending::Left,
+            Err(_) => return Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
+        }
+    }
+}
+
+async fn serve_client(
+    shared: &Arc<Shared>,
+    name: Name,
+    mut reader: LineReader,
+    mut write: OwnedWriteHalf,
+    mut stop: StopSignal,
+) {
+    shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
+    if !shared.add_client(&name) {
+        return refuse_taken(shared, &name, &mut write).await;
+    }
+    let (lines, mut lines_rx) = mpsc::channel(CLIENT_QUEUE);
+    let link = ClientLink { lines, full: Arc::new(Notify::new()), open: Arc::new(AtomicUsize::new(0)) };
+    let stall = shared.config.stall_timeout;
+    let requests_stop = stop.clone();
+    let ending = match welcome(shared, Role::Client, &name, &mut write).await {
+        Err(_) => Ending::Left,
+        Ok(()) => tokio::select! {
+            ending = client_reads(shared, &name, &mut reader, &link, &requests_stop) => ending,
+            () = link.full.notified() => Ending::slow_consumer(&format!("it left {CLIENT_QUEUE} answers unread")),
+            result = connection::write_lines(&mut write, &mut lines_rx, stall) => match result {
+                Ok(()) => Ending::Stopped,
+                Err(Error::Timeout(_)) => Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
+                Err(_) => Ending::Left,
+            },
+            () = stop.requested() => Ending::Stopped,
+        },
+    };
+    shared.remove_client(&name);
+    finish(shared, Role::Client, &name, &mut write, ending).await;
+}
+
+async fn client_reads(
+    shared: &Arc<Shared>,
+    name: &Name,
+    reader: &mut LineReader,
+    link: &ClientLink,
+    stop: &StopSignal,
+) -> Ending {
+    loop {
+        // Lines already buffered are read without touching the socket; without this, one
+        // client's burst would be fanned out before any server's writer gets to run.
+        tokio::task::consume_budget().await;
+        let (client_id, number) = match reader.next().await {
+            Ok(Some(Message::Find { id, number })) => (id, number),
+            Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
+            Ok(Some(_)) => {
+                link.send(error_line(ErrorCode::Unexpected, "a client may send only FIND or BYE"));
+                continue;
+            }
+            Err(e) => {
+                let (code, text, fatal) = error_for(&e);
+                if fatal {
+                    return Ending::failed(&e);
+                }
+                link.send(error_line(code, &text));
+                continue;
+            }
+        };
+        let most = shared.config.max_open_per_client;
+        if link.open.load(Ordering::Relaxed) >= most {
+            let text = format!("request {client_id} refused: {most} requests are already open");
+            link.send(error_line(ErrorCode::TooManyRequests, &text));
+            continue;
+        }
+        // The deadline runs from the moment the request is read, so the work of fanning
+        // out many requests at once happens inside their deadlines, not after them.
+        let deadline = Instant::now() + shared.config.deadline;
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
+        match shared.fan_out(name, number) {
+            None => link.send(shared.answer(name, client_id, End::NoServers, &Default::default())),
+            Some((id, done)) => {
+                link.open.fetch_add(1, Ordering::Relaxed);
+                let waiter = Waiter {
+                    shared: shared.clone(),
+                    id,
+                    client: name.clone(),
+                    client_id,
+                    link: link.clone(),
+                };
+                tokio::spawn(waiter.wait(done, deadline, stop.clone()));
+            }
+        }
+    }
+}
+
+/// The way to one client's connection: its queue of lines, and a signal raised when the
+/// queue is full. A client that does not read its answers is a slow consumer: it is dropped
+/// rather than let its answers pile up.
+#[derive(Clone)]
+struct ClientLink {
+    lines: mpsc::Sender<Bytes>,
+    full: Arc<Notify>,
+    /// Requests of this client still waiting for replies.
+    open: Arc<AtomicUsize>,
+}
+
+impl ClientLink {
+    fn send(&self, line: Vec<u8>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.lines.try_send(Bytes::from(line)) {
+            self.full.notify_one();
+        }
+    }
+}
+
+/// Waits for one request to complete or reach its deadline, then answers the client.
+struct Waiter {
+    shared: Arc<Shared>,
+    id: u64,
+    client: Name,
+    client_id: u64,
+    link: ClientLink,
+}
+
+impl Waiter {
+    /// Holds `stop` while it waits, so the tracker's shutdown waits for it too.
+    async fn wait(self, done: oneshot::Receiver<()>, deadline: Instant, mut stop: StopSignal) {
+        let by_deadline = tokio::select! {
+            _ = done => false,
+            () = tokio::time::sleep_until(deadline) => true,
+            // The tracker is stopping, or the client left: nobody is waiting for the answer.
+            () = stop.requested() => true,
+            () = self.link.lines.closed() => true,
+        };
+        // No longer open, before the answer goes out: a client that asks again the moment it
+        // has its answer must not find this request still counted against it.
+        self.link.open.fetch_sub(1, Ordering::Relaxed);
+        let Some((request, servers)) = self.shared.close(self.id) else { return };
+        if stop.is_requested() || self.link.lines.is_closed() {
+            return;
+        }
+        if by_deadline && !request.all_replied() {
+            self.shared.transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
+        }
+        let end = if request.all_replied() { End::Replied } else { End::Deadline };
+        self.link.send(self.shared.answer(&self.client, self.client_id, end, &servers));
+    }
+}
+
+/// Sends a last `ERROR` line and gives up on the peer.
+async fn refuse(shared: &Shared, write: &mut OwnedWriteHalf, peer: &str, code: ErrorCode, text: &str) {
+    shared.transcript.record(Event::ErrorSent { peer: peer.to_owned(), code });
+    last_word(write, &error_line(code, text)).await;
+}
+
+/// Writes a last line to a peer we are about to close, giving up after a moment: a peer that
+/// does not read it is being dropped anyway.
+async fn last_word(write: &mut OwnedWriteHalf, line: &[u8]) {
+    let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, write.write_all(line)).await;
+}
+
+/// The `ERROR` line for a message that cannot be handled, and whether to close after it.
+fn error_for(e: &Error) -> (ErrorCode, String, bool) {
+    match e {
+        Error::Protocol(p) => (p.code(), p.to_string(), *p == ProtocolError::LineTooLong),
+        Error::Timeout(_) => (ErrorCode::LineTimeout, "a line was left half-sent for too long".into(), true),
+        other => (ErrorCode::Internal, other.to_string(), true),
+    }
+}

@@ -1,0 +1,348 @@
+//! The central tracker: accepts nodes, keeps the registry of live servers and clients, fans
+//! each client's request out to every server and gathers the replies until every queried
+//! server has answered or the deadline passes.
+//!
+//! - this file: the handle ([`Tracker`]) and its settings, and the tracker's decisions
+//!   (register, open a request, count a reply, answer), each under short locks;
+//! - [`registry`]: who is registered, and the server lists of answers;
+//! - [`requests`]: the open requests and what became of each reply;
+//! - [`outbox`]: queries on their way to every server, in batches;
+//! - [`links`]: the tasks: the accept loop, one task per connection, one per open request.
+//!
+//! Locks are `parking_lot` mutexes, never held across an `.await`; when both are taken, the
+//! board comes before the requests.
+
+mod links;
+mod outbox;
+mod registry;
+mod requests;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::net::TcpSocket;
+use tokio::sync::{broadcast, oneshot, watch, Notify, Semaphore};
+
+use crate::args::MAX_SECONDS;
+use crate::error::{Error, Result};
+use crate::protocol::{self, End, Message, Name, ReplyMode, Token};
+use crate::shutdown::Shutdown;
+use crate::transcript::{Event, Transcript};
+use outbox::Outbox;
+use registry::{Listed, Registry};
+use requests::{Pending, Reply, Requests};
+
+/// Listen backlog. The default of 128 makes a burst of thousands of connections stall for
+/// seconds on SYN retries.
+const BACKLOG: u32 = 4096;
+
+/// Settings of a tracker.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// How long a request waits for replies (the assignment's 2 seconds).
+    pub deadline: Duration,
+    /// Whether servers reply to every query (`All`, so requests end early) or only on a match.
+    pub replies: ReplyMode,
+    /// How long a new connection has to say `HELLO` or `HI`.
+    pub handshake_timeout: Duration,
+    /// How long a peer may stall before it is dropped: leave a line half-sent, or leave our
+    /// lines unread while its socket is full.
+    pub stall_timeout: Duration,
+    /// Most connections open at once; more are refused with an `ERROR` line.
+    pub max_connections: usize,
+    /// How many batches of queries a server may fall behind before it is dropped as a slow
+    /// consumer.
+    pub server_queue: usize,
+    /// The shared secret nodes must present in their greeting; `None` admits every node.
+    pub token: Option<Token>,
+    /// Listen beyond loopback without a token. Off, such a bind is refused: anyone who can
+    /// reach the port could register servers and read every request.
+    pub insecure_no_token: bool,
+    /// The kernel's send buffer for each connection, in bytes: with `server_queue`, what a
+    /// node that stops reading can hold before it is found out.
+    pub send_buffer: usize,
+    /// Most requests one client may have open at once; more are refused with an `ERROR`.
+    /// Bounds how fast one client can push queries at the servers.
+    pub max_open_per_client: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            deadline: Duration::from_secs(2),
+            replies: ReplyMode::Matches,
+            handshake_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            server_queue: 65_536,
+            max_open_per_client: 1024,
+            send_buffer: 256 * 1024,
+            token: None,
+            insecure_no_token: false,
+        }
+    }
+}
+
+impl TrackerConfig {
+    fn validate(&self, addr: SocketAddr) -> Result<()> {
+        let bad = |text: String| Err(Error::InvalidArgument(text));
+        let cap = Duration::from_secs_f64(MAX_SECONDS);
+        if self.deadline.is_zero() || self.deadline > cap {
+            return bad(format!("timeout must be more than 0 and at most {MAX_SECONDS} seconds"));
+        }
+        if self.handshake_timeout.is_zero() || self.stall_timeout.is_zero() {
+            return bad("handshake_timeout and stall_timeout must be more than 0".into());
+        }
+        if self.max_connections == 0 || self.max_open_per_client == 0 {
+            return bad("max_connections and max_open_per_client must be at least 1".into());
+        }
+        if self.server_queue == 0 || self.server_queue > 1 << 24 {
+            return bad("server_queue must be from 1 to 16777216".into());
+        }
+        if !addr.ip().is_loopback() && self.token.is_none() && !self.insecure_no_token {
+            return bad(format!(
+                "listening on {} reaches beyond this machine, so it needs a token (--token, or the \
+                 MATCHTRACKER_TOKEN environment variable), or --insecure-no-token to accept the risk",
+                addr.ip()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters a caller can read while the tracker runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Servers registered now.
+    pub servers: usize,
+    /// Clients registered now.
+    pub clients: usize,
+    /// Requests received so far.
+    pub requests: u64,
+    /// Replies that came after their request was answered, and were dropped.
+    pub late_replies: u64,
+    /// Requests waiting for replies now.
+    pub open_requests: usize,
+}
+
+/// A running tracker. Dropping it stops every task; [`Tracker::shutdown`] also waits for them.
+pub struct Tracker {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+}
+
+impl Tracker {
+    /// Binds `addr` (port 0 picks a free port) and starts accepting nodes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad config, or for listening beyond loopback without
+    /// a token; [`Error::Io`] if the address cannot be bound.
+    pub async fn bind(addr: SocketAddr, config: TrackerConfig, transcript: Transcript) -> Result<Tracker> {
+        config.validate(addr)?;
+        // Every connection costs a descriptor: take all the process may have.
+        crate::limits::raise_open_files_limit();
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // Lets a restarted tracker take its port back while old connections sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(BACKLOG)?;
+        let local_addr = listener.local_addr()?;
+
+        let shutdown = Shutdown::new();
+        let shared = Arc::new(Shared {
+            limit: Arc::new(Semaphore::new(config.max_connections)),
+            board: Mutex::new(Board {
+                registry: Registry::default(),
+                outbox: Outbox::new(config.server_queue),
+            }),
+            config,
+            transcript,
+            requests: Mutex::new(Requests::default()),
+            received: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
+            counts: watch::channel((0, 0)).0,
+            outbox_ready: Notify::new(),
+        });
+        tokio::spawn(outbox::flush_loop(shared.clone(), shutdown.signal()));
+        tokio::spawn(links::accept_loop(listener, shared.clone(), shutdown.signal()));
+        Ok(Tracker { local_addr, shared, shutdown })
+    }
+
+    /// The address the tracker listens on, with the port it was given.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let (servers, clients) = *self.shared.counts.borrow();
+        Stats {
+            servers,
+            clients,
+            requests: self.shared.received.load(Ordering::Relaxed),
+            late_replies: self.shared.late_replies.load(Ordering::Relaxed),
+            open_requests: self.shared.requests.lock().len(),
+        }
+    }
+
+    /// Waits until exactly `servers` servers and `clients` clients are registered.
+    pub async fn wait_for_nodes(&self, servers: usize, clients: usize) {
+        let mut counts = self.subscribe_counts();
+        // The sender lives in `shared`, which we hold, so this cannot fail.
+        let _ = counts.wait_for(|&c| c == (servers, clients)).await;
+    }
+
+    /// A receiver of (servers, clients) registered, updated at every change.
+    pub fn subscribe_counts(&self) -> watch::Receiver<(usize, usize)> {
+        self.shared.counts.subscribe()
+    }
+
+    /// Tells every node the tracker is leaving (`BYE`), closes every connection and waits for
+    /// every task to end. Tasks still running after `grace` are left to end on their own.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.stop(grace).await;
+    }
+}
+
+/// The registry and the outbox, under one lock. A request takes its set of servers to ask
+/// from the registry and queues its query in the outbox in one step, and a new server is
+/// added to the registry and subscribes to the outbox in one step: so a server is in a
+/// request's set if, and only if, it receives the request's query.
+struct Board {
+    registry: Registry,
+    outbox: Outbox,
+}
+
+/// State shared by every task of one tracker.
+struct Shared {
+    config: TrackerConfig,
+    transcript: Transcript,
+    board: Mutex<Board>,
+    requests: Mutex<Requests>,
+    /// Requests received so far.
+    received: AtomicU64,
+    late_replies: AtomicU64,
+    limit: Arc<Semaphore>,
+    /// (servers, clients) registered, for callers that wait on registration.
+    counts: watch::Sender<(usize, usize)>,
+    /// Raised when the outbox receives its first query.
+    outbox_ready: Notify,
+}
+
+impl Shared {
+    /// Whether a greeting with `token` may register: any greeting when the tracker has no
+    /// token, only the right token when it has one.
+    fn admits(&self, token: Option<&Token>) -> bool {
+        match (&self.config.token, token) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want.matches(got),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Registers a server; `None` if its name is taken.
+    fn add_server(&self, name: &Name) -> Option<(usize, broadcast::Receiver<Bytes>)> {
+        let mut board = self.board.lock();
+        let slot = board.registry.add_server(name)?;
+        let queries = board.outbox.subscribe();
+        self.counts.send_replace(board.registry.counts());
+        Some((slot, queries))
+    }
+
+    /// Unregisters a server; requests stop waiting for it, and keep its name if it matched.
+    fn remove_server(&self, slot: usize, name: &Name) {
+        let mut board = self.board.lock();
+        board.registry.remove_server(slot, name);
+        self.counts.send_replace(board.registry.counts());
+        self.requests.lock().server_left(slot, name);
+    }
+
+    /// Registers a client; false if its name is taken.
+    fn add_client(&self, name: &Name) -> bool {
+        let mut board = self.board.lock();
+        let added = board.registry.add_client(name);
+        self.counts.send_replace(board.registry.counts());
+        added
+    }
+
+    fn remove_client(&self, name: &Name) {
+        let mut board = self.board.lock();
+        board.registry.remove_client(name);
+        self.counts.send_replace(board.registry.counts());
+    }
+
+    /// Opens a request and queues its query for every registered server. Returns the query
+    /// id and the receiver that fires when every server has replied, or `None` if there are
+    /// no servers to ask.
+    fn fan_out(&self, client: &Name, number: u8) -> Option<(u64, oneshot::Receiver<()>)> {
+        let mut board = self.board.lock();
+        if board.registry.live().is_empty() {
+            return None;
+        }
+        // Opened before the query is queued, so that no reply, however fast, finds nothing.
+        let (id, done) = self.requests.lock().open(client.clone(), board.registry.live().clone());
+        // Recorded before the query goes out, so no server's line about it can come first.
+        if self.transcript.is_on() {
+            for server in board.registry.servers() {
+                self.transcript.record(Event::QuerySent {
+                    server: server.clone(),
+                    client: client.clone(),
+                    number,
+                });
+            }
+        }
+        if board.outbox.push(&Message::Query { id, client: client.clone(), number }) {
+            self.outbox_ready.notify_one();
+        }
+        Some((id, done))
+    }
+
+    /// Counts a burst of one server's replies (`true` for `MATCH`) under one lock, adding to
+    /// `refused` what became of each reply that is refused.
+    fn on_replies(&self, slot: usize, server: &Name, replies: &[(u64, bool)], refused: &mut Vec<Reply>) {
+        if replies.is_empty() {
+            return;
+        }
+        let mut requests = self.requests.lock();
+        for &(id, matched) in replies {
+            match requests.reply(id, slot, matched) {
+                Reply::Counted { client } => {
+                    self.transcript.record_with(|| Event::ReplyReceived {
+                        server: server.clone(),
+                        client,
+                        matched,
+                    });
+                }
+                Reply::Late => {
+                    self.late_replies.fetch_add(1, Ordering::Relaxed);
+                    self.transcript.record_with(|| Event::LateReply { server: server.clone(), id });
+                }
+                other => refused.push(other),
+            }
+        }
+    }
+
+    /// Closes request `id` and lists its matching servers; `None` if it was closed already.
+    /// Removing the entry is what makes any later reply late: nothing outlives the answer.
+    /// The board is held too, so that no matched server's slot changes hands meanwhile.
+    fn close(&self, id: u64) -> Option<(Pending, Listed)> {
+        let mut board = self.board.lock();
+        let request = self.requests.lock().close(id)?;
+        let listed = board.registry.listed(&request.matched, &request.departed);
+        Some((request, listed))
+    }
+
+    /// The `ANSWER` line for a client, recorded as sent.
+    fn answer(&self, client: &Name, id: u64, end: End, servers: &Listed) -> Vec<u8> {
+        self.transcript
+            .record_with(|| Event::AnswerSent { client: client.clone(), servers: servers.names.to_vec() });
+        let mut line = Vec::with_capacity(servers.encoded.len() + 40);
+        protocol::encode_answer(id, end, &servers.encoded, &mut line);
+        line
+    }
+}
