@@ -183,15 +183,16 @@ impl Report {
             let asked: Vec<&RequestRecord> = self.requests.iter().skip(i).step_by(n).collect();
             let Some(first) = asked.first() else { continue };
             write!(out, "\n    {:<6} ", first.client.as_str())?;
-            for (k, r) in asked.iter().take(LISTED_REQUESTS).enumerate() {
+            let shown = if asked.len() > LISTED_REQUESTS + 1 { LISTED_REQUESTS } else { asked.len() };
+            for (k, r) in asked[..shown].iter().enumerate() {
                 if k > 0 {
                     out.push_str("; ");
                 }
                 write!(out, "{} → ", r.number)?;
                 write_names(out, &r.servers)?;
             }
-            if asked.len() > LISTED_REQUESTS {
-                write!(out, "; … and {} more requests", asked.len() - LISTED_REQUESTS)?;
+            if asked.len() > shown {
+                write!(out, "; … and {} more requests", asked.len() - shown)?;
             }
         }
         more(out, n.saturating_sub(LISTED_NODES))
@@ -204,14 +205,16 @@ fn write_names(out: &mut String, servers: &[Name]) -> fmt::Result {
         out.push_str("none");
         return Ok(());
     }
-    for (k, name) in servers.iter().take(LISTED_MATCHES).enumerate() {
+    // "… and 1 more" would take the room of the name it hides.
+    let shown = if servers.len() > LISTED_MATCHES + 1 { LISTED_MATCHES } else { servers.len() };
+    for (k, name) in servers[..shown].iter().enumerate() {
         if k > 0 {
             out.push_str(", ");
         }
         out.push_str(name.as_str());
     }
-    if servers.len() > LISTED_MATCHES {
-        write!(out, " … and {} more", servers.len() - LISTED_MATCHES)?;
+    if servers.len() > shown {
+        write!(out, " … and {} more", servers.len() - shown)?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import os
 import signal
 import socket
@@ -180,17 +181,35 @@ def free_port() -> int:
 
 
 def test_an_unreachable_tracker_raises_network_error() -> None:
-    with pytest.raises(NetworkError):
+    with pytest.raises(NetworkError) as caught:
         Client("C1", f"127.0.0.1:{free_port()}")
     assert issubclass(NetworkError, MatchTrackerError)
+    # Only refusals and malformed lines carry a protocol code.
+    assert caught.value.code is None and MatchTrackerError.code is None
+
+
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda: matchtracker.run_simulation(2**70), "n must be at most 100000 (got 1180591620717411303424)"),
+        (lambda: matchtracker.run_simulation(3, -(2**200)), "rounds must be at least 1"),
+        (lambda: Tracker(port=2**64), "port must be at most 65535"),
+        (lambda: Server("S1", "127.0.0.1:1", number=2**100), "number must be from 1 to 10"),
+    ],
+)
+def test_ints_of_any_size_are_checked_against_their_range(make, word: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(word)):
+        make()
 
 
 def test_a_taken_name_is_refused() -> None:
     with Tracker(timeout=SHORT) as tracker, Server("S1", tracker.address, number=1):
-        with pytest.raises(RefusedError, match="name-taken"):
+        with pytest.raises(RefusedError, match="name-taken") as caught:
             Server("S1", tracker.address, number=2)
-        with pytest.raises(RefusedError, match="name-taken"):
+        assert caught.value.code == "name-taken"
+        with pytest.raises(RefusedError) as caught:
             Client("S1", tracker.address)
+        assert caught.value.code == "name-taken"
 
 
 def test_a_departed_tracker_raises_network_error() -> None:
@@ -248,6 +267,7 @@ def test_a_token_guards_the_tracker() -> None:
             with pytest.raises(RefusedError, match="unauthorized") as caught:
                 Client("C2", tracker.address, token=token)
             assert "s3cret" not in str(caught.value)
+            assert caught.value.code == "unauthorized"
 
 
 def test_listening_beyond_loopback_needs_a_token() -> None:

@@ -41,6 +41,9 @@ def test_a_bad_n_is_one_line_and_exit_2(n: str, module: bool) -> None:
         (["3", "--timeout", "-1"], "timeout must be"),
         (["3", "--timeout", "soon"], "--timeout"),
         (["3", "--bogus"], "unrecognized arguments"),
+        (["99999999999999999999"], "n must be at most 100000 (got 99999999999999999999)"),
+        (["3", "--rounds", "99999999999999999999"], "rounds must be at most"),
+        (["bench", "--scale", "99999999999999999999"], "n must be at most"),
         (["3", "4"], "unrecognized arguments"),
     ],
 )
@@ -136,11 +139,36 @@ def test_bench_scale_smoke() -> None:
     data = json.loads(result.stdout)
     assert data["requests"] == 40 and data["incomplete_answers"] == 0
     assert data["open_files"] >= 4 * 20
-    # Only matches reply, so each round lasts at least its deadline; the phases fit the wall.
+    # The measured process is the user's command, and its figures are that process's.
+    assert data["command"].startswith("python -m matchtracker 20 --quiet")
+    assert data["peak_memory_mib"] > 1 and data["cpu_seconds"] > 0
+    # Only matches reply, so each round lasts at least its deadline; the phases fit the run,
+    # and the run fits the process.
     assert data["startup_seconds"] > 0 and data["closing_seconds"] > 0
     assert data["rounds_seconds"] >= data["floor_seconds"]
     phases = data["startup_seconds"] + data["rounds_seconds"] + data["closing_seconds"]
-    assert phases <= data["wall_seconds"]
+    assert phases <= data["run_seconds"] + 1e-6 and data["run_seconds"] < data["wall_seconds"]
+
+
+def test_a_large_quiet_run_keeps_its_summary_short() -> None:
+    result = run("30", "--timeout", "0.05", "--rounds", "8", "--quiet", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) < 60 and len(result.stdout) < 8 * 1024
+    assert lines[2].startswith("  servers holding each number: 1: ")
+    held = sum(int(part.split(": ")[1]) for part in lines[2].split(":", 1)[1].split(","))
+    assert held == 30
+    assert "    ... and 10 more" in lines
+    assert all(line.endswith("… and 3 more requests") for line in lines if line.startswith("    C"))
+
+
+def test_quiet_json_prints_the_summary_figures() -> None:
+    result = run("6", "--timeout", "0.1", "--rounds", "2", "--quiet", "--json", "--seed", "2", module=True)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert (figures["n"], figures["rounds"], figures["requests"]) == (6, 2, 12)
+    assert figures["matched"] + figures["no_match"] == 12 and figures["incomplete"] == 0
+    assert figures["startup"] + 2 * 0.1 + figures["closing"] <= figures["duration"]
 
 
 def test_bench_bad_flags_are_one_line() -> None:

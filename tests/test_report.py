@@ -111,6 +111,23 @@ def test_the_summary_totals_are_the_reports() -> None:
         assert re.search(rf"{name} +number +{number}, matched {hits} request", text)
 
 
+def test_numbers_and_requests_come_in_index_order() -> None:
+    report = run_simulation(12, 2, timeout=0.05, seed=4, quiet=True)
+    assert list(report.numbers) == [f"S{i}" for i in range(1, 13)]
+    assert [r.client for r in report.requests] == [f"C{i}" for i in range(1, 13)] * 2
+    assert report.requests is report.requests, "made once"
+    data = report.to_dict()
+    assert list(data["numbers"]) == list(report.numbers)
+    # Requests with the same answer share one list in the dict, and agree with the records.
+    assert [d["servers"] for d in data["requests"]] == [r.servers for r in report.requests]
+    by_answer = {}
+    for d in data["requests"]:
+        by_answer.setdefault(tuple(d["servers"]), set()).add(id(d["servers"]))
+    assert all(len(ids) == 1 for ids in by_answer.values())
+    totals = report.totals()
+    assert totals["requests"] == 24 and totals["incomplete"] == 0
+
+
 def test_the_phases_of_a_run_fit_its_duration() -> None:
     report = run_simulation(4, 3, timeout=0.1, seed=3, quiet=True)
     assert report.startup > 0 and report.closing > 0

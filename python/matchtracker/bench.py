@@ -2,25 +2,29 @@
 
 Two workloads:
 - closed loop (default): K servers, C clients, each client asking again as soon as it has
-  its answer, for a duration; requests per second and latency quantiles;
-- scale (--scale N): the whole assignment with n = N, quiet; wall time against the floor
-  the deadline sets (rounds x timeout), split into start-up, rounds and closing, and
-  whether every answer was complete.
-
-CPU seconds and peak memory are the process's own (getrusage), so run one workload per
-process when comparing them.
+  its answer, for a duration; requests per second and latency quantiles. CPU seconds and
+  peak memory are this process's own (getrusage).
+- scale (--scale N): the assignment with n = N exactly as a user runs it, `python -m
+  matchtracker N --quiet` in a process of its own (with --json, so its figures can be
+  read): wall time from start to exit, the process's CPU and peak memory, next to the
+  run's own figures from that same process: its time against the floor the deadline sets
+  (rounds x timeout), split into start-up, rounds and closing, and whether every answer
+  was complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import re
+import shlex
+import subprocess
 import sys
 import time
 from typing import Sequence
 
-from . import run_load, run_simulation
+from . import run_load
 
 
 def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -41,13 +45,13 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
     return parser
 
 
-def usage() -> tuple[float, int]:
-    """CPU seconds used so far and peak resident memory in KiB, of this process."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
-
-
 def closed_loop(args: argparse.Namespace) -> dict:
+    import resource
+
+    def usage() -> tuple[float, int]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+
     cpu_before, _ = usage()
     result = run_load(args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early)
     cpu_after, peak = usage()
@@ -68,44 +72,56 @@ def closed_loop(args: argparse.Namespace) -> dict:
     }
 
 
+class ScaleFailed(Exception):
+    """The measured command did not finish well; the message is its own last words."""
+
+
 def scale(args: argparse.Namespace) -> dict:
-    cpu_before, _ = usage()
+    command = [sys.executable, "-m", "matchtracker", str(args.scale), "--quiet", "--json"]
+    command += ["--rounds", str(args.rounds), "--timeout", str(args.timeout)] + (["--early"] if args.early else [])
     started = time.perf_counter()
-    report = run_simulation(args.scale, args.rounds, timeout=args.timeout, early=args.early, quiet=True)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The figures are small and stderr at most a line, so reading them after the exit
+    # cannot stall the child; wait4 gives its own CPU and peak memory.
+    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    # Taken before the check below, whose Python lists of names are not the run's memory.
-    cpu_after, peak = usage()
-    numbers = report.numbers
-    wrong = sum(1 for r in report.requests if r.servers != sorted(
-        (s for s, k in numbers.items() if k == r.number), key=lambda s: int(s[1:])))
+    out, err = child.stdout.read(), child.stderr.read()  # type: ignore[union-attr]
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise ScaleFailed(err.strip() or f"{shlex.join(command)} exited with {child.returncode}")
+    run = json.loads(out)
     floor = args.rounds * args.timeout
     return {
         "workload": "scale",
+        "command": shlex.join(["python", *command[1:]]),
         "n": args.scale,
         "rounds": args.rounds,
         "timeout": args.timeout,
         "early": args.early,
+        # The whole process, as the user waits for it: start-up of Python, the run, the
+        # summary, the exit.
         "wall_seconds": wall,
         "floor_seconds": floor,
         "above_floor_seconds": wall - floor,
-        # Where the time above the floor went: connecting every node, the rounds (each past
-        # its deadline by the time its requests take to be read and answered), closing.
-        "startup_seconds": report.startup,
-        "rounds_seconds": report.duration - report.startup - report.closing,
-        "closing_seconds": report.closing,
-        "requests": len(report.requests),
-        "incomplete_answers": wrong,
-        "late_replies": report.late_replies,
-        "cpu_seconds": cpu_after - cpu_before,
-        "peak_memory_mib": peak / 1024,
-        "open_files": report.open_files,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_memory_mib": usage.ru_maxrss / 1024,
+        # The run inside it: connecting every node, the rounds (each past its deadline by the
+        # time its requests take to be read and answered), closing.
+        "run_seconds": run["duration"],
+        "startup_seconds": run["startup"],
+        "rounds_seconds": run["duration"] - run["startup"] - run["closing"],
+        "closing_seconds": run["closing"],
+        "requests": run["requests"],
+        "incomplete_answers": run["incomplete"],
+        "late_replies": run["late_replies"],
+        "open_files": run["open_files"],
     }
 
 
 def print_table(result: dict) -> None:
     width = max(len(k) for k in result)
     for key, value in result.items():
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        text = f"{value:.3f}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
         print(f"{key:<{width}}  {text}")
 
 
@@ -116,6 +132,14 @@ def main(argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentPar
         result = scale(args) if args.scale is not None else closed_loop(args)
     except ValueError as e:
         parser.error(str(e))
+    except ScaleFailed as e:
+        # The child's own one-line message already names the program and the problem.
+        message = str(e).splitlines()[-1]
+        usage = re.fullmatch(r".*?: error: (.*?)(?: \(see --help\))?", message)
+        if usage:
+            parser.error(usage.group(1))
+        print(f"{prog} bench: {message}", file=sys.stderr)
+        return 1
     if args.json:
         json.dump(result, sys.stdout)
         print()

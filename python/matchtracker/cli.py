@@ -7,6 +7,7 @@ and exit code 130; never a traceback for either.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import NoReturn, Sequence
@@ -73,7 +74,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print one JSON object per event (time, from, to, kind, fields) instead of the "
-        "message lines, and no summary",
+        "message lines, and no summary; with --quiet, the summary's figures as one JSON object",
     )
     parser.add_argument(
         "--diagram",
@@ -144,8 +145,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     args = parser.parse_args(argv)
     if args.diagram is not None and not args.diagram.endswith((".svg", ".html")):
         parser.error(f"--diagram must name a .svg or .html file (got {args.diagram!r})")
-    if args.quiet and (args.json or args.diagram):
-        parser.error("--quiet records no events, so it cannot go with --json or --diagram")
+    if args.quiet and args.diagram:
+        parser.error("--quiet records no events, so it cannot go with --diagram")
     try:
         n = parse_n(args.n, parser)
         report = run_simulation(
@@ -161,9 +162,17 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         parser.error(str(e))
     if args.diagram:
         write_diagram(report, args.diagram, prog)
-    if not args.json:
+    if args.json and args.quiet:
+        print(json.dumps(figures(report)), flush=True)
+    elif not args.json:
         print(report.summary(), flush=True)
     return 0
+
+
+def figures(report: Report) -> dict:
+    """The run's setup and the summary's figures, for `--quiet --json`."""
+    setup = {"n": report.n, "rounds": report.rounds, "timeout": report.timeout, "early": report.early}
+    return {**setup, **report.totals(), "open_files": report.open_files}
 
 
 def write_diagram(report: Report, path: str, prog: str) -> None:

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyInt, PyTuple};
 
 use super::errors::{invalid, to_py};
 use crate::args;
@@ -19,20 +19,70 @@ pub fn token(token: Option<&str>) -> PyResult<Option<Token>> {
     token.map(args::token).transpose().map_err(to_py)
 }
 
-pub fn number(number: i64) -> PyResult<u8> {
-    args::number(number.into()).map_err(to_py)
+pub fn number(number: Int) -> PyResult<u8> {
+    number.check(args::number)
 }
 
-pub fn seconds(seconds: f64, what: &str) -> PyResult<Duration> {
-    args::seconds(seconds, what).map_err(to_py)
+/// A Python int of any size, as an argument: checked against its range when used, so that an
+/// int too large for any Rust type is refused with the range's message like any other.
+#[derive(Clone, Debug)]
+pub enum Int {
+    Fits(i128),
+    /// Beyond i128 either way: the int as Python prints it, and whether it is positive.
+    Huge(String, bool),
+}
+
+impl From<i128> for Int {
+    fn from(value: i128) -> Int {
+        Int::Fits(value)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Int> {
+        match obj.extract::<i128>() {
+            Ok(value) => Ok(Int::Fits(value)),
+            Err(_) if obj.is_instance_of::<PyInt>() => Ok(Int::Huge(obj.to_string(), obj.gt(0)?)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Int {
+    /// The int, checked by `check` (which takes it as an i128). A huge one fails `check` as
+    /// the nearest i128 would, and the message shows it as it was given.
+    pub fn check<T>(self, check: impl Fn(i128) -> crate::Result<T>) -> PyResult<T> {
+        match self {
+            Int::Fits(value) => check(value).map_err(to_py),
+            Int::Huge(text, positive) => {
+                let near = if positive { i128::MAX } else { i128::MIN };
+                let refused = check(near).err().map_or_else(
+                    || format!("{text} is too large"),
+                    |e| e.to_string().replace(&near.to_string(), &text),
+                );
+                Err(invalid(refused))
+            }
+        }
+    }
+
+    /// The int as a count from `low` to `high`; `what` names it.
+    pub fn count(self, what: &str, low: u64, high: u64) -> PyResult<usize> {
+        self.check(|value| args::count(value, what, low, high))
+    }
 }
 
 /// A node's number: the one given, or one drawn at random.
-pub fn number_or_random(number: Option<i64>) -> PyResult<u8> {
+pub fn number_or_random(number: Option<Int>) -> PyResult<u8> {
     match number {
         Some(number) => self::number(number),
         None => Ok(rand::random_range(crate::protocol::NUMBERS)),
     }
+}
+
+pub fn seconds(seconds: f64, what: &str) -> PyResult<Duration> {
+    args::seconds(seconds, what).map_err(to_py)
 }
 
 /// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.

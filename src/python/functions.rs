@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use super::args;
+use super::args::{self, Int};
 use super::bridge::{drive, runtime, wait, Output};
 use super::errors::{invalid, to_py};
 use super::report::Report;
@@ -19,12 +19,12 @@ use crate::transcript::Transcript;
 
 /// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
 #[pyfunction]
-#[pyo3(signature = (n, rounds = 5, *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None))]
+#[pyo3(signature = (n, rounds = Int::from(5), *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_simulation(
     py: Python<'_>,
-    n: i64,
-    rounds: i64,
+    n: Int,
+    rounds: Int,
     timeout: f64,
     seed: Option<&Bound<'_, PyAny>>,
     early: bool,
@@ -39,7 +39,9 @@ pub fn run_simulation(
                 .map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?,
         ),
     };
-    let config = SimulationConfig::new(n.into(), rounds.into(), timeout, seed, early).map_err(to_py)?;
+    let n = n.count("n", 2, crate::args::MAX_N)?;
+    let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
+    let config = SimulationConfig::new(n as i128, rounds as i128, timeout, seed, early).map_err(to_py)?;
     let (transcript, events) = if quiet {
         let (_, events) = Transcript::channel();
         (Transcript::off(), events)
@@ -100,7 +102,7 @@ pub fn serve_server(
     py: Python<'_>,
     name: &str,
     tracker_address: &Bound<'_, PyAny>,
-    number: Option<i64>,
+    number: Option<Int>,
     token: Option<&str>,
     json: bool,
 ) -> PyResult<()> {
@@ -125,21 +127,21 @@ pub fn serve_server(
 /// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
 /// tracker goes away (a request cut off is retried once); returns each answer's servers.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, rounds = 5, number = None, *, token = None, seed = None, json = false))]
+#[pyo3(signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_client(
     py: Python<'_>,
     name: &str,
     tracker_address: &Bound<'_, PyAny>,
-    rounds: i64,
-    number: Option<i64>,
+    rounds: Int,
+    number: Option<Int>,
     token: Option<&str>,
     seed: Option<u64>,
     json: bool,
 ) -> PyResult<Vec<Vec<String>>> {
     let name = args::name(name, "name")?;
     let number = number.map(args::number).transpose()?;
-    let rounds = crate::args::count(rounds.into(), "rounds", 1, crate::args::MAX_ROUNDS).map_err(to_py)?;
+    let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
     let token = args::token(token)?;
     let (host, port) = args::address(tracker_address, "tracker address")?;
     let (transcript, events) = Transcript::channel();

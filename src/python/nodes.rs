@@ -10,9 +10,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 
-use super::args;
+use super::args::{self, Int};
 use super::bridge::wait;
-use super::errors::{invalid, to_py};
+use super::errors::to_py;
 use crate::client::ClientNode;
 use crate::error::Error;
 use crate::protocol::Name;
@@ -33,18 +33,19 @@ pub struct Tracker {
 #[pymethods]
 impl Tracker {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = 0, timeout = 2.0, *, early = false, token = None, insecure_no_token = false))]
+    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false))]
     fn new(
         py: Python<'_>,
         host: String,
-        port: i64,
+        port: Int,
         timeout: f64,
         early: bool,
         token: Option<&str>,
         insecure_no_token: bool,
     ) -> PyResult<Self> {
-        let port =
-            u16::try_from(port).map_err(|_| invalid(format!("port must be from 0 to 65535 (got {port})")))?;
+        // At most 65535, so the cast keeps every bit.
+        #[allow(clippy::cast_possible_truncation)]
+        let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
         let config = args::tracker_config(timeout, early, token, insecure_no_token)?;
         let tracker = wait(py, async move {
             let addr = crate::connection::resolve(&host, port).await?;
@@ -140,7 +141,7 @@ impl Server {
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
-        number: Option<i64>,
+        number: Option<Int>,
         token: Option<&str>,
     ) -> PyResult<Self> {
         let token = args::token(token)?;
@@ -223,7 +224,7 @@ impl Client {
     }
 
     /// The names of the servers holding `number`, in index order; empty if none.
-    fn find_match(&self, py: Python<'_>, number: i64) -> PyResult<Vec<String>> {
+    fn find_match(&self, py: Python<'_>, number: Int) -> PyResult<Vec<String>> {
         let number = args::number(number)?;
         let inner = self.inner.clone();
         wait(py, async move {
