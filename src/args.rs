@@ -68,7 +68,9 @@ pub fn seconds(value: f64, what: &str) -> Result<Duration> {
 /// [`Error::InvalidArgument`] outside that range.
 pub fn count(value: i128, what: &str, low: u64, high: u64) -> Result<usize> {
     match u64::try_from(value) {
-        Ok(v) if (low..=high).contains(&v) => Ok(v as usize),
+        Ok(v) if (low..=high).contains(&v) => {
+            usize::try_from(v).or_else(|_| invalid(format!("{what} is too large here")))
+        }
         _ if value < i128::from(low) => invalid(format!("{what} must be at least {low} (got {value})")),
         _ => invalid(format!("{what} must be at most {high} (got {value})")),
     }

@@ -41,6 +41,7 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// Answered requests per second.
+    #[allow(clippy::cast_precision_loss)] // exact below 2^52 requests
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
@@ -50,6 +51,8 @@ impl LoadReport {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
+        // The nearest rank: within the slice for q in 0..=1, and exact below 2^52 latencies.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
         self.latencies[index]
     }

@@ -168,7 +168,7 @@ impl ClientNode {
                     return Ok(Answer { servers, end, elapsed });
                 }
                 // The answer to an earlier request whose caller gave up waiting: not ours.
-                Some(Received::Answer { .. }) => continue,
+                Some(Received::Answer { .. }) => {}
                 Some(Received::Other(Message::Error { code, text })) => {
                     return Err(Error::Refused { code, text })
                 }

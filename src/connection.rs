@@ -42,6 +42,7 @@ impl LineReader {
 
     /// Bounds how long a peer may leave a line half-sent; an idle peer between lines is not
     /// affected.
+    #[must_use]
     pub fn with_line_timeout(mut self, timeout: Duration) -> Self {
         self.line_timeout = Some(timeout);
         self

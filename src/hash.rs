@@ -1,6 +1,6 @@
 //! A fast hasher for keys the program makes itself: the tracker's query ids and the
-//! simulation's answers. SipHash, the standard one, resists keys chosen by an attacker;
-//! neither of these can be chosen from outside, and at scale SipHash was a visible share of
+//! simulation's answers. `SipHash`, the standard one, resists keys chosen by an attacker;
+//! neither of these can be chosen from outside, and at scale `SipHash` was a visible share of
 //! the cost of counting a reply and of keeping an answer.
 
 use std::collections::{HashMap, HashSet};

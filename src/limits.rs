@@ -14,12 +14,12 @@ pub fn raise_open_files_limit() -> u64 {
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
         unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, std::ptr::from_mut(&mut limit)) != 0 {
                 return u64::MAX;
             }
             if limit.rlim_cur < limit.rlim_max {
                 let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, std::ptr::from_ref(&raised)) == 0 {
                     limit.rlim_cur = limit.rlim_max;
                 }
             }
@@ -36,7 +36,7 @@ pub fn raise_open_files_limit() -> u64 {
 
 /// How many descriptors this process has open now (0 where that cannot be read).
 pub fn open_files() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map(|dir| dir.count() as u64).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
 }
 
 /// Checks that `needed` more descriptors fit under the limit, raising it first.

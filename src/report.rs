@@ -167,9 +167,9 @@ impl Report {
             }
         }
         write!(out, "\n  servers:")?;
-        for s in shown {
-            let matched = plural(matches[&s.name], "request");
-            write!(out, "\n    {:<6} number {:>2}, matched {matched}", s.name.as_str(), s.number)?;
+        for server in shown {
+            let count = plural(matches[&server.name], "request");
+            write!(out, "\n    {:<6} number {:>2}, matched {count}", server.name.as_str(), server.number)?;
         }
         more(out, self.servers.len() - shown.len())
     }

@@ -329,6 +329,8 @@ fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: system calls about the calling thread; no memory is passed.
     unsafe {
+        // A thread id is positive, so it fits id_t as it is.
+        #[allow(clippy::cast_sign_loss)]
         let thread = libc::gettid() as libc::id_t;
         let now = libc::getpriority(libc::PRIO_PROCESS, thread);
         libc::setpriority(libc::PRIO_PROCESS, thread, now.saturating_add(nice).min(19));

@@ -287,46 +287,33 @@ impl Event {
     /// kind and fields, as `--json` prints them. The Python package builds its dicts from
     /// the same `kind`, `from`, `to` and `fields`.
     pub fn to_json(&self, time: f64) -> String {
-        let event = self;
-        fn text(out: &mut String, s: &str) {
-            out.push('"');
-            for c in s.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-        }
         let mut out = format!("{{\"time\": {time:.6}, \"from\": ");
-        text(&mut out, event.from());
+        json_text(&mut out, self.from());
         out.push_str(", \"to\": ");
-        match event.to() {
-            Some(to) => text(&mut out, to),
+        match self.to() {
+            Some(to) => json_text(&mut out, to),
             None => out.push_str("null"),
         }
         out.push_str(", \"kind\": ");
-        text(&mut out, event.kind());
+        json_text(&mut out, self.kind());
         out.push_str(", \"fields\": {");
-        for (i, (key, value)) in event.fields().into_iter().enumerate() {
+        for (i, (key, value)) in self.fields().into_iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            text(&mut out, key);
+            json_text(&mut out, key);
             out.push_str(": ");
             match value {
                 Value::Int(v) => out.push_str(&v.to_string()),
                 Value::Bool(v) => out.push_str(if v { "true" } else { "false" }),
-                Value::Text(v) => text(&mut out, v),
+                Value::Text(v) => json_text(&mut out, v),
                 Value::Names(names) => {
                     out.push('[');
                     for (j, name) in names.iter().enumerate() {
                         if j > 0 {
                             out.push_str(", ");
                         }
-                        text(&mut out, name.as_str());
+                        json_text(&mut out, name.as_str());
                     }
                     out.push(']');
                 }
@@ -361,12 +348,33 @@ impl Event {
             ],
             Event::Listening { address } => vec![("address", Value::Text(address))],
             Event::Retrying { reason, pause, .. } => {
-                vec![("reason", Value::Text(reason)), ("pause_ms", Value::Int(pause.as_millis() as u64))]
+                vec![
+                    ("reason", Value::Text(reason)),
+                    ("pause_ms", Value::Int(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX))),
+                ]
             }
             Event::TrackerLost { reason, .. } => vec![("reason", Value::Text(reason))],
             _ => Vec::new(),
         }
     }
+}
+
+/// `text` as a JSON string.
+fn json_text(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            // Writing to a String cannot fail.
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// "No match has been found", "Match found on server S2", "Match found on servers S1 and

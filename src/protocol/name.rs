@@ -54,7 +54,10 @@ impl Name {
         head[..stem.min(8)].copy_from_slice(&text[..stem.min(8)]);
         let mut bytes = [0; MAX_NAME_LEN];
         bytes[..text.len()].copy_from_slice(text);
-        Ok(Name { bytes, len: text.len() as u8, stem: stem as u8, index, head: u64::from_be_bytes(head) })
+        // Both are at most MAX_NAME_LEN (32), checked above.
+        #[allow(clippy::cast_possible_truncation)]
+        let (len, stem) = (text.len() as u8, stem as u8);
+        Ok(Name { bytes, len, stem, index, head: u64::from_be_bytes(head) })
     }
 
     /// The name as text.
@@ -93,6 +96,8 @@ const NAME_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
+        // b < 256.
+        #[allow(clippy::cast_possible_truncation)]
         let c = b as u8;
         table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
         b += 1;

@@ -69,6 +69,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// How a driven task's events are shown, and how it is stopped.
+#[derive(Clone, Copy)]
 pub struct Output<'a> {
     /// Print JSON objects instead of lines.
     pub json: bool,

@@ -36,7 +36,9 @@ pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// The one place Rust errors become Python exceptions.
+/// The one place Rust errors become Python exceptions. Takes the error by value to be used
+/// as `map_err(to_py)`.
+#[allow(clippy::needless_pass_by_value)]
 pub fn to_py(e: Error) -> PyErr {
     let text = e.to_string();
     let code = e.code();

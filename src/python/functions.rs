@@ -182,6 +182,8 @@ pub fn run_load(
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
     Ok(HashMap::from([
+        // A float like the others (the dict is of floats); exact below 2^52 requests.
+        #[allow(clippy::cast_precision_loss)]
         ("requests", report.requests as f64),
         ("elapsed", report.elapsed.as_secs_f64()),
         ("rate", report.rate()),

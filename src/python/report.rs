@@ -194,9 +194,9 @@ impl Report {
         self.inner.summary()
     }
 
-    /// The summary's figures: requests, matched, no_match, incomplete (answers that differ
-    /// from the servers holding the number), late_replies, latency_p50 and latency_p99 (in
-    /// seconds), duration, startup and closing.
+    /// The summary's figures: `requests`, `matched`, `no_match`, `incomplete` (answers that
+    /// differ from the servers holding the number), `late_replies`, `latency_p50` and
+    /// `latency_p99` (in seconds), `duration`, `startup` and `closing`.
     fn totals<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let Totals { requests, matched, no_match, incomplete, latency_p50, latency_p99 } =
             self.inner.totals();

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use super::registry::Listed;
 use super::requests::Reply;
 use super::Shared;
 use crate::connection::{self, LineReader};
@@ -355,7 +356,7 @@ async fn client_reads(
         shared.received.fetch_add(1, Ordering::Relaxed);
         shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
         match shared.fan_out(name, number) {
-            None => link.send(shared.answer(name, client_id, End::NoServers, &Default::default())),
+            None => link.send(shared.answer(name, client_id, End::NoServers, &Listed::default())),
             Some((id, done)) => {
                 link.open.fetch_add(1, Ordering::Relaxed);
                 let waiter = Waiter {

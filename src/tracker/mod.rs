@@ -142,6 +142,10 @@ impl Tracker {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad config, or for listening beyond loopback without
     /// a token; [`Error::Io`] if the address cannot be bound.
+    // Async though nothing in it waits: it must run inside the runtime (its sockets register
+    // with the runtime's reactor, and it spawns the tracker's tasks there), which an async
+    // function makes sure of.
+    #[allow(clippy::unused_async)]
     pub async fn bind(addr: SocketAddr, config: TrackerConfig, transcript: Transcript) -> Result<Tracker> {
         config.validate(addr)?;
         // Every connection costs a descriptor: take all the process may have.
