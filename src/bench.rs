@@ -106,6 +106,7 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     }
     let elapsed = started.elapsed();
     for server in servers {
+        // The load is measured; how a server's serving ended changes none of it.
         let _ = server.close().await;
     }
     tracker.shutdown(Duration::from_secs(2)).await;

@@ -74,6 +74,7 @@ pub async fn run_server(
         tokio::select! {
             ended = node.finished() => transcript.record(Event::TrackerLost { node: name.clone(), reason: lost(ended) }),
             () = stop.requested() => {
+                // Stopped by its owner: how the serving ended before that is no failure.
                 let _ = node.close().await;
                 return Ok(());
             }
