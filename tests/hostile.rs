@@ -172,7 +172,8 @@ async fn a_server_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped() {
     // No servers: every request is answered at once, so answers pile up fast.
-    let (tracker, mut events) = tracker_with(config()).await;
+    let stall = Duration::from_millis(300);
+    let (tracker, mut events) = tracker_with(TrackerConfig { stall_timeout: stall, ..config() }).await;
     let addr = tracker.local_addr();
     let mut slow = tiny_buffer_stream(addr).await;
     slow.write_all(b"HI X1\n").await.unwrap();
@@ -226,16 +227,128 @@ async fn a_server_killed_mid_request_leaves_the_right_answer_from_the_others() {
 }
 
 #[tokio::test]
-async fn a_client_that_leaves_mid_request_frees_its_request() {
-    let (tracker, _events) = tracker(Duration::from_secs(60), ReplyMode::Matches).await;
+async fn a_client_that_leaves_mid_request_holds_nothing_past_its_deadline() {
+    let (tracker, _events) = tracker(SHORT, ReplyMode::Matches).await;
     let addr = tracker.local_addr();
     let _server = Peer::join(addr, "HELLO S1").await;
     let mut client = Peer::join(addr, "HI C1").await;
     client.send("FIND 1 10").await;
     eventually(|| tracker.stats().open_requests == 1).await;
+    // A close and a half-close look the same from here: the request is answered at its
+    // deadline, the answer finds nobody, and the connection and its name are freed.
     drop(client);
-    // Without the client, the request would stay open for its 60-second deadline.
-    eventually(|| tracker.stats().open_requests == 0).await;
+    eventually(|| tracker.stats().open_requests == 0 && tracker.stats().clients == 0).await;
+    let _again = Peer::join(addr, "HI C1").await;
+}
+
+#[tokio::test]
+async fn after_a_half_close_or_bye_every_open_request_is_answered() {
+    let (tracker, _events) = tracker(SHORT, ReplyMode::Matches).await;
+    let addr = tracker.local_addr();
+    let mut server = Peer::join(addr, "HELLO S1").await;
+    for goodbye in ["half-close", "BYE"] {
+        let mut client = Peer::join(addr, "HI C9").await;
+        client.send("FIND 1 5").await;
+        client.send("FIND 2 6").await;
+        if goodbye == "BYE" {
+            client.send("BYE").await;
+        } else {
+            client.write.shutdown().await.unwrap();
+        }
+        let (id, ..) = server.query().await;
+        server.query().await;
+        server.send(&format!("MATCH {id}")).await;
+        assert_eq!(client.recv().await, "ANSWER 1 replied S1", "{goodbye}");
+        assert_eq!(client.recv().await, "ANSWER 2 deadline", "{goodbye}");
+        assert_eq!(client.recv_or_eof().await, None, "{goodbye}: closed once every answer is out");
+        eventually(|| tracker.stats().clients == 0).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reading_client_at_its_cap_is_never_dropped_for_refused_requests() {
+    let config = TrackerConfig { max_open_per_client: 4, ..config() };
+    let (tracker, mut events) = tracker_with(config).await;
+    let addr = tracker.local_addr();
+    let _server = Peer::join(addr, "HELLO S1").await;
+    let mut client = Peer::join(addr, "HI C1").await;
+    // Four requests fill the cap; a burst of 2000 more is refused while they wait.
+    let burst: String = (1..=2004).map(|i| format!("FIND {i} 4\n")).collect();
+    client.write.write_all(burst.as_bytes()).await.unwrap();
+    let (mut answers, mut refused) = (Vec::new(), 0);
+    while answers.len() < 4 {
+        let line = client.recv().await;
+        if line.starts_with("ERROR too-many-requests ") {
+            refused += 1;
+        } else {
+            answers.push(line);
+        }
+    }
+    assert_eq!(answers, ["ANSWER 1 deadline", "ANSWER 2 deadline", "ANSWER 3 deadline", "ANSWER 4 deadline"]);
+    assert!(refused > 0);
+    // Still registered and served.
+    client.send("FIND 9000 4").await;
+    loop {
+        let line = client.recv().await;
+        if line.starts_with("ANSWER 9000 ") {
+            break;
+        }
+        assert!(line.starts_with("ERROR too-many-requests "), "{line}");
+    }
+    assert!(events.try_recv().into_iter().all(|e| !matches!(e.event, Event::Dropped { .. })));
+}
+
+#[tokio::test]
+async fn a_line_that_trickles_in_is_timed_out_as_a_whole() {
+    let stall = Duration::from_millis(300);
+    let (tracker, _events) = tracker_with(TrackerConfig { stall_timeout: stall, ..config() }).await;
+    let addr = tracker.local_addr();
+    let mut client = Peer::join(addr, "HI X1").await;
+    let started = tokio::time::Instant::now();
+    let mut reply = None;
+    // One byte every 100 ms keeps every read well inside the stall timeout; the line as a
+    // whole is not.
+    for byte in b"FIND 1 3 and some more words to make it long".iter().cycle().take(100) {
+        client.write.write_all(&[*byte]).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_millis(100), client.lines.next_line()).await;
+        if let Ok(line) = next {
+            reply = line.unwrap();
+            break;
+        }
+    }
+    let reply = reply.expect("the line was never cut off");
+    assert!(reply.starts_with("ERROR line-timeout "), "{reply}");
+    assert!(started.elapsed() < stall * 3, "cut off after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_reply_to_a_request_asked_before_a_server_came_is_not_asked_not_late() {
+    let (tracker, _events) = tracker_with(config()).await;
+    let addr = tracker.local_addr();
+    let mut first = Peer::join(addr, "HELLO X1").await;
+    let mut client = Peer::join(addr, "HI C2").await;
+    client.send("FIND 1 3").await;
+    let (id, ..) = first.query().await;
+    first.send(&format!("MATCH {id}")).await;
+    assert_eq!(client.recv().await, "ANSWER 1 replied X1");
+    // Answered; a server that came later replies to it anyway.
+    let mut newcomer = Peer::join(addr, "HELLO X2").await;
+    newcomer.send(&format!("MATCH {id}")).await;
+    assert!(newcomer.recv().await.starts_with("ERROR not-asked "));
+    // X1 was asked, so its second reply after the answer is late, and counted as such.
+    first.send(&format!("MATCH {id}")).await;
+    eventually(|| tracker.stats().late_replies == 1).await;
+}
+
+#[tokio::test]
+async fn no_node_may_take_the_trackers_name() {
+    let (tracker, _events) = tracker_with(config()).await;
+    for greeting in ["HELLO Central", "HI Central"] {
+        let mut peer = Peer::connect(tracker.local_addr()).await;
+        peer.send(greeting).await;
+        let refused = peer.recv().await;
+        assert!(refused.starts_with("ERROR name-taken the name Central is the tracker's"), "{refused}");
+    }
 }
 
 #[tokio::test]

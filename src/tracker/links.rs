@@ -17,17 +17,17 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::registry::Listed;
 use super::requests::Reply;
-use super::Shared;
+use super::{ServerSeat, Shared};
 use crate::connection::{self, LineReader};
 use crate::error::Error;
 use crate::protocol::{self, End, ErrorCode, Message, Name, ProtocolError, MAX_REQUEST_LINE};
 use crate::shutdown::StopSignal;
-use crate::transcript::{Event, Role};
+use crate::transcript::{Event, Role, CENTRAL};
 
 /// How long the accept loop pauses after an accept error (such as running out of file
 /// descriptors) before trying again, so it never spins.
@@ -36,9 +36,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a last line (`ERROR`, `BYE`) to a peer may take before we close regardless.
 const LAST_WORD_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Lines queued to one client's connection; answers to a client that reads nothing pile up
-/// here until it is disconnected.
-const CLIENT_QUEUE: usize = 1024;
+/// Error lines queued to one client's connection; past it, a client sending bad lines
+/// faster than it reads loses the errors that do not fit.
+const CLIENT_ERRORS: usize = 64;
 
 /// Error lines queued to one server's connection; past it, a server flooding us with bad
 /// lines while not reading loses them.
@@ -56,10 +56,12 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
             tokio::time::sleep(ACCEPT_BACKOFF).await;
             continue;
         };
-        // Both options only tune the connection; one that cannot be set leaves it slower or
-        // with the kernel's own buffer, still correct, so the connection is served anyway.
+        // These options only tune the connection; one that cannot be set leaves it slower,
+        // with the kernel's own buffer, or slower to find a vanished peer, still correct, so
+        // the connection is served anyway.
         let _ = stream.set_nodelay(true);
         let _ = connection::set_send_buffer(&stream, shared.config.send_buffer);
+        let _ = connection::set_keepalive(&stream, shared.config.keepalive);
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
             match shared.limit.clone().try_acquire_owned() {
@@ -153,7 +155,11 @@ async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWrite
 }
 
 async fn refuse_taken(shared: &Shared, name: &Name, write: &mut OwnedWriteHalf) {
-    let text = format!("the name {name} is taken by a live node");
+    let text = if name.as_str() == CENTRAL {
+        format!("the name {CENTRAL} is the tracker's")
+    } else {
+        format!("the name {name} is taken by a live node")
+    };
     refuse(shared, write, name.as_str(), ErrorCode::NameTaken, &text).await;
 }
 
@@ -165,7 +171,7 @@ async fn serve_server(
     mut stop: StopSignal,
 ) {
     shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
-    let Some((slot, mut queries)) = shared.add_server(&name) else {
+    let Some((seat, mut queries)) = shared.add_server(&name) else {
         return refuse_taken(shared, &name, &mut write).await;
     };
     let (errors, mut errors_rx) = mpsc::channel(SERVER_ERRORS);
@@ -173,20 +179,19 @@ async fn serve_server(
     let ending = match welcome(shared, Role::Server, &name, &mut write).await {
         Err(_) => Ending::Left,
         Ok(()) => tokio::select! {
-            ending = server_reads(shared, slot, &name, &mut reader, &errors) => ending,
+            ending = server_reads(shared, &seat, &mut reader, &errors) => ending,
             ending = server_writes(&mut write, &mut queries, &mut errors_rx, stall) => ending,
             () = stop.requested() => Ending::Stopped,
         },
     };
-    shared.remove_server(slot, &name);
+    shared.remove_server(&seat);
     drop(queries);
     finish(shared, Role::Server, &name, &mut write, ending).await;
 }
 
 async fn server_reads(
     shared: &Shared,
-    slot: usize,
-    name: &Name,
+    seat: &ServerSeat,
     reader: &mut LineReader,
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
@@ -218,7 +223,7 @@ async fn server_reads(
                 ControlFlow::Continue(())
             })
             .await;
-        shared.on_replies(slot, name, &replies, &mut refused);
+        shared.on_replies(seat, &replies, &mut refused);
         replies.clear();
         for reply in refused.drain(..) {
             if reply == Reply::Unknown {
@@ -296,25 +301,80 @@ async fn serve_client(
     if !shared.add_client(&name) {
         return refuse_taken(shared, &name, &mut write).await;
     }
-    let (lines, mut lines_rx) = mpsc::channel(CLIENT_QUEUE);
-    let link = ClientLink { lines, full: Arc::new(Notify::new()), open: Arc::new(AtomicUsize::new(0)) };
+    // Every answer in the queue is for a request still counted as open, so the queue never
+    // holds more than the open requests a client may have: it cannot overflow.
+    let (answers, mut answers_rx) = mpsc::channel(shared.config.max_open_per_client);
+    let (errors, mut errors_rx) = mpsc::channel(CLIENT_ERRORS);
+    let link = ClientLink { answers, errors, open: Arc::new(AtomicUsize::new(0)) };
+    let open = link.open.clone();
     let stall = shared.config.stall_timeout;
     let requests_stop = stop.clone();
     let ending = match welcome(shared, Role::Client, &name, &mut write).await {
         Err(_) => Ending::Left,
         Ok(()) => tokio::select! {
             ending = client_reads(shared, &name, &mut reader, &link, &requests_stop) => ending,
-            () = link.full.notified() => Ending::slow_consumer(&format!("it left {CLIENT_QUEUE} answers unread")),
-            result = connection::write_lines(&mut write, &mut lines_rx, stall) => match result {
-                Ok(()) => Ending::Stopped,
-                Err(Error::Timeout(_)) => Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
-                Err(_) => Ending::Left,
-            },
+            ending = client_writes(&mut write, &mut answers_rx, &mut errors_rx, &open, stall) => ending,
             () = stop.requested() => Ending::Stopped,
         },
     };
+    let ending = match ending {
+        // The client is done asking (it said BYE, or closed its side of the connection): it
+        // still gets the answer to every request it has open, then the connection closes.
+        // Once every request has answered, nothing holds the queue open and the writer ends.
+        Ending::Left => {
+            drop(link);
+            drop(errors_rx);
+            let mut no_errors = mpsc::channel(1).1;
+            tokio::select! {
+                ending = client_writes(&mut write, &mut answers_rx, &mut no_errors, &open, stall) => ending,
+                () = stop.requested() => Ending::Stopped,
+            }
+        }
+        other => other,
+    };
     shared.remove_client(&name);
     finish(shared, Role::Client, &name, &mut write, ending).await;
+}
+
+/// Writes a client's answers and error lines, several to a system call when they queue up;
+/// an answer stops counting as open once it is written. Ends when the answers' queue is
+/// closed and drained (`Left`), the socket fails (`Left`), or a write makes no progress for
+/// `stall` (a slow consumer).
+async fn client_writes(
+    write: &mut OwnedWriteHalf,
+    answers: &mut mpsc::Receiver<Bytes>,
+    errors: &mut mpsc::Receiver<Bytes>,
+    open: &AtomicUsize,
+    stall: Duration,
+) -> Ending {
+    loop {
+        let (first, mut written) = tokio::select! {
+            biased;
+            answer = answers.recv() => match answer {
+                Some(answer) => (answer, 1),
+                None => return Ending::Left,
+            },
+            Some(error) = errors.recv() => (error, 0),
+        };
+        let batch = connection::join_batch(first, || {
+            Ok::<_, std::convert::Infallible>(match answers.try_recv() {
+                Ok(answer) => {
+                    written += 1;
+                    Some(answer)
+                }
+                Err(_) => errors.try_recv().ok(),
+            })
+        });
+        let Ok(batch) = batch;
+        match tokio::time::timeout(stall, write.write_all(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ending::Left,
+            Err(_) => return Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
+        }
+        // Written, so no longer open: a client that asks again the moment it has its answer
+        // never finds this request still counted against it.
+        open.fetch_sub(written, Ordering::Relaxed);
+    }
 }
 
 async fn client_reads(
@@ -332,7 +392,7 @@ async fn client_reads(
             Ok(Some(Message::Find { id, number })) => (id, number),
             Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
             Ok(Some(_)) => {
-                link.send(error_line(ErrorCode::Unexpected, "a client may send only FIND or BYE"));
+                link.complain(ErrorCode::Unexpected, "a client may send only FIND or BYE");
                 continue;
             }
             Err(e) => {
@@ -340,14 +400,14 @@ async fn client_reads(
                 if fatal {
                     return Ending::failed(&e);
                 }
-                link.send(error_line(code, &text));
+                link.complain(code, &text);
                 continue;
             }
         };
         let most = shared.config.max_open_per_client;
         if link.open.load(Ordering::Relaxed) >= most {
             let text = format!("request {client_id} refused: {most} requests are already open");
-            link.send(error_line(ErrorCode::TooManyRequests, &text));
+            link.complain(ErrorCode::TooManyRequests, &text);
             continue;
         }
         // The deadline runs from the moment the request is read, so the work of fanning
@@ -355,10 +415,10 @@ async fn client_reads(
         let deadline = Instant::now() + shared.config.deadline;
         shared.received.fetch_add(1, Ordering::Relaxed);
         shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
+        link.open.fetch_add(1, Ordering::Relaxed);
         match shared.fan_out(name, number) {
-            None => link.send(shared.answer(name, client_id, End::NoServers, &Listed::default())),
+            None => link.answer(shared.answer(name, client_id, End::NoServers, &Listed::default())),
             Some((id, done)) => {
-                link.open.fetch_add(1, Ordering::Relaxed);
                 let waiter = Waiter {
                     shared: shared.clone(),
                     id,
@@ -372,22 +432,28 @@ async fn client_reads(
     }
 }
 
-/// The way to one client's connection: its queue of lines, and a signal raised when the
-/// queue is full. A client that does not read its answers is a slow consumer: it is dropped
-/// rather than let its answers pile up.
+/// The way to one client's connection: a queue for its answers, one for error lines, and
+/// the count of its requests open (asked and not yet answered on the wire).
 #[derive(Clone)]
 struct ClientLink {
-    lines: mpsc::Sender<Bytes>,
-    full: Arc<Notify>,
-    /// Requests of this client still waiting for replies.
+    answers: mpsc::Sender<Bytes>,
+    errors: mpsc::Sender<Bytes>,
     open: Arc<AtomicUsize>,
 }
 
 impl ClientLink {
-    fn send(&self, line: Vec<u8>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.lines.try_send(Bytes::from(line)) {
-            self.full.notify_one();
+    /// Queues the answer to an open request. The queue has room for every open request, so
+    /// this fails only when the connection's writer has ended, and then nobody is waiting.
+    fn answer(&self, line: Vec<u8>) {
+        if self.answers.try_send(Bytes::from(line)).is_err() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queues an `ERROR` line. A client that sends bad lines faster than it reads their
+    /// errors loses the errors that do not fit; its answers are never at stake.
+    fn complain(&self, code: ErrorCode, text: &str) {
+        let _ = self.errors.try_send(Bytes::from(error_line(code, text)));
     }
 }
 
@@ -406,22 +472,23 @@ impl Waiter {
         let by_deadline = tokio::select! {
             _ = done => false,
             () = tokio::time::sleep_until(deadline) => true,
-            // The tracker is stopping, or the client left: nobody is waiting for the answer.
+            // The tracker is stopping, or the client's connection ended: nobody is waiting
+            // for the answer.
             () = stop.requested() => true,
-            () = self.link.lines.closed() => true,
+            () = self.link.answers.closed() => true,
         };
-        // No longer open, before the answer goes out: a client that asks again the moment it
-        // has its answer must not find this request still counted against it.
-        self.link.open.fetch_sub(1, Ordering::Relaxed);
-        let Some((request, servers)) = self.shared.close(self.id) else { return };
-        if stop.is_requested() || self.link.lines.is_closed() {
+        let closed = self.shared.close(self.id);
+        let Some((request, servers)) =
+            closed.filter(|_| !stop.is_requested() && !self.link.answers.is_closed())
+        else {
+            self.link.open.fetch_sub(1, Ordering::Relaxed);
             return;
-        }
+        };
         if by_deadline && !request.all_replied() {
             self.shared.transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
         }
         let end = if request.all_replied() { End::Replied } else { End::Deadline };
-        self.link.send(self.shared.answer(&self.client, self.client_id, end, &servers));
+        self.link.answer(self.shared.answer(&self.client, self.client_id, end, &servers));
     }
 }
 

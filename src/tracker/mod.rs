@@ -68,6 +68,10 @@ pub struct TrackerConfig {
     /// Most requests one client may have open at once; more are refused with an `ERROR`.
     /// Bounds how fast one client can push queries at the servers.
     pub max_open_per_client: usize,
+    /// How long a connection may be silent before TCP keepalive probes it: a node whose
+    /// host vanished without closing is dropped about 2.5 times this long after it went
+    /// quiet, while a live idle node answers the probes and stays.
+    pub keepalive: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -81,6 +85,7 @@ impl Default for TrackerConfig {
             server_queue: 65_536,
             max_open_per_client: 1024,
             send_buffer: 256 * 1024,
+            keepalive: crate::connection::KEEPALIVE_IDLE,
             token: None,
             insecure_no_token: false,
         }
@@ -94,8 +99,13 @@ impl TrackerConfig {
         if self.deadline.is_zero() || self.deadline > cap {
             return bad(format!("timeout must be more than 0 and at most {MAX_SECONDS} seconds"));
         }
-        if self.handshake_timeout.is_zero() || self.stall_timeout.is_zero() {
-            return bad("handshake_timeout and stall_timeout must be more than 0".into());
+        if self.handshake_timeout.is_zero()
+            || self.stall_timeout.is_zero()
+            || self.keepalive < Duration::from_secs(1)
+        {
+            return bad(
+                "handshake_timeout and stall_timeout must be more than 0, keepalive at least 1 s".into()
+            );
         }
         if self.max_connections == 0 || self.max_open_per_client == 0 {
             return bad("max_connections and max_open_per_client must be at least 1".into());
@@ -213,6 +223,15 @@ impl Tracker {
     }
 }
 
+/// A registered server, as its connection knows it.
+struct ServerSeat {
+    name: Name,
+    /// Its slot in the registry.
+    slot: usize,
+    /// The id of the first request it was asked.
+    asked_from: u64,
+}
+
 /// The registry and the outbox, under one lock. A request takes its set of servers to ask
 /// from the registry and queues its query in the outbox in one step, and a new server is
 /// added to the registry and subscribes to the outbox in one step: so a server is in a
@@ -250,20 +269,23 @@ impl Shared {
     }
 
     /// Registers a server; `None` if its name is taken.
-    fn add_server(&self, name: &Name) -> Option<(usize, broadcast::Receiver<Bytes>)> {
+    fn add_server(&self, name: &Name) -> Option<(ServerSeat, broadcast::Receiver<Bytes>)> {
         let mut board = self.board.lock();
         let slot = board.registry.add_server(name)?;
         let queries = board.outbox.subscribe();
+        // Requests are opened under the board's lock: every one from this id on is asked of
+        // the new server, and none before it.
+        let asked_from = self.requests.lock().next_id();
         self.counts.send_replace(board.registry.counts());
-        Some((slot, queries))
+        Some((ServerSeat { name: name.clone(), slot, asked_from }, queries))
     }
 
     /// Unregisters a server; requests stop waiting for it, and keep its name if it matched.
-    fn remove_server(&self, slot: usize, name: &Name) {
+    fn remove_server(&self, server: &ServerSeat) {
         let mut board = self.board.lock();
-        board.registry.remove_server(slot, name);
+        board.registry.remove_server(server.slot, &server.name);
         self.counts.send_replace(board.registry.counts());
-        self.requests.lock().server_left(slot, name);
+        self.requests.lock().server_left(server.slot, &server.name);
     }
 
     /// Registers a client; false if its name is taken.
@@ -308,23 +330,23 @@ impl Shared {
 
     /// Counts a burst of one server's replies (`true` for `MATCH`) under one lock, adding to
     /// `refused` what became of each reply that is refused.
-    fn on_replies(&self, slot: usize, server: &Name, replies: &[(u64, bool)], refused: &mut Vec<Reply>) {
+    fn on_replies(&self, server: &ServerSeat, replies: &[(u64, bool)], refused: &mut Vec<Reply>) {
         if replies.is_empty() {
             return;
         }
         let mut requests = self.requests.lock();
         for &(id, matched) in replies {
-            match requests.reply(id, slot, matched) {
+            match requests.reply(id, server.slot, server.asked_from, matched) {
                 Reply::Counted { client } => {
                     self.transcript.record_with(|| Event::ReplyReceived {
-                        server: server.clone(),
+                        server: server.name.clone(),
                         client,
                         matched,
                     });
                 }
                 Reply::Late => {
                     self.late_replies.fetch_add(1, Ordering::Relaxed);
-                    self.transcript.record_with(|| Event::LateReply { server: server.clone(), id });
+                    self.transcript.record_with(|| Event::LateReply { server: server.name.clone(), id });
                 }
                 other => refused.push(other),
             }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::hash::FastMap;
 use crate::protocol::{self, Name};
+use crate::transcript::CENTRAL;
 
 /// Most bytes of server lists kept encoded (see [`Registry::listed`]; their names take up to
 /// about 25 times as much).
@@ -121,7 +122,7 @@ impl Registry {
 
     /// Registers a server and returns its slot; `None` if its name is taken.
     pub fn add_server(&mut self, name: &Name) -> Option<usize> {
-        if !self.names.insert(name.clone()) {
+        if !self.take_name(name) {
             return None;
         }
         let slot = self.free.pop().unwrap_or_else(|| {
@@ -151,9 +152,15 @@ impl Registry {
 
     /// Registers a client; false if its name is taken.
     pub fn add_client(&mut self, name: &Name) -> bool {
-        let fresh = self.names.insert(name.clone());
+        let fresh = self.take_name(name);
         self.clients += usize::from(fresh);
         fresh
+    }
+
+    /// Takes `name` for a node; false if a live node has it, or it is the tracker's own
+    /// (which would make every transcript ambiguous).
+    fn take_name(&mut self, name: &Name) -> bool {
+        name.as_str() != CENTRAL && self.names.insert(name.clone())
     }
 
     /// Unregisters a client.
@@ -245,6 +252,8 @@ mod tests {
         reg.remove_client(&name("C1"));
         assert_eq!(reg.counts(), (1, 0), "removing twice counts once");
         assert_eq!(reg.add_server(&name("C1")), Some(1), "a freed name can be taken again");
+        assert_eq!(reg.add_server(&name("Central")), None, "the tracker's name is reserved");
+        assert!(!reg.add_client(&name("Central")));
     }
 
     #[test]

@@ -90,8 +90,15 @@ impl Requests {
         (id, done_rx)
     }
 
-    /// Counts a reply from the server in `slot` to request `id`.
-    pub fn reply(&mut self, id: u64, slot: usize, matched: bool) -> Reply {
+    /// The id the next request will have: a server that registers now is asked every request
+    /// from this one on, and none before it.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Counts a reply from the server in `slot`, which has been asked every request since
+    /// `asked_from`, to request `id`.
+    pub fn reply(&mut self, id: u64, slot: usize, asked_from: u64, matched: bool) -> Reply {
         match self.open.get_mut(&id) {
             Some(request) => {
                 if !request.take(slot) {
@@ -102,7 +109,8 @@ impl Requests {
                 }
                 Reply::Counted { client: request.client.clone() }
             }
-            None if id > 0 && id < self.next_id => Reply::Late,
+            None if id >= asked_from && id < self.next_id => Reply::Late,
+            None if id > 0 && id < asked_from => Reply::NotAsked,
             None => Reply::Unknown,
         }
     }
@@ -149,11 +157,11 @@ mod tests {
     fn a_request_is_done_when_every_server_asked_has_replied() {
         let mut requests = Requests::default();
         let (id, mut done) = requests.open(name("C1"), slots(&[0, 1]));
-        assert_eq!(requests.reply(id, 0, true), Reply::Counted { client: name("C1") });
+        assert_eq!(requests.reply(id, 0, 1, true), Reply::Counted { client: name("C1") });
         assert!(done.try_recv().is_err(), "one server still to reply");
-        assert_eq!(requests.reply(id, 0, true), Reply::NotAsked, "a second reply");
-        assert_eq!(requests.reply(id, 7, true), Reply::NotAsked, "never asked");
-        assert_eq!(requests.reply(id, 1, false), Reply::Counted { client: name("C1") });
+        assert_eq!(requests.reply(id, 0, 1, true), Reply::NotAsked, "a second reply");
+        assert_eq!(requests.reply(id, 7, 1, true), Reply::NotAsked, "never asked");
+        assert_eq!(requests.reply(id, 1, 1, false), Reply::Counted { client: name("C1") });
         assert!(done.try_recv().is_ok());
         let closed = requests.close(id).unwrap();
         assert!(closed.all_replied());
@@ -168,17 +176,20 @@ mod tests {
         requests.close(first);
         let (second, _) = requests.open(name("C1"), slots(&[0]));
         assert!(second > first);
-        assert_eq!(requests.reply(first, 0, true), Reply::Late);
-        assert_eq!(requests.reply(second + 1, 0, true), Reply::Unknown);
-        assert_eq!(requests.reply(0, 0, true), Reply::Unknown);
+        assert_eq!(requests.reply(first, 0, 1, true), Reply::Late);
+        assert_eq!(requests.reply(second + 1, 0, 1, true), Reply::Unknown);
+        assert_eq!(requests.reply(0, 0, 1, true), Reply::Unknown);
         assert_eq!(requests.len(), 1);
+        // A server that came after the first request was not asked it: not late, not asked.
+        assert_eq!(requests.reply(first, 3, second, true), Reply::NotAsked);
+        assert_eq!(requests.reply(second, 3, second, true), Reply::NotAsked, "still open, not asked");
     }
 
     #[test]
     fn a_server_that_leaves_is_no_longer_waited_for_and_keeps_its_match() {
         let mut requests = Requests::default();
         let (id, mut done) = requests.open(name("C1"), slots(&[0, 1]));
-        requests.reply(id, 0, true);
+        requests.reply(id, 0, 1, true);
         requests.server_left(0, &name("S1"));
         assert!(done.try_recv().is_err());
         requests.server_left(1, &name("S2"));
