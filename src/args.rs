@@ -47,19 +47,30 @@ pub fn token(text: &str) -> Result<Token> {
     Token::new(text).or_else(|_| invalid(format!("token must be {TOKEN_RULE}")))
 }
 
+/// Longest a node keeps trying to reach its tracker, in seconds: a year.
+pub const MAX_PATIENCE: f64 = 365.0 * 24.0 * 3600.0;
+
 /// A time in seconds, more than 0 and at most [`MAX_SECONDS`]; `what` names it.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] outside that range, or not a number.
 pub fn seconds(value: f64, what: &str) -> Result<Duration> {
-    if value > 0.0 && value <= MAX_SECONDS {
+    seconds_up_to(value, what, MAX_SECONDS)
+}
+
+/// A time in seconds, more than 0 and at most `most`; `what` names it.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] outside that range, or not a number.
+pub fn seconds_up_to(value: f64, what: &str, most: f64) -> Result<Duration> {
+    if value > 0.0 && value <= most {
         // Below a nanosecond rounds to zero, which is no deadline at all.
         let duration = Duration::from_secs_f64(value);
         if !duration.is_zero() {
             return Ok(duration);
         }
     }
-    invalid(format!("{what} must be more than 0 and at most {MAX_SECONDS} seconds (got {value})"))
+    invalid(format!("{what} must be more than 0 and at most {most} seconds (got {value})"))
 }
 
 /// A count from `low` to `high`; `what` names it.

@@ -11,9 +11,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::ClientNode;
+use crate::connection;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::protocol::{Name, ReplyMode, NUMBERS};
+use crate::roles::Target;
 use crate::server::ServerNode;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::Transcript;
@@ -26,6 +28,8 @@ pub struct LoadConfig {
     pub duration: Duration,
     pub deadline: Duration,
     pub replies: ReplyMode,
+    /// A tracker to load, whose own deadline and mode then apply; `None` starts one here.
+    pub tracker: Option<Target>,
 }
 
 /// What a load run measured.
@@ -67,12 +71,24 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     if config.servers == 0 || config.clients == 0 || config.duration.is_zero() {
         return Err(Error::InvalidArgument("servers, clients and duration must be more than 0".into()));
     }
-    limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
-    let tracker_config =
-        TrackerConfig { deadline: config.deadline, replies: config.replies, ..TrackerConfig::default() };
-    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
-    let addr = tracker.local_addr();
+    let (tracker, addr) = match &config.tracker {
+        Some(target) => {
+            limits::ensure_open_files((config.servers + config.clients) as u64 + 1)?;
+            (None, connection::resolve(&target.host, target.port).await?)
+        }
+        None => {
+            limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
+            let tracker_config = TrackerConfig {
+                deadline: config.deadline,
+                replies: config.replies,
+                ..TrackerConfig::default()
+            };
+            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
+            let addr = tracker.local_addr();
+            (Some(tracker), addr)
+        }
+    };
     let mut rng = StdRng::seed_from_u64(1);
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
@@ -109,7 +125,9 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
         // The load is measured; how a server's serving ended changes none of it.
         let _ = server.close().await;
     }
-    tracker.shutdown(Duration::from_secs(2)).await;
+    if let Some(tracker) = tracker {
+        tracker.shutdown(Duration::from_secs(2)).await;
+    }
     latencies.sort_unstable();
     Ok(LoadReport { requests: latencies.len() as u64, elapsed, latencies })
 }

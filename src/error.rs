@@ -27,6 +27,8 @@ pub enum Error {
     Timeout(String),
     /// A socket operation failed.
     Io(io::Error),
+    /// A node stopped trying to reach its tracker; the text says where and why.
+    GaveUp(String),
     /// A task panicked; the panic was caught and turned into this.
     Panic(String),
     /// The node was used after `close()`.
@@ -53,6 +55,7 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the connection was closed by the other side"),
             Error::Timeout(what) => write!(f, "timed out {what}"),
             Error::Io(e) => write!(f, "network error: {e}"),
+            Error::GaveUp(text) => f.write_str(text),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
             Error::NodeClosed => f.write_str("this node is closed"),
         }

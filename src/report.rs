@@ -120,13 +120,13 @@ impl Report {
         let mode = if config.replies == ReplyMode::All { ", early" } else { "" };
         writeln!(
             out,
-            "Summary: n={}, {}, {} requests: {} matched, {} no match, {} late replies; {:.2} s",
+            "Summary: n={}, {}, {} requests: {} matched, {} no match, {}; {:.2} s",
             config.n,
             plural(config.rounds, "round"),
             t.requests,
             t.matched,
             t.no_match,
-            self.late_replies,
+            plural_late(self.late_replies),
             self.duration.as_secs_f64()
         )?;
         write!(
@@ -224,6 +224,10 @@ fn more(out: &mut String, left: usize) -> fmt::Result {
         write!(out, "\n    ... and {left} more")?;
     }
     Ok(())
+}
+
+fn plural_late(count: u64) -> String {
+    format!("{count} late {}", if count == 1 { "reply" } else { "replies" })
 }
 
 fn plural(count: usize, word: &str) -> String {

@@ -54,23 +54,45 @@ pub async fn run_tracker(
     Ok(())
 }
 
+/// How long a node keeps trying to reach its tracker before it gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patience {
+    /// At start, before it was ever registered: a wrong address or a tracker that is not
+    /// up is reported after this long.
+    pub first: Duration,
+    /// After it was registered and lost the tracker; `None` is for as long as it runs, as a
+    /// daemon should.
+    pub again: Option<Duration>,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience { first: Duration::from_secs(30), again: None }
+    }
+}
+
 /// Runs a server until `stop`, registering again whenever the tracker goes away.
 ///
 /// # Errors
-/// Only what retrying cannot mend: a refused token, a bad name or number.
+/// A refusal (a wrong token, a name that is taken or not allowed); a tracker that could
+/// not be reached within `patience`.
 pub async fn run_server(
     target: Target,
     name: Name,
     number: u8,
     token: Option<Token>,
+    patience: Patience,
     transcript: Transcript,
     mut stop: StopSignal,
 ) -> Result<()> {
+    let mut registered = false;
     loop {
         let attempt = |addr| ServerNode::start(addr, name.clone(), number, token.clone(), transcript.clone());
-        let Some(mut node) = connect(&target, &name, &transcript, &mut stop, attempt).await? else {
+        let reach = Reach { target: &target, name: &name, transcript: &transcript, patience, registered };
+        let Some(mut node) = reach.connect(&mut stop, attempt).await? else {
             return Ok(());
         };
+        registered = true;
         tokio::select! {
             ended = node.finished() => transcript.record(Event::TrackerLost { node: name.clone(), reason: lost(ended) }),
             () = stop.requested() => {
@@ -87,8 +109,8 @@ pub async fn run_server(
 /// on a new connection: the tracker that lost it kept no record of it.
 ///
 /// # Errors
-/// What retrying cannot mend, or a request that fails again after its retry. `Ok` with
-/// fewer answers than `rounds` if stopped.
+/// A refusal; a tracker that could not be reached within `patience`; a request that fails
+/// again after its retry. `Ok` with fewer answers than `rounds` if stopped.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_client(
     target: Target,
@@ -97,6 +119,7 @@ pub async fn run_client(
     number: Option<u8>,
     seed: Option<u64>,
     token: Option<Token>,
+    patience: Patience,
     transcript: Transcript,
     mut stop: StopSignal,
 ) -> Result<Vec<Answer>> {
@@ -106,9 +129,12 @@ pub async fn run_client(
     };
     let attempt = |addr| ClientNode::connect(addr, name.clone(), token.clone(), transcript.clone());
     let mut answers = Vec::with_capacity(rounds);
-    let Some(mut client) = connect(&target, &name, &transcript, &mut stop, attempt).await? else {
+    let mut reach =
+        Reach { target: &target, name: &name, transcript: &transcript, patience, registered: false };
+    let Some(mut client) = reach.connect(&mut stop, attempt).await? else {
         return Ok(answers);
     };
+    reach.registered = true;
     for _ in 0..rounds {
         let number = number.unwrap_or_else(|| rng.random_range(NUMBERS));
         let first = tokio::select! {
@@ -116,9 +142,9 @@ pub async fn run_client(
             () = stop.requested() => return Ok(answers),
         };
         let answer = match first {
-            Err(e) if retryable(&e) => {
+            Err(e) if lost_tracker(&e) => {
                 transcript.record(Event::TrackerLost { node: name.clone(), reason: e.to_string() });
-                let Some(again) = connect(&target, &name, &transcript, &mut stop, attempt).await? else {
+                let Some(again) = reach.connect(&mut stop, attempt).await? else {
                     return Ok(answers);
                 };
                 client = again;
@@ -131,50 +157,73 @@ pub async fn run_client(
     Ok(answers)
 }
 
-/// Connects with `attempt` until it succeeds, pausing with capped exponential backoff after
-/// each failure; `None` if stopped first.
-async fn connect<T, F, Fut>(
-    target: &Target,
-    name: &Name,
-    transcript: &Transcript,
-    stop: &mut StopSignal,
-    attempt: F,
-) -> Result<Option<T>>
-where
-    F: Fn(std::net::SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut pause = FIRST_RETRY;
-    loop {
-        let tried = async { attempt(connection::resolve(&target.host, target.port).await?).await };
-        let result = tokio::select! {
-            result = tried => result,
-            () = stop.requested() => return Ok(None),
-        };
-        match result {
-            Ok(node) => return Ok(Some(node)),
-            Err(e) if !retryable(&e) => return Err(e),
-            Err(e) => {
-                transcript.record(Event::Retrying { node: name.clone(), reason: e.to_string(), pause });
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = stop.requested() => return Ok(None),
-                }
-                pause = (pause * 2).min(MAX_RETRY);
+/// One node's way to its tracker.
+struct Reach<'a> {
+    target: &'a Target,
+    name: &'a Name,
+    transcript: &'a Transcript,
+    patience: Patience,
+    /// Whether the node was registered before: then the tracker may still hold its name from
+    /// the connection it has not yet seen close, and a taken name is worth another try.
+    registered: bool,
+}
+
+impl Reach<'_> {
+    /// Connects with `attempt` until it succeeds, pausing with capped exponential backoff
+    /// after each failure; `None` if stopped first.
+    ///
+    /// # Errors
+    /// A refusal that trying again cannot mend; [`Error::GaveUp`] once patience runs out.
+    async fn connect<T, F, Fut>(&self, stop: &mut StopSignal, attempt: F) -> Result<Option<T>>
+    where
+        F: Fn(std::net::SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let limit = if self.registered { self.patience.again } else { Some(self.patience.first) };
+        let give_up = limit.map(|limit| tokio::time::Instant::now() + limit);
+        let mut pause = FIRST_RETRY;
+        loop {
+            let target = self.target;
+            let tried = async { attempt(connection::resolve(&target.host, target.port).await?).await };
+            let result = tokio::select! {
+                result = tried => result,
+                () = stop.requested() => return Ok(None),
+            };
+            let e = match result {
+                Ok(node) => return Ok(Some(node)),
+                Err(e) if self.worth_retrying(&e) => e,
+                Err(e) => return Err(e),
+            };
+            if give_up.is_some_and(|at| tokio::time::Instant::now() + pause > at) {
+                let waited = limit.unwrap_or_default().as_secs_f64();
+                return Err(Error::GaveUp(format!(
+                    "cannot reach the tracker at {}:{} after trying for {waited} s ({e})",
+                    target.host, target.port
+                )));
             }
+            self.transcript.record(Event::Retrying { node: self.name.clone(), reason: e.to_string(), pause });
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.requested() => return Ok(None),
+            }
+            pause = (pause * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Whether trying again may succeed: the tracker is down, restarting or unreachable for
+    /// now, or (for a node registered before) it still holds the name from the connection
+    /// it has not yet seen close. Any other refusal fails the same way every time.
+    fn worth_retrying(&self, e: &Error) -> bool {
+        match e {
+            Error::Refused { code, .. } => self.registered && *code == ErrorCode::NameTaken,
+            other => lost_tracker(other),
         }
     }
 }
 
-/// Whether trying again may succeed: the tracker is down or restarting, or it still holds
-/// our name from a connection it has not yet seen close. A refused token or a bad argument
-/// will fail the same way every time.
-fn retryable(e: &Error) -> bool {
-    match e {
-        Error::Io(_) | Error::Closed | Error::Timeout(_) => true,
-        Error::Refused { code, .. } => *code == ErrorCode::NameTaken,
-        _ => false,
-    }
+/// Whether `e` means the tracker is gone or cannot be reached (rather than refusing us).
+fn lost_tracker(e: &Error) -> bool {
+    matches!(e, Error::Io(_) | Error::Closed | Error::Timeout(_))
 }
 
 fn lost(ended: Result<()>) -> String {

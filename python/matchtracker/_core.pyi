@@ -141,13 +141,20 @@ def run_simulation(
     """
 
 def run_load(
-    servers: int, clients: int, duration: float, *, timeout: float = 2.0, early: bool = True
+    servers: int,
+    clients: int,
+    duration: float,
+    *,
+    timeout: float = 2.0,
+    early: bool = True,
+    tracker: str | tuple[str, int] | None = None,
 ) -> dict[str, float]:
     """Run a closed-loop load through one tracker on loopback and measure it.
 
     Each client asks again as soon as it has its answer, for `duration` seconds. Returns
-    `requests`, `elapsed` (seconds), `rate` (requests per second) and the latency quantiles
-    `p50`, `p90`, `p99`, `max` (seconds).
+    `requests` (an int), `elapsed` (seconds), `rate` (requests per second) and the latency
+    quantiles `p50`, `p90`, `p99`, `max` (seconds). With `tracker`, the load goes to that
+    running tracker (its own deadline and mode apply) instead of one started here.
 
     Raises:
         ValueError: an argument is out of range.
@@ -161,11 +168,15 @@ def serve_tracker(
     token: str | None = None,
     insecure_no_token: bool = False,
     json: bool = False,
+    keepalive: float = 5.0,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
     The first line says where it listens. On Ctrl-C it says BYE to its nodes, closes every
-    connection, then raises KeyboardInterrupt.
+    connection, then raises KeyboardInterrupt. A connection silent for `keepalive` seconds
+    is probed (TCP keepalive): a node whose host vanished is dropped about 2.5 times that
+    long after it went quiet. Lines are printed as they come and kept nowhere; if the output
+    falls behind, they are counted and dropped ("… N lines not printed").
 
     Raises:
         ValueError: a bad address, timeout or token, or a non-loopback address without a token.
@@ -179,15 +190,20 @@ def serve_server(
     *,
     token: str | None = None,
     json: bool = False,
+    wait: float = 30.0,
+    reconnect_for: float | None = None,
 ) -> None:
     """Run a server in this thread, printing its lines, until Ctrl-C (KeyboardInterrupt).
 
-    Whenever the tracker goes away, the server reconnects with capped exponential backoff
-    (0.1 s doubling to 2 s) and registers again.
+    At start it tries to reach the tracker for `wait` seconds. Whenever the tracker goes
+    away later, the server reconnects with capped exponential backoff (0.1 s doubling to
+    2 s) and registers again, for `reconnect_for` seconds (None: as long as it runs).
 
     Raises:
-        ValueError: a bad name, number, address or token.
-        RefusedError: the tracker refused the token (retrying would not help).
+        ValueError: a bad name, number, address, token or time.
+        RefusedError: the tracker refused (a wrong token, a name that is taken); `.code`
+            says which.
+        NetworkError: the tracker could not be reached in time.
     """
 
 def run_client(
@@ -199,16 +215,20 @@ def run_client(
     token: str | None = None,
     seed: int | None = None,
     json: bool = False,
+    wait: float = 30.0,
+    reconnect_for: float | None = None,
 ) -> list[list[str]]:
     """Make `rounds` requests as a client, printing its lines; return each answer's servers.
 
     Asks for `number` every round, or a number drawn each round (from `seed`, if given).
-    If the tracker goes away, the client reconnects with backoff and retries the request
-    that was cut off, once.
+    At start it tries to reach the tracker for `wait` seconds; if the tracker goes away
+    later, the client reconnects with backoff (for `reconnect_for` seconds, None: as long
+    as it takes) and retries the request that was cut off, once.
 
     Raises:
-        ValueError: a bad name, number, rounds, address or token.
-        RefusedError: the tracker refused the token.
+        ValueError: a bad name, number, rounds, address, token or time.
+        RefusedError: the tracker refused (a wrong token, a name that is taken).
+        NetworkError: the tracker could not be reached in time.
         NetworkError, ResponseTimeout: a request failed again after its retry.
     """
 
@@ -225,8 +245,11 @@ class Tracker:
         early: bool = False,
         token: str | None = None,
         insecure_no_token: bool = False,
+        keepalive: float = 5.0,
     ) -> None:
-        """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline.
+        """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
+        a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
+        quiet.
 
         With `token`, only nodes that present it in their greeting are admitted. Listening
         beyond loopback needs a token, unless `insecure_no_token` accepts the risk.
@@ -245,7 +268,7 @@ class Tracker:
     def stats(self) -> dict[str, int]:
         """Counters: servers, clients (registered now), requests, late_replies."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> None:
-        """Block until exactly this many servers and clients are registered.
+        """Block until at least this many servers and clients are registered.
 
         Raises:
             ResponseTimeout: not reached within `timeout` seconds.

@@ -29,9 +29,14 @@ from . import run_load
 
 def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = parser_class(prog=f"{prog} bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", type=int, default=10, metavar="K", help="servers in the closed loop (default 10)")
-    parser.add_argument("--clients", type=int, default=10, metavar="C", help="clients in the closed loop (default 10)")
-    parser.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds of closed-loop load (default 5)")
+    parser.add_argument("--servers", type=int, metavar="K", help="servers in the closed loop (default 10)")
+    parser.add_argument("--clients", type=int, metavar="C", help="clients in the closed loop (default 10)")
+    parser.add_argument("--duration", type=float, metavar="S", help="seconds of closed-loop load (default 5)")
+    parser.add_argument(
+        "--tracker",
+        metavar="HOST:PORT",
+        help="load this running tracker (its deadline and mode apply) instead of one started here",
+    )
     parser.add_argument(
         "--early",
         action="store_true",
@@ -45,6 +50,9 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
     return parser
 
 
+CLOSED_LOOP_DEFAULTS = {"servers": 10, "clients": 10, "duration": 5.0}
+
+
 def closed_loop(args: argparse.Namespace) -> dict:
     import resource
 
@@ -53,7 +61,9 @@ def closed_loop(args: argparse.Namespace) -> dict:
         return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
 
     cpu_before, _ = usage()
-    result = run_load(args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early)
+    result = run_load(
+        args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early, tracker=args.tracker
+    )
     cpu_after, peak = usage()
     return {
         "workload": "closed-loop",
@@ -61,7 +71,9 @@ def closed_loop(args: argparse.Namespace) -> dict:
         "clients": args.clients,
         "early": args.early,
         "duration": args.duration,
-        "requests": int(result["requests"]),
+        # What the rate divides by: from the first request to the last answer.
+        "elapsed_seconds": result["elapsed"],
+        "requests": result["requests"],
         "requests_per_second": result["rate"],
         "latency_p50_ms": result["p50"] * 1e3,
         "latency_p90_ms": result["p90"] * 1e3,
@@ -128,6 +140,12 @@ def print_table(result: dict) -> None:
 def main(argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentParser]) -> int:
     parser = build_parser(prog, parser_class)
     args = parser.parse_args(argv)
+    closed_loop_flags = [f"--{k}" for k in CLOSED_LOOP_DEFAULTS if getattr(args, k) is not None]
+    if args.scale is not None and (closed_loop_flags or args.tracker):
+        parser.error(f"{', '.join(closed_loop_flags or ['--tracker'])}: for the closed loop, not --scale")
+    for key, default in CLOSED_LOOP_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     try:
         result = scale(args) if args.scale is not None else closed_loop(args)
     except ValueError as e:

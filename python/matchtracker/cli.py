@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from typing import NoReturn, Sequence
 
 from . import MatchTrackerError, Report, run_simulation
@@ -18,6 +20,7 @@ DEFAULT_N = 3
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "matchtracker") -> int:
     """Runs the command line; returns the exit code."""
     try:
         return _main(argv, prog)
+    except Terminated:
+        print(f"{prog}: stopped (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -147,6 +153,11 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         parser.error(f"--diagram must name a .svg or .html file (got {args.diagram!r})")
     if args.quiet and args.diagram:
         parser.error("--quiet records no events, so it cannot go with --diagram")
+    if args.diagram is not None:
+        check_writable(args.diagram, parser)
+    # SIGTERM stops a run the way Ctrl-C does: everything it opened is closed, one line.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         n = parse_n(args.n, parser)
         report = run_simulation(
@@ -162,6 +173,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         parser.error(str(e))
     if args.diagram:
         write_diagram(report, args.diagram, prog)
+        print(f"{prog}: diagram written to {args.diagram}", file=sys.stderr, flush=True)
     if args.json and args.quiet:
         print(json.dumps(figures(report)), flush=True)
     elif not args.json:
@@ -173,6 +185,23 @@ def figures(report: Report) -> dict:
     """The run's setup and the summary's figures, for `--quiet --json`."""
     setup = {"n": report.n, "rounds": report.rounds, "timeout": report.timeout, "early": report.early}
     return {**setup, **report.totals(), "open_files": report.open_files}
+
+
+def check_writable(path: str, parser: argparse.ArgumentParser) -> None:
+    """Refuses a diagram path that cannot be written before the run, not after it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"--diagram: the folder {folder} does not exist")
+    if os.path.isdir(path) or not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        parser.error(f"--diagram: cannot write {path}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a run stops the same clean way."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def write_diagram(report: Report, path: str, prog: str) -> None:

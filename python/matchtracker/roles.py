@@ -47,6 +47,14 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             action="store_true",
             help="listen beyond loopback without a token: anyone who can reach the port can join",
         )
+        parser.add_argument(
+            "--keepalive",
+            type=float,
+            default=5.0,
+            metavar="SECONDS",
+            help="probe a connection silent this long (TCP keepalive); a node whose host vanished "
+            "without closing is dropped about 2.5 times this long after it went quiet (default 5)",
+        )
     else:
         parser.description = (
             "Run a server that answers the tracker's queries until stopped."
@@ -67,6 +75,20 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             parser.add_argument("--rounds", type=int, default=5, metavar="R", help="requests to make (default 5)")
             parser.add_argument("--seed", type=int, metavar="X", help="seed for the numbers drawn")
         add_token(parser)
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            metavar="SECONDS",
+            help="at start, keep trying to reach the tracker this long, then give up with exit 1 (default 30)",
+        )
+        parser.add_argument(
+            "--reconnect-for",
+            type=float,
+            metavar="SECONDS",
+            help="after losing a tracker it was registered with, keep trying to reach it this long "
+            "(default: for as long as it runs)",
+        )
     parser.add_argument("--json", action="store_true", help="print one JSON object per event instead of lines")
     return parser
 
@@ -86,15 +108,29 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 token=token,
                 insecure_no_token=args.insecure_no_token,
                 json=args.json,
+                keepalive=args.keepalive,
             )
-        elif role == "server":
-            _core.serve_server(args.name, args.tracker, args.number, token=token, json=args.json)
         else:
-            _core.run_client(
-                args.name, args.tracker, args.rounds, args.number, token=token, seed=args.seed, json=args.json
-            )
+            patience = {"wait": args.wait, "reconnect_for": args.reconnect_for}
+            if role == "server":
+                _core.serve_server(args.name, args.tracker, args.number, token=token, json=args.json, **patience)
+            else:
+                _core.run_client(
+                    args.name,
+                    args.tracker,
+                    args.rounds,
+                    args.number,
+                    token=token,
+                    seed=args.seed,
+                    json=args.json,
+                    **patience,
+                )
     except ValueError as e:
         parser.error(str(e))
+    except _core.MatchTrackerError as e:
+        # Refused, unreachable, or failed for good: one line naming the role, and exit 1.
+        print(f"{prog} {role}: failed: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         if role == "client":
             raise

@@ -85,6 +85,16 @@ pub fn seconds(seconds: f64, what: &str) -> PyResult<Duration> {
     args::seconds(seconds, what).map_err(to_py)
 }
 
+/// How long a node keeps trying to reach its tracker: `wait` seconds at start, and after
+/// losing it `reconnect_for` seconds (`None`: as long as it runs).
+pub fn patience(wait: f64, reconnect_for: Option<f64>) -> PyResult<crate::roles::Patience> {
+    let within = |value, what| args::seconds_up_to(value, what, args::MAX_PATIENCE).map_err(to_py);
+    Ok(crate::roles::Patience {
+        first: within(wait, "wait")?,
+        again: reconnect_for.map(|r| within(r, "reconnect_for")).transpose()?,
+    })
+}
+
 /// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.
 pub fn address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)> {
     let usage = || invalid(format!("{what} must be \"host:port\" or a (host, port) tuple (got {address})"));
@@ -111,9 +121,11 @@ pub fn tracker_config(
     early: bool,
     token: Option<&str>,
     insecure_no_token: bool,
+    keepalive: f64,
 ) -> PyResult<TrackerConfig> {
     Ok(TrackerConfig {
         deadline: seconds(timeout, "timeout")?,
+        keepalive: seconds(keepalive, "keepalive")?,
         replies: ReplyMode::early(early),
         token: self::token(token)?,
         insecure_no_token,

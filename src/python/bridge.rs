@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 
 use super::errors::{to_py, MatchTrackerError};
 use crate::error::Error;
 use crate::shutdown::Shutdown;
-use crate::transcript::{Event, Stamped};
+use crate::transcript::{Event, Events};
 
 /// How often a blocking call looks up from its work to check for Ctrl-C and print lines.
 const POLL: Duration = Duration::from_millis(100);
 
 /// How long a stopped role gets to finish cleanly (say BYE, close) after Ctrl-C.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Most events printed in one go, so that a flood of them is printed as it comes rather
+/// than gathered first.
+const PRINT_BATCH: usize = 4096;
 
 /// A run shows progress on a terminal once it has taken this long.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
@@ -77,6 +80,9 @@ pub struct Output<'a> {
     pub progress: Option<&'a dyn Fn() -> String>,
     /// Flipped on Ctrl-C so the task can end cleanly; without it the task is cancelled.
     pub stop: Option<&'a Shutdown>,
+    /// Keep every event and return them (a simulation's report needs them); a role that
+    /// runs for weeks prints its events and keeps none.
+    pub record: bool,
 }
 
 /// Waits for `task` on the runtime, detached, printing its events through Python as they
@@ -86,7 +92,7 @@ pub struct Output<'a> {
 pub fn drive<T: Send + 'static>(
     py: Python<'_>,
     task: tokio::task::JoinHandle<Result<T, Error>>,
-    mut events: mpsc::UnboundedReceiver<Stamped>,
+    mut events: Events,
     output: Output<'_>,
 ) -> PyResult<(T, Vec<(f64, Event)>)> {
     let rt = runtime()?;
@@ -105,7 +111,8 @@ pub fn drive<T: Send + 'static>(
                     Some(event) = events.recv() => { batch.push(event); None }
                     () = tokio::time::sleep(POLL) => None,
                 };
-                while let Ok(event) = events.try_recv() {
+                while batch.len() < PRINT_BATCH {
+                    let Some(event) = events.try_recv() else { break };
                     batch.push(event);
                 }
                 (finished, batch)
@@ -116,18 +123,23 @@ pub fn drive<T: Send + 'static>(
             write_to(py, "stderr", "\r\x1b[K")?;
             shown = false;
         }
-        if !batch.is_empty() {
-            let first = recorded.len();
-            recorded.extend(batch.into_iter().map(|s| (s.at.duration_since(started).as_secs_f64(), s.event)));
-            let fresh = &recorded[first..];
-            let lines: Vec<String> = if output.json {
-                fresh.iter().map(|(time, event)| event.to_json(*time)).collect()
-            } else {
-                fresh.iter().map(|(_, event)| event.to_string()).collect()
-            };
-            let mut text = lines.join("\n");
-            text.push('\n');
+        let dropped = events.take_dropped();
+        if !batch.is_empty() || dropped > 0 {
+            let fresh: Vec<(f64, Event)> =
+                batch.into_iter().map(|s| (s.at.duration_since(started).as_secs_f64(), s.event)).collect();
+            let mut text = String::new();
+            for (time, event) in &fresh {
+                text.push_str(&if output.json { event.to_json(*time) } else { event.to_string() });
+                text.push('\n');
+            }
+            if dropped > 0 {
+                let lines = if dropped == 1 { "line" } else { "lines" };
+                text.push_str(&format!("… {dropped} {lines} not printed (the output fell behind)\n"));
+            }
             write_to(py, "stdout", &text)?;
+            if output.record {
+                recorded.extend(fresh);
+            }
         }
         if let Some(joined) = finished {
             if let Some((interrupt, _)) = interrupted {

@@ -1,11 +1,11 @@
 //! The module's functions: the assignment's run, the command line's roles (a tracker, a
 //! server or a client on its own, printing its lines until stopped) and the load benchmark.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::args::{self, Int};
 use super::bridge::{drive, runtime, wait, Output};
@@ -16,6 +16,10 @@ use crate::roles::{self, Target};
 use crate::shutdown::Shutdown;
 use crate::simulation::{self, SimulationConfig};
 use crate::transcript::Transcript;
+
+/// Lines a role holds for printing when its output falls behind; past it they are counted
+/// and dropped, so a role that runs for weeks never buffers without bound.
+const ROLE_LINES: usize = 16_384;
 
 /// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
 #[pyfunction]
@@ -43,10 +47,10 @@ pub fn run_simulation(
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
     let config = SimulationConfig::new(n as i128, rounds as i128, timeout, seed, early).map_err(to_py)?;
     let (transcript, events) = if quiet {
-        let (_, events) = Transcript::channel();
+        let (_, events) = Transcript::every();
         (Transcript::off(), events)
     } else {
-        Transcript::channel()
+        Transcript::every()
     };
     let total = config.n * config.rounds;
     let (n, rounds) = (config.n, config.rounds);
@@ -67,15 +71,20 @@ pub fn run_simulation(
         format!("round {round} of {rounds}, {done} of {total} requests answered")
     };
     let task = runtime()?.spawn(simulation::run(config, transcript, answered));
-    let (inner, events) =
-        drive(py, task, events, Output { json, progress: progress.then_some(&show), stop: None })?;
+    let (inner, events) = drive(
+        py,
+        task,
+        events,
+        Output { json, progress: progress.then_some(&show), stop: None, record: true },
+    )?;
     Ok(Report::new(inner, events))
 }
 
 /// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
 /// nodes, closes, and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false))]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0))]
+#[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
     listen: &Bound<'_, PyAny>,
@@ -84,20 +93,22 @@ pub fn serve_tracker(
     token: Option<&str>,
     insecure_no_token: bool,
     json: bool,
+    keepalive: f64,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
-    let config = args::tracker_config(timeout, early, token, insecure_no_token)?;
-    let (transcript, events) = Transcript::channel();
+    let config = args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?;
+    let (transcript, events) = Transcript::bounded(ROLE_LINES);
     let stop = Shutdown::new();
     let task = runtime()?.spawn(roles::run_tracker(Target { host, port }, config, transcript, stop.signal()));
-    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
     Ok(())
 }
 
 /// Runs a server on its own, printing its lines, registering again whenever the tracker goes
 /// away, until Ctrl-C; then it closes and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false))]
+#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false, wait = 30.0, reconnect_for = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn serve_server(
     py: Python<'_>,
     name: &str,
@@ -105,29 +116,33 @@ pub fn serve_server(
     number: Option<Int>,
     token: Option<&str>,
     json: bool,
+    wait: f64,
+    reconnect_for: Option<f64>,
 ) -> PyResult<()> {
     let name = args::name(name, "name")?;
     let number = args::number_or_random(number)?;
     let token = args::token(token)?;
+    let patience = args::patience(wait, reconnect_for)?;
     let (host, port) = args::address(tracker_address, "tracker address")?;
-    let (transcript, events) = Transcript::channel();
+    let (transcript, events) = Transcript::bounded(ROLE_LINES);
     let stop = Shutdown::new();
     let task = runtime()?.spawn(roles::run_server(
         Target { host, port },
         name,
         number,
         token,
+        patience,
         transcript,
         stop.signal(),
     ));
-    drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
     Ok(())
 }
 
 /// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
 /// tracker goes away (a request cut off is retried once); returns each answer's servers.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false))]
+#[pyo3(signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_client(
     py: Python<'_>,
@@ -138,13 +153,16 @@ pub fn run_client(
     token: Option<&str>,
     seed: Option<u64>,
     json: bool,
+    wait: f64,
+    reconnect_for: Option<f64>,
 ) -> PyResult<Vec<Vec<String>>> {
+    let patience = args::patience(wait, reconnect_for)?;
     let name = args::name(name, "name")?;
     let number = number.map(args::number).transpose()?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
     let token = args::token(token)?;
     let (host, port) = args::address(tracker_address, "tracker address")?;
-    let (transcript, events) = Transcript::channel();
+    let (transcript, events) = Transcript::bounded(ROLE_LINES);
     let stop = Shutdown::new();
     let target = Target { host, port };
     let task = runtime()?.spawn(roles::run_client(
@@ -154,42 +172,46 @@ pub fn run_client(
         number,
         seed,
         token,
+        patience,
         transcript,
         stop.signal(),
     ));
-    let (answers, _) = drive(py, task, events, Output { json, progress: None, stop: Some(&stop) })?;
+    let (answers, _) =
+        drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
     Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
 }
 
 /// Runs a closed-loop load (each client asks again as soon as it is answered) and returns
-/// its measurements: requests, elapsed and rate, and latency quantiles in seconds.
+/// its measurements: requests (an int), elapsed and rate, and latency quantiles in seconds.
+/// With `tracker`, the load goes to that tracker (its deadline and mode apply) instead of
+/// one of its own.
 #[pyfunction]
-#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true))]
-pub fn run_load(
-    py: Python<'_>,
-    servers: usize,
-    clients: usize,
+#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None))]
+pub fn run_load<'py>(
+    py: Python<'py>,
+    servers: Int,
+    clients: Int,
     duration: f64,
     timeout: f64,
     early: bool,
-) -> PyResult<HashMap<&'static str, f64>> {
+    tracker: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tracker = tracker.map(|t| args::address(t, "tracker")).transpose()?;
     let config = crate::bench::LoadConfig {
-        servers,
-        clients,
+        servers: servers.count("servers", 1, crate::args::MAX_N)?,
+        clients: clients.count("clients", 1, crate::args::MAX_N)?,
         duration: args::seconds(duration, "duration")?,
         deadline: args::seconds(timeout, "timeout")?,
         replies: ReplyMode::early(early),
+        tracker: tracker.map(|(host, port)| Target { host, port }),
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
-    Ok(HashMap::from([
-        // A float like the others (the dict is of floats); exact below 2^52 requests.
-        #[allow(clippy::cast_precision_loss)]
-        ("requests", report.requests as f64),
-        ("elapsed", report.elapsed.as_secs_f64()),
-        ("rate", report.rate()),
-        ("p50", report.quantile(0.50).as_secs_f64()),
-        ("p90", report.quantile(0.90).as_secs_f64()),
-        ("p99", report.quantile(0.99).as_secs_f64()),
-        ("max", report.quantile(1.0).as_secs_f64()),
-    ]))
+    let out = PyDict::new(py);
+    out.set_item("requests", report.requests)?;
+    out.set_item("elapsed", report.elapsed.as_secs_f64())?;
+    out.set_item("rate", report.rate())?;
+    for (key, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)] {
+        out.set_item(key, report.quantile(q).as_secs_f64())?;
+    }
+    Ok(out)
 }

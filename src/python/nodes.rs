@@ -33,7 +33,8 @@ pub struct Tracker {
 #[pymethods]
 impl Tracker {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false))]
+    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         host: String,
@@ -42,11 +43,12 @@ impl Tracker {
         early: bool,
         token: Option<&str>,
         insecure_no_token: bool,
+        keepalive: f64,
     ) -> PyResult<Self> {
         // At most 65535, so the cast keeps every bit.
         #[allow(clippy::cast_possible_truncation)]
         let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
-        let config = args::tracker_config(timeout, early, token, insecure_no_token)?;
+        let config = args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?;
         let tracker = wait(py, async move {
             let addr = crate::connection::resolve(&host, port).await?;
             RustTracker::bind(addr, config, Transcript::off()).await
@@ -84,7 +86,8 @@ impl Tracker {
         ]))
     }
 
-    /// Waits until exactly `servers` servers and `clients` clients are registered.
+    /// Waits until at least `servers` servers and `clients` clients are registered, for at
+    /// most `timeout` seconds (10 by default).
     #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
     fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
         let timeout = args::seconds(timeout, "timeout")?;
@@ -93,8 +96,7 @@ impl Tracker {
             guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.subscribe_counts()
         };
         wait(py, async move {
-            let want = (servers, clients);
-            tokio::time::timeout(timeout, counts.wait_for(|&c| c == want))
+            tokio::time::timeout(timeout, counts.wait_for(|&(s, c)| s >= servers && c >= clients))
                 .await
                 .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
                 .map_err(|_| Error::NodeClosed)?;
