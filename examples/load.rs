@@ -17,6 +17,7 @@ async fn main() {
         deadline: Duration::from_secs(2),
         replies: ReplyMode::All,
         tracker: None,
+        token: None,
     };
     match closed_loop(config).await {
         Ok(report) => println!(

@@ -14,7 +14,7 @@ use crate::client::ClientNode;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::limits;
-use crate::protocol::{Name, ReplyMode, NUMBERS};
+use crate::protocol::{Name, ReplyMode, Token, NUMBERS};
 use crate::roles::Target;
 use crate::server::ServerNode;
 use crate::tracker::{Tracker, TrackerConfig};
@@ -30,6 +30,8 @@ pub struct LoadConfig {
     pub replies: ReplyMode,
     /// A tracker to load, whose own deadline and mode then apply; `None` starts one here.
     pub tracker: Option<Target>,
+    /// The token that tracker wants, if any.
+    pub token: Option<Token>,
 }
 
 /// What a load run measured.
@@ -92,14 +94,13 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     let mut rng = StdRng::seed_from_u64(1);
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
-        let name = Name::new(&format!("S{}", i + 1))?;
-        servers
-            .push(ServerNode::start(addr, name, rng.random_range(NUMBERS), None, Transcript::off()).await?);
+        let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
+        servers.push(ServerNode::start(addr, name, number, config.token.clone(), Transcript::off()).await?);
     }
     let mut clients = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
         let name = Name::new(&format!("C{}", i + 1))?;
-        clients.push(ClientNode::connect(addr, name, None, Transcript::off()).await?);
+        clients.push(ClientNode::connect(addr, name, config.token.clone(), Transcript::off()).await?);
     }
     // The clock starts once every node is connected: connecting is not the load.
     let started = Instant::now();

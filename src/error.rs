@@ -38,7 +38,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidArgument(text) => f.write_str(text),
+            Error::InvalidArgument(text) | Error::GaveUp(text) => f.write_str(text),
             Error::TooManyFiles { needed, available } => write!(
                 f,
                 "this run needs about {needed} open files but only {available} are available \
@@ -55,7 +55,6 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the connection was closed by the other side"),
             Error::Timeout(what) => write!(f, "timed out {what}"),
             Error::Io(e) => write!(f, "network error: {e}"),
-            Error::GaveUp(text) => f.write_str(text),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
             Error::NodeClosed => f.write_str("this node is closed"),
         }

@@ -148,13 +148,15 @@ def run_load(
     timeout: float = 2.0,
     early: bool = True,
     tracker: str | tuple[str, int] | None = None,
+    token: str | None = None,
 ) -> dict[str, float]:
     """Run a closed-loop load through one tracker on loopback and measure it.
 
     Each client asks again as soon as it has its answer, for `duration` seconds. Returns
     `requests` (an int), `elapsed` (seconds), `rate` (requests per second) and the latency
     quantiles `p50`, `p90`, `p99`, `max` (seconds). With `tracker`, the load goes to that
-    running tracker (its own deadline and mode apply) instead of one started here.
+    running tracker (its own deadline and mode apply, and its `token`) instead of one started
+    here.
 
     Raises:
         ValueError: an argument is out of range.

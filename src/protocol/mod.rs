@@ -97,7 +97,7 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 /// A [`ProtocolError`] naming what is wrong; the caller decides whether to go on.
 pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
     let text = std::str::from_utf8(line).map_err(|_| ProtocolError::NotUtf8)?;
-    let mut fields = text.split_ascii_whitespace();
+    let mut fields = Words(text);
     let verb = fields.next().ok_or(ProtocolError::Empty)?;
     let verb = Verb::from_word(verb).ok_or(ProtocolError::UnknownVerb)?;
     let mut fields = Fields(fields);
@@ -308,8 +308,28 @@ impl Verb {
     }
 }
 
+/// The words of a line: what runs of spaces and tabs separate. (Not any ASCII whitespace:
+/// a `\r` or a form feed inside a line is part of the word it touches, as PROTOCOL.md says.)
+struct Words<'a>(&'a str);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let gap = |c: char| c == ' ' || c == '\t';
+        let rest = self.0.trim_start_matches(gap);
+        if rest.is_empty() {
+            self.0 = rest;
+            return None;
+        }
+        let end = rest.find(gap).unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
 /// The fields after the verb, taken one at a time with their checks.
-struct Fields<'a>(std::str::SplitAsciiWhitespace<'a>);
+struct Fields<'a>(Words<'a>);
 
 impl<'a> Fields<'a> {
     fn word(&mut self) -> Result<&'a str, ProtocolError> {
@@ -511,11 +531,12 @@ mod tests {
     fn typed_lines_are_accepted() {
         assert_eq!(parse(b"hello   S1").unwrap(), Message::Hello { name: name("S1"), token: None });
         assert_eq!(split_line(b"FIND 1 5\r\n", 64).unwrap().unwrap().0, b"FIND 1 5");
+        assert_eq!(parse(b"FIND\t007 05").unwrap(), Message::Find { id: 7, number: 5 }, "leading zeros");
     }
 
     #[test]
     fn malformed_lines_say_why() {
-        let cases: [(&[u8], ProtocolError); 16] = [
+        let cases: [(&[u8], ProtocolError); 18] = [
             (b"", ProtocolError::Empty),
             (b"   ", ProtocolError::Empty),
             (b"\xff\xfe", ProtocolError::NotUtf8),
@@ -532,6 +553,9 @@ mod tests {
             (b"MATCH 18446744073709551616", ProtocolError::BadId),
             (b"WELCOME S1 10 some", ProtocolError::BadWord),
             (b"ANSWER 1 deadline S1 ??", ProtocolError::BadName),
+            // Only spaces and tabs separate fields.
+            (b"FIND 1\r5", ProtocolError::BadId),
+            (b"HELLO S1\x0cS2", ProtocolError::BadName),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line), Err(want), "line {:?}", String::from_utf8_lossy(line));

@@ -3,6 +3,7 @@
 //! every [`POLL`] to check for signals (so Ctrl-C stops it promptly) and, for runs and roles,
 //! to print their lines through Python's `sys.stdout`.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -134,7 +135,7 @@ pub fn drive<T: Send + 'static>(
             }
             if dropped > 0 {
                 let lines = if dropped == 1 { "line" } else { "lines" };
-                text.push_str(&format!("… {dropped} {lines} not printed (the output fell behind)\n"));
+                let _ = writeln!(text, "… {dropped} {lines} not printed (the output fell behind)");
             }
             write_to(py, "stdout", &text)?;
             if output.record {

@@ -186,7 +186,8 @@ pub fn run_client(
 /// With `tracker`, the load goes to that tracker (its deadline and mode apply) instead of
 /// one of its own.
 #[pyfunction]
-#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None))]
+#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None, token = None))]
+#[allow(clippy::too_many_arguments)]
 pub fn run_load<'py>(
     py: Python<'py>,
     servers: Int,
@@ -195,6 +196,7 @@ pub fn run_load<'py>(
     timeout: f64,
     early: bool,
     tracker: Option<&Bound<'_, PyAny>>,
+    token: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let tracker = tracker.map(|t| args::address(t, "tracker")).transpose()?;
     let config = crate::bench::LoadConfig {
@@ -204,6 +206,7 @@ pub fn run_load<'py>(
         deadline: args::seconds(timeout, "timeout")?,
         replies: ReplyMode::early(early),
         tracker: tracker.map(|(host, port)| Target { host, port }),
+        token: args::token(token)?,
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
     let out = PyDict::new(py);
