@@ -321,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn one_late_reply_is_one_reply() {
+        let mut run = report(2, 1);
+        run.late_replies = 1;
+        assert!(run.summary().lines().next().unwrap().contains(", 1 late reply; "));
+        run.late_replies = 2;
+        assert!(run.summary().lines().next().unwrap().contains(", 2 late replies; "));
+    }
+
+    #[test]
     fn an_answer_that_misses_a_server_is_counted() {
         let mut run = report(30, 2);
         let short: Arc<[Name]> = run.requests[0].servers[1..].into();

@@ -130,6 +130,9 @@ def test_bench_closed_loop_smoke() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["workload"] == "closed-loop" and data["requests"] > 0
+    # The rate is per second of what was measured, and says so.
+    assert data["elapsed_seconds"] >= 0.3 and isinstance(data["requests"], int)
+    assert abs(data["requests_per_second"] - data["requests"] / data["elapsed_seconds"]) < 1e-6 * data["requests"]
     assert data["latency_p50_ms"] <= data["latency_p99_ms"] <= data["latency_max_ms"]
 
 
