@@ -106,7 +106,7 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     let started = Instant::now();
     let until = started + config.duration;
     let mut load = JoinSet::new();
-    for (i, mut client) in clients.into_iter().enumerate() {
+    for (i, client) in clients.into_iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(i as u64 + 100);
         load.spawn(async move {
             let mut latencies = Vec::new();

@@ -1,16 +1,19 @@
-//! A client node: says `HI` with its name, then asks the tracker for matches, one request at
-//! a time, each answered by an `ANSWER` carrying the request's id.
+//! A client node: says `HI` with its name, then asks the tracker for matches, each answered
+//! by an `ANSWER` carrying the request's id; many requests may be open at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::connection::{self, LineReader};
+use crate::connection::LineReader;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::node;
@@ -37,18 +40,48 @@ pub struct Answer {
     pub elapsed: Duration,
 }
 
-/// A connected, registered client node.
+/// A connected, registered client node. Its requests may come from many tasks at once over
+/// the one connection, each with its own id: whichever caller holds the reading half reads
+/// for everyone, handing each answer to the caller waiting for it, until its own comes.
 pub struct ClientNode {
     name: Name,
-    reader: LineReader,
-    write: OwnedWriteHalf,
-    next_id: u64,
+    next_id: AtomicU64,
     /// How long to wait for an answer: the tracker's deadline plus a margin.
     patience: Duration,
     transcript: Transcript,
     /// Shared with other clients by [`ClientNode::share_answers`]; a client on its own
     /// parses every answer.
     answers: Option<Arc<AnswerCache>>,
+    reader: tokio::sync::Mutex<LineReader>,
+    write: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Requests sent and not answered yet, and whether the connection is still usable.
+    waiting: Mutex<Waiting>,
+    /// Raised by [`ClientNode::close`]: every caller still waiting gives up at once.
+    closed: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// Where each request's answer (or failure) goes, by id; registered before it is sent.
+    slots: FastMap<u64, oneshot::Sender<Result<Answered>>>,
+    /// Requests given up on (timed out, or their caller went away) whose `CANCEL` could not
+    /// be written at once: the next write sends it first.
+    cancels: Vec<u64>,
+    /// Set once the connection cannot carry another request: why.
+    broken: Option<Broken>,
+}
+
+/// Why a client's connection is no longer usable.
+#[derive(Clone, Copy)]
+enum Broken {
+    Closed,
+    ByCaller,
+}
+
+/// An answer as the reader hands it over.
+struct Answered {
+    end: End,
+    servers: Arc<[Name]>,
 }
 
 /// Server lists already parsed, by their bytes on the wire. At scale, thousands of clients
@@ -125,8 +158,17 @@ impl ClientNode {
         let greeted = || transcript.record_with(|| Event::HiSent { client: name.clone() });
         let node::Registered { reader, write, deadline, .. } =
             node::register(tracker, &name, greeting, &transcript, greeted).await?;
-        let patience = deadline + deadline / 2 + ANSWER_MARGIN;
-        Ok(ClientNode { name, reader, write, next_id: 1, patience, transcript, answers: None })
+        Ok(ClientNode {
+            name,
+            next_id: AtomicU64::new(1),
+            patience: deadline + deadline / 2 + ANSWER_MARGIN,
+            transcript,
+            answers: None,
+            reader: tokio::sync::Mutex::new(reader),
+            write: tokio::sync::Mutex::new(write),
+            waiting: Mutex::new(Waiting::default()),
+            closed: watch::channel(false).0,
+        })
     }
 
     /// Shares `answers` with other clients, so that a server list any of them has parsed is
@@ -140,54 +182,227 @@ impl ClientNode {
         &self.name
     }
 
-    /// Asks which servers hold `number` and waits for the tracker's answer.
+    /// Asks which servers hold `number` and waits for the tracker's answer. Any number of
+    /// calls may wait at once. A call that gives up (its time runs out, or it is dropped)
+    /// tells the tracker, which frees the request (`CANCEL`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `number` is outside 1..=10; [`Error::Timeout`] if no
     /// answer comes within the tracker's deadline plus a margin; [`Error::Closed`] if the
-    /// tracker leaves; [`Error::Refused`] if it answers with `ERROR`.
-    pub async fn find_match(&mut self, number: u8) -> Result<Answer> {
+    /// tracker leaves; [`Error::Refused`] if it answers with `ERROR`; [`Error::NodeClosed`]
+    /// once [`close`](Self::close) is called.
+    pub async fn find_match(&self, number: u8) -> Result<Answer> {
         let number = crate::args::number(number.into())?;
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut waiting = self.waiting.lock();
+            if let Some(broken) = waiting.broken {
+                return Err(broken.error());
+            }
+            waiting.slots.insert(id, tx);
+        }
+        // From here on, giving up (an error, a timeout, the caller dropping this future)
+        // frees the request on both sides.
+        let mut request = Request { node: self, id, settled: false };
         self.transcript.record_with(|| Event::FindSent { client: self.name.clone(), number });
-        connection::write_message(&mut self.write, &Message::Find { id, number }).await?;
+        self.send(&protocol::to_line(&Message::Find { id, number })).await?;
         let give_up = started + self.patience;
+        let answered = tokio::time::timeout_at(give_up, self.await_answer(id, &mut rx))
+            .await
+            .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))?;
+        request.settled = answered.is_ok() || self.waiting.lock().broken.is_some();
+        let Answered { end, servers } = answered?;
+        self.transcript
+            .record_with(|| Event::AnswerReceived { client: self.name.clone(), servers: servers.to_vec() });
+        Ok(Answer { servers, end, elapsed: started.elapsed() })
+    }
+
+    /// Makes every call waiting for an answer fail at once with [`Error::NodeClosed`], and
+    /// every later one too. The connection closes when the node is dropped.
+    pub fn close(&self) {
+        self.fail_all(Broken::ByCaller);
+        self.closed.send_replace(true);
+    }
+
+    /// Writes `line`, after any `CANCEL` that could not be written when its request was
+    /// given up. A write cut off halfway (its caller dropped it) leaves the stream
+    /// unusable, so the connection is then marked broken.
+    async fn send(&self, line: &[u8]) -> Result<()> {
+        let mut write = self.write.lock().await;
+        let mut out = Vec::new();
+        for id in std::mem::take(&mut self.waiting.lock().cancels) {
+            protocol::encode(&Message::Cancel { id }, &mut out);
+        }
+        out.extend_from_slice(line);
+        let mut unfinished = Unfinished(Some(self));
+        let written = write.write_all(&out).await;
+        unfinished.0 = None;
+        written.map_err(|e| {
+            self.fail_all(Broken::Closed);
+            Error::Io(e)
+        })
+    }
+
+    /// Waits for the answer to request `id`: from whoever is reading, or by reading itself.
+    async fn await_answer(&self, id: u64, rx: &mut oneshot::Receiver<Result<Answered>>) -> Result<Answered> {
+        let mut closed = self.closed.subscribe();
+        let mut reader = tokio::select! {
+            biased;
+            got = &mut *rx => return got.unwrap_or(Err(Error::Closed)),
+            _ = closed.wait_for(|&closed| closed) => return Err(Error::NodeClosed),
+            reader = self.reader.lock() => reader,
+        };
+        // The caller that read before may have handed this answer over already.
+        if let Ok(got) = rx.try_recv() {
+            return got;
+        }
+        let answers = self.answers.as_deref();
+        let parse = |line: &[u8]| match answers {
+            Some(cache) => cache.read(line),
+            None => protocol::parse(line).map(Received::from),
+        };
         loop {
-            match tokio::time::timeout_at(give_up, self.receive())
-                .await
-                .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))??
-            {
-                Some(Received::Answer { id: got, end, servers }) if got == id => {
-                    let elapsed = started.elapsed();
-                    self.transcript.record_with(|| Event::AnswerReceived {
-                        client: self.name.clone(),
-                        servers: servers.to_vec(),
-                    });
-                    return Ok(Answer { servers, end, elapsed });
-                }
-                // The answer to an earlier request whose caller gave up waiting: not ours.
-                Some(Received::Answer { .. }) => {}
-                Some(Received::Other(Message::Error { code, text })) => {
-                    return Err(Error::Refused { code, text })
-                }
-                Some(Received::Other(Message::Bye)) | None => return Err(Error::Closed),
-                Some(Received::Other(other)) => {
-                    return Err(Error::Unexpected(format!("{other:?} instead of ANSWER")))
-                }
+            let line = tokio::select! {
+                line = reader.next_with(parse) => line,
+                _ = closed.wait_for(|&closed| closed) => return Err(Error::NodeClosed),
+            };
+            if let Some(mine) = self.dispatch(id, line) {
+                return mine;
             }
         }
     }
 
-    /// The next line from the tracker, or `None` if it closed the connection.
-    async fn receive(&mut self) -> Result<Option<Received>> {
-        let answers = self.answers.as_deref();
-        let read = |line: &[u8]| match answers {
-            Some(cache) => cache.read(line),
-            None => protocol::parse(line).map(Received::from),
+    /// Hands one line from the tracker to the request it answers; `Some` when it settles
+    /// request `mine` (its answer, or a failure of the whole connection).
+    #[allow(clippy::type_complexity)]
+    fn dispatch(
+        &self,
+        mine: u64,
+        line: Result<Option<std::result::Result<Received, ProtocolError>>>,
+    ) -> Option<Result<Answered>> {
+        let (to, outcome) = match line {
+            Ok(Some(Ok(Received::Answer { id, end, servers }))) => (id, Ok(Answered { end, servers })),
+            Ok(Some(Ok(Received::Other(Message::Error { code, text })))) => {
+                match protocol::refused_request(code, &text) {
+                    // One request refused; the connection goes on.
+                    Some(id) => (id, Err(Error::Refused { code, text })),
+                    None => return self.fail_all_but(mine, &Error::Refused { code, text }),
+                }
+            }
+            Ok(Some(Ok(Received::Other(Message::Bye))) | None) => {
+                return self.fail_all_but(mine, &Error::Closed)
+            }
+            Ok(Some(Ok(Received::Other(other)))) => {
+                let e = Error::Unexpected(format!("{other:?} instead of ANSWER"));
+                return self.fail_all_but(mine, &e);
+            }
+            Ok(Some(Err(e))) => return self.fail_all_but(mine, &Error::Protocol(e)),
+            Err(e) => {
+                self.fail_all(Broken::Closed);
+                return Some(Err(e));
+            }
         };
-        Ok(self.reader.next_with(read).await?.transpose()?)
+        if to == mine {
+            self.waiting.lock().slots.remove(&mine);
+            return Some(outcome);
+        }
+        // Another caller's, or one whose caller gave up (no slot): dropped then.
+        if let Some(slot) = self.waiting.lock().slots.remove(&to) {
+            let _ = slot.send(outcome);
+        }
+        None
+    }
+
+    /// Fails every waiting request with what `e` says (the connection is unusable), and
+    /// returns the failure for request `mine` (as `dispatch` does).
+    #[allow(clippy::unnecessary_wraps)]
+    fn fail_all_but(&self, mine: u64, e: &Error) -> Option<Result<Answered>> {
+        let slots = {
+            let mut waiting = self.waiting.lock();
+            waiting.broken = Some(Broken::Closed);
+            std::mem::take(&mut waiting.slots)
+        };
+        for (id, slot) in slots {
+            if id != mine {
+                let _ = slot.send(Err(e.same()));
+            }
+        }
+        Some(Err(e.same()))
+    }
+
+    fn fail_all(&self, why: Broken) {
+        let slots = {
+            let mut waiting = self.waiting.lock();
+            waiting.broken.get_or_insert(why);
+            std::mem::take(&mut waiting.slots)
+        };
+        for slot in slots.into_values() {
+            let _ = slot.send(Err(why.error()));
+        }
+    }
+}
+
+impl Broken {
+    fn error(self) -> Error {
+        match self {
+            Broken::Closed => Error::Closed,
+            Broken::ByCaller => Error::NodeClosed,
+        }
+    }
+}
+
+impl Error {
+    /// The same failure again, for another request that shares the connection.
+    fn same(&self) -> Error {
+        match self {
+            Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
+            Error::Protocol(e) => Error::Protocol(*e),
+            Error::Unexpected(text) => Error::Unexpected(text.clone()),
+            _ => Error::Closed,
+        }
+    }
+}
+
+/// One request in flight. Dropped before its answer (a timeout, the caller gone), it frees
+/// its slot and asks the tracker to free the request.
+struct Request<'a> {
+    node: &'a ClientNode,
+    id: u64,
+    /// Answered, or nothing left to cancel.
+    settled: bool,
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.node.waiting.lock();
+        waiting.slots.remove(&self.id);
+        if self.settled || waiting.broken.is_some() {
+            return;
+        }
+        // Written at once if the socket takes it; otherwise by the next write.
+        let line = protocol::to_line(&Message::Cancel { id: self.id });
+        let written = self.node.write.try_lock().ok().and_then(|write| write.try_write(&line).ok());
+        if written != Some(line.len()) {
+            if written.is_some() {
+                // Part of the line went out: the stream is cut mid-line.
+                waiting.broken = Some(Broken::Closed);
+            } else {
+                waiting.cancels.push(self.id);
+            }
+        }
+    }
+}
+
+/// Marks the connection broken if a write is dropped before it finished.
+struct Unfinished<'a>(Option<&'a ClientNode>);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(node) = self.0 {
+            node.fail_all(Broken::Closed);
+        }
     }
 }
 

@@ -261,7 +261,7 @@ async fn ask_every_round(
 /// Makes one client's requests, a round each, and returns the client (still connected: one
 /// that closed while others wait for their answers would delay them) and what it saw.
 async fn ask_rounds(
-    mut client: ClientNode,
+    client: ClientNode,
     picks: Vec<u8>,
     barrier: &Barrier,
     answered: &AtomicUsize,

@@ -212,7 +212,7 @@ async fn a_connection_flood_is_capped() {
 async fn a_server_killed_mid_request_leaves_the_right_answer_from_the_others() {
     let (tracker, _events) = tracker_with(config()).await;
     let addr = tracker.local_addr();
-    let mut honest = Honest::start(addr).await;
+    let honest = Honest::start(addr).await;
     let mut doomed = Peer::join(addr, "HELLO S9").await;
     let asking = tokio::spawn(async move {
         let answer = honest.client.find_match(3).await.unwrap();
@@ -354,7 +354,7 @@ async fn no_node_may_take_the_trackers_name() {
 #[tokio::test]
 async fn nodes_see_the_tracker_leave() {
     let (tracker, _events) = tracker_with(config()).await;
-    let mut honest = Honest::start(tracker.local_addr()).await;
+    let honest = Honest::start(tracker.local_addr()).await;
     tracker.shutdown(PATIENCE).await;
     assert!(matches!(honest.client.find_match(3).await, Err(Error::Closed | Error::Io(_))));
     for server in honest.servers {

@@ -11,9 +11,13 @@ deadline. The networking runs in a Rust core; this package is its Python face.
 """
 
 from ._core import (
+    AsyncClient,
+    AsyncServer,
+    AsyncTracker,
     Client,
     MatchTrackerError,
     NetworkError,
+    Opening,
     RefusedError,
     Report,
     RequestRecord,
@@ -29,9 +33,13 @@ from ._core import (
 )
 
 __all__ = [
+    "AsyncClient",
+    "AsyncServer",
+    "AsyncTracker",
     "Client",
     "MatchTrackerError",
     "NetworkError",
+    "Opening",
     "RefusedError",
     "Report",
     "RequestRecord",

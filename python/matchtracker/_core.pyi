@@ -1,6 +1,6 @@
 """The native core of matchtracker (Rust, via PyO3). Import from `matchtracker` instead."""
 
-from typing import Literal, final
+from typing import Any, Awaitable, Generator, Generic, Literal, TypeVar, final
 
 from .types import ErrorCode, Event, Totals
 
@@ -268,7 +268,8 @@ class Tracker:
     @property
     def port(self) -> int: ...
     def stats(self) -> dict[str, int]:
-        """Counters: servers, clients (registered now), requests, late_replies."""
+        """Counters: servers, clients (registered now), requests, late_replies, open_requests
+        (waiting for replies now)."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> None:
         """Block until at least this many servers and clients are registered.
 
@@ -321,7 +322,8 @@ class Client:
     def find_match(self, number: int) -> list[str]:
         """The servers holding `number`, in index order; empty if none.
 
-        Waits at most the tracker's deadline plus a margin.
+        Waits at most the tracker's deadline plus a margin. Calls from many threads share
+        the connection, each with its own id, and are all in flight at once.
 
         Raises:
             ValueError: `number` is not from 1 to 10.
@@ -329,6 +331,85 @@ class Client:
             ResponseTimeout: no answer in time.
         """
     def close(self) -> None:
-        """Close the connection. Safe to call twice."""
+        """Close the connection at once: every call still waiting raises MatchTrackerError
+        (`code` None). Safe to call twice."""
     def __enter__(self) -> "Client": ...
     def __exit__(self, *exc: object) -> bool: ...
+
+_Node = TypeVar("_Node", "AsyncTracker", "AsyncServer", "AsyncClient")
+
+@final
+class Opening(Generic[_Node]):
+    """A node on its way, in asyncio: `await` it for the node, or enter it with `async with`,
+    which closes the node on the way out."""
+
+    def __await__(self) -> Generator[Any, None, _Node]: ...
+    async def __aenter__(self) -> _Node: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+@final
+class AsyncTracker:
+    """`Tracker` for asyncio (`matchtracker.aio.Tracker`)."""
+
+    @staticmethod
+    def start(
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 2.0,
+        *,
+        early: bool = False,
+        token: str | None = None,
+        insecure_no_token: bool = False,
+        keepalive: float = 5.0,
+    ) -> Opening[AsyncTracker]:
+        """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
+    @property
+    def address(self) -> str: ...
+    def stats(self) -> dict[str, int]:
+        """As `Tracker.stats()`."""
+    def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> Awaitable[None]:
+        """Resolves once at least this many servers and clients are registered.
+
+        Raises:
+            ResponseTimeout: not reached within `timeout` seconds.
+        """
+    def close(self) -> Awaitable[None]:
+        """Say BYE to every node, close every connection, stop. Safe to call twice."""
+
+@final
+class AsyncServer:
+    """`Server` for asyncio (`matchtracker.aio.Server`)."""
+
+    @staticmethod
+    def start(
+        name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
+    ) -> Opening[AsyncServer]:
+        """Register as `Server(...)` does; await the result, or enter it with `async with`."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def number(self) -> int: ...
+    def close(self) -> Awaitable[None]:
+        """Stop answering and close the connection. Safe to call twice."""
+
+@final
+class AsyncClient:
+    """`Client` for asyncio (`matchtracker.aio.Client`)."""
+
+    @staticmethod
+    def connect(
+        name: str, tracker_address: str | tuple[str, int], *, token: str | None = None
+    ) -> Opening[AsyncClient]:
+        """Register as `Client(...)` does; await the result, or enter it with `async with`."""
+    @property
+    def name(self) -> str: ...
+    def find_match(self, number: int) -> Awaitable[list[str]]:
+        """Resolves to the servers holding `number`, in index order. Any number may be in
+        flight at once; cancelling one frees its request on the tracker.
+
+        Raises:
+            ValueError: `number` is not from 1 to 10 (at once, not when awaited).
+            NetworkError, ResponseTimeout, RefusedError: as `Client.find_match`.
+        """
+    def close(self) -> Awaitable[None]:
+        """Close the connection at once: every call still waiting raises MatchTrackerError."""

@@ -35,6 +35,9 @@ pub enum Message {
     Welcome { name: Name, deadline_ms: u64, replies: ReplyMode },
     /// client → tracker: `FIND <id> <number>`; the id is the client's, echoed in the answer.
     Find { id: u64, number: u8 },
+    /// client → tracker: `CANCEL <id>`, the client no longer wants the answer to its
+    /// request `id`; the tracker frees the request and sends no answer.
+    Cancel { id: u64 },
     /// tracker → server: `QUERY <id> <client> <number>`; the id is the tracker's.
     Query { id: u64, client: Name, number: u8 },
     /// server → tracker: `MATCH <id>`, the server holds the number asked for.
@@ -110,6 +113,7 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
             replies: ReplyMode::from_word(fields.word()?.as_bytes()).ok_or(ProtocolError::BadWord)?,
         },
         Verb::Find => Message::Find { id: fields.id()?, number: fields.number()? },
+        Verb::Cancel => Message::Cancel { id: fields.id()? },
         Verb::Query => Message::Query { id: fields.id()?, client: fields.name()?, number: fields.number()? },
         Verb::Match => Message::Match { id: fields.id()? },
         Verb::Miss => Message::Miss { id: fields.id()? },
@@ -185,6 +189,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             writeln!(out, "WELCOME {name} {deadline_ms} {}", replies.as_str())
         }
         Message::Find { id, number } => writeln!(out, "FIND {id} {number}"),
+        Message::Cancel { id } => writeln!(out, "CANCEL {id}"),
         // The lines sent by the million are put together without the formatting machinery.
         Message::Query { id, client, number } => {
             out.extend_from_slice(b"QUERY ");
@@ -269,6 +274,21 @@ fn push_decimal(mut value: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits[start..]);
 }
 
+/// The text of the `too-many-requests` error refusing request `id` (of a client that has
+/// `most` open): it names the id, so that a client with many requests open knows which.
+pub fn too_many_requests(id: u64, most: usize) -> String {
+    format!("request {id} refused: {most} requests are already open")
+}
+
+/// The request an `ERROR` refuses on its own, leaving the connection as it was (the
+/// `too-many-requests` of [`too_many_requests`]); `None` for an error about the connection.
+pub fn refused_request(code: ErrorCode, text: &str) -> Option<u64> {
+    if code != ErrorCode::TooManyRequests {
+        return None;
+    }
+    text.strip_prefix("request ")?.split(' ').next()?.parse().ok()
+}
+
 /// `message` as one encoded line, newline included.
 pub fn to_line(message: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
@@ -282,6 +302,7 @@ enum Verb {
     Hi,
     Welcome,
     Find,
+    Cancel,
     Query,
     Match,
     Miss,
@@ -292,11 +313,12 @@ enum Verb {
 
 impl Verb {
     fn from_word(word: &str) -> Option<Verb> {
-        const VERBS: [(&str, Verb); 10] = [
+        const VERBS: [(&str, Verb); 11] = [
             ("HELLO", Verb::Hello),
             ("HI", Verb::Hi),
             ("WELCOME", Verb::Welcome),
             ("FIND", Verb::Find),
+            ("CANCEL", Verb::Cancel),
             ("QUERY", Verb::Query),
             ("MATCH", Verb::Match),
             ("MISS", Verb::Miss),
@@ -387,6 +409,7 @@ mod tests {
             Message::Welcome { name: name("C1"), deadline_ms: 200, replies: ReplyMode::All },
             Message::Find { id: 0, number: 1 },
             Message::Find { id: u64::MAX, number: 10 },
+            Message::Cancel { id: 12 },
             Message::Query { id: 7, client: name("C1"), number: 5 },
             Message::Match { id: 7 },
             Message::Miss { id: 8 },

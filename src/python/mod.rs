@@ -4,7 +4,7 @@
 //! - [`args`]: Python's arguments into the core's types;
 //! - [`errors`]: the exceptions, and the one place Rust errors become them;
 //! - [`report`]: a simulation's report, built into Python objects only when asked;
-//! - [`nodes`]: the `Tracker`, `Server` and `Client` classes;
+//! - [`nodes`]: the `Tracker`, `Server` and `Client` classes, and their asyncio twins;
 //! - [`functions`]: `run_simulation`, the command line's roles, `run_load`.
 //!
 //! Every blocking call extracts its arguments while attached, runs the Rust work on the one
@@ -31,6 +31,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nodes::Tracker>()?;
     m.add_class::<nodes::Server>()?;
     m.add_class::<nodes::Client>()?;
+    m.add_class::<nodes::AsyncTracker>()?;
+    m.add_class::<nodes::AsyncServer>()?;
+    m.add_class::<nodes::AsyncClient>()?;
+    m.add_class::<nodes::Opening>()?;
     m.add_class::<report::Report>()?;
     m.add_class::<report::RequestRecord>()?;
     errors::add(m)

@@ -1,34 +1,245 @@
-//! The node classes: `Tracker`, `Server` and `Client`, each owning its Rust node. Every
-//! blocking method runs on the shared runtime through the bridge; `close()` is idempotent,
-//! and every class is a context manager.
+//! The node classes: `Tracker`, `Server` and `Client`, blocking, and their asyncio twins
+//! `AsyncTracker`, `AsyncServer` and `AsyncClient` (the `matchtracker.aio` classes), whose
+//! waiting methods return awaitables. Both kinds hold the same handles, so each node's
+//! opening, counters and closing are written once; the blocking kind runs them through the
+//! bridge (`wait`), the asyncio kind hands them to the running event loop
+//! (`pyo3_async_runtimes`). `close()` is idempotent, and every class is a context manager
+//! (`with`, or `async with`).
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3_async_runtimes::tokio::future_into_py;
 
 use super::args::{self, Int};
-use super::bridge::wait;
+use super::bridge::{runtime, wait};
 use super::errors::to_py;
 use crate::client::ClientNode;
-use crate::error::Error;
-use crate::protocol::Name;
+use crate::error::{Error, Result};
+use crate::protocol::{Name, Token};
 use crate::server::ServerNode;
-use crate::tracker::Tracker as RustTracker;
+use crate::tracker::{Tracker as RustTracker, TrackerConfig};
 use crate::transcript::Transcript;
 
-/// How long `Tracker.close()` waits for the tracker's tasks to end.
+/// How long closing a tracker waits for its tasks to end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A running tracker as the Python classes hold it.
+pub struct TrackerHandle {
+    tracker: Mutex<Option<RustTracker>>,
+    address: SocketAddr,
+}
+
+impl TrackerHandle {
+    async fn open(host: String, port: u16, config: TrackerConfig) -> Result<TrackerHandle> {
+        let addr = crate::connection::resolve(&host, port).await?;
+        let tracker = RustTracker::bind(addr, config, Transcript::off()).await?;
+        Ok(TrackerHandle { address: tracker.local_addr(), tracker: Mutex::new(Some(tracker)) })
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let guard = self.tracker.lock();
+        let s = guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.stats();
+        let out = PyDict::new(py);
+        out.set_item("servers", s.servers)?;
+        out.set_item("clients", s.clients)?;
+        out.set_item("requests", s.requests)?;
+        out.set_item("late_replies", s.late_replies)?;
+        out.set_item("open_requests", s.open_requests)?;
+        Ok(out)
+    }
+
+    /// Resolves once at least `servers` servers and `clients` clients are registered.
+    fn registered(
+        &self,
+        servers: usize,
+        clients: usize,
+        timeout: f64,
+    ) -> PyResult<impl Future<Output = Result<()>>> {
+        let timeout = args::seconds(timeout, "timeout")?;
+        let mut counts = {
+            let guard = self.tracker.lock();
+            guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.subscribe_counts()
+        };
+        Ok(async move {
+            tokio::time::timeout(timeout, counts.wait_for(|&(s, c)| s >= servers && c >= clients))
+                .await
+                .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
+                .map_err(|_| Error::NodeClosed)?;
+            Ok(())
+        })
+    }
+
+    /// Says BYE to every node, closes every connection and stops (nothing if closed).
+    fn closing(&self) -> impl Future<Output = Result<()>> {
+        let tracker = self.tracker.lock().take();
+        async move {
+            if let Some(tracker) = tracker {
+                tracker.shutdown(CLOSE_GRACE).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A registered server as the Python classes hold it.
+pub struct ServerHandle {
+    name: String,
+    number: u8,
+    node: Mutex<Option<ServerNode>>,
+}
+
+impl ServerHandle {
+    async fn open(
+        name: Name,
+        host: String,
+        port: u16,
+        number: u8,
+        token: Option<Token>,
+    ) -> Result<ServerHandle> {
+        let addr = crate::connection::resolve(&host, port).await?;
+        let node = ServerNode::start(addr, name.clone(), number, token, Transcript::off()).await?;
+        Ok(ServerHandle { name: name.to_string(), number, node: Mutex::new(Some(node)) })
+    }
+
+    /// Stops answering and closes the connection (nothing if closed).
+    fn closing(&self) -> impl Future<Output = Result<()>> {
+        let node = self.node.lock().take();
+        async move {
+            if let Some(node) = node {
+                // How the serving ended (say, the tracker left first) is no reason to fail a close.
+                let _ = node.close().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A connected client as the Python classes hold it: shared by every call in flight, until
+/// `close()`.
+pub struct ClientHandle {
+    name: String,
+    node: RwLock<Option<Arc<ClientNode>>>,
+}
+
+impl ClientHandle {
+    async fn open(name: Name, host: String, port: u16, token: Option<Token>) -> Result<ClientHandle> {
+        let addr = crate::connection::resolve(&host, port).await?;
+        let node = ClientNode::connect(addr, name.clone(), token, Transcript::off()).await?;
+        Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(node))) })
+    }
+
+    /// The answer to one request, as Python receives it.
+    fn find_match(&self, number: Int) -> PyResult<impl Future<Output = Result<Vec<String>>>> {
+        let number = args::number(number)?;
+        let node = self.node.read().clone().ok_or_else(|| to_py(Error::NodeClosed))?;
+        Ok(async move {
+            let answer = node.find_match(number).await?;
+            Ok(answer.servers.iter().map(Name::to_string).collect())
+        })
+    }
+
+    /// Fails every call in flight at once; the connection closes as the last one returns.
+    fn close(&self) {
+        if let Some(node) = self.node.write().take() {
+            node.close();
+        }
+    }
+}
+
+/// The arguments every tracker class takes, checked.
+#[allow(clippy::too_many_arguments)]
+fn tracker_args(
+    port: Int,
+    timeout: f64,
+    early: bool,
+    token: Option<&str>,
+    insecure_no_token: bool,
+    keepalive: f64,
+) -> PyResult<(u16, TrackerConfig)> {
+    // At most 65535, so the cast keeps every bit.
+    #[allow(clippy::cast_possible_truncation)]
+    let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
+    Ok((port, args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?))
+}
+
+/// The arguments every server class takes, checked: name, host, port, number, token.
+fn server_args(
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    number: Option<Int>,
+    token: Option<&str>,
+) -> PyResult<(Name, String, u16, u8, Option<Token>)> {
+    let (host, port) = args::address(tracker_address, "tracker address")?;
+    Ok((args::name(name, "name")?, host, port, args::number_or_random(number)?, args::token(token)?))
+}
+
+/// The arguments every client class takes, checked: name, host, port, token.
+fn client_args(
+    name: &str,
+    tracker_address: &Bound<'_, PyAny>,
+    token: Option<&str>,
+) -> PyResult<(Name, String, u16, Option<Token>)> {
+    let (host, port) = args::address(tracker_address, "tracker address")?;
+    Ok((args::name(name, "name")?, host, port, args::token(token)?))
+}
+
+/// A node on its way, in asyncio: await it for the node, or enter it with `async with`,
+/// which closes the node on the way out.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct Opening {
+    future: Py<PyAny>,
+}
+
+#[pymethods]
+impl Opening {
+    fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.future.bind(py).call_method0("__await__")
+    }
+
+    fn __aenter__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.future.clone_ref(py)
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _t: Py<PyAny>,
+        _v: Py<PyAny>,
+        _tb: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Entered, so opened: the node is the future's result.
+        self.future.bind(py).call_method0("result")?.call_method0("close")
+    }
+}
+
+/// An `Opening` of the node that `work` makes.
+fn opening<T, F>(py: Python<'_>, work: F) -> PyResult<Opening>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    Ok(Opening { future: awaitable(py, work)?.unbind() })
+}
+
+/// Hands `work` to the running asyncio loop as an awaitable, on the shared runtime.
+fn awaitable<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    runtime()?;
+    future_into_py(py, async move { work.await.map_err(to_py) })
+}
 
 /// A central tracker listening for servers and clients.
 #[pyclass(module = "matchtracker._core", frozen)]
-pub struct Tracker {
-    inner: Mutex<Option<RustTracker>>,
-    address: SocketAddr,
-}
+pub struct Tracker(TrackerHandle);
 
 #[pymethods]
 impl Tracker {
@@ -45,72 +256,41 @@ impl Tracker {
         insecure_no_token: bool,
         keepalive: f64,
     ) -> PyResult<Self> {
-        // At most 65535, so the cast keeps every bit.
-        #[allow(clippy::cast_possible_truncation)]
-        let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
-        let config = args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?;
-        let tracker = wait(py, async move {
-            let addr = crate::connection::resolve(&host, port).await?;
-            RustTracker::bind(addr, config, Transcript::off()).await
-        })?;
-        let address = tracker.local_addr();
-        Ok(Tracker { inner: Mutex::new(Some(tracker)), address })
+        let (port, config) = tracker_args(port, timeout, early, token, insecure_no_token, keepalive)?;
+        Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
     }
 
     /// "host:port", ready to give to `Server` and `Client`.
     #[getter]
     fn address(&self) -> String {
-        self.address.to_string()
+        self.0.address.to_string()
     }
 
     #[getter]
     fn host(&self) -> String {
-        self.address.ip().to_string()
+        self.0.address.ip().to_string()
     }
 
     #[getter]
     fn port(&self) -> u16 {
-        self.address.port()
+        self.0.address.port()
     }
 
     /// Counters: servers and clients registered now, requests so far, late replies dropped.
-    fn stats(&self) -> PyResult<HashMap<&'static str, u64>> {
-        let guard = self.inner.lock();
-        let tracker = guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?;
-        let s = tracker.stats();
-        Ok(HashMap::from([
-            ("servers", s.servers as u64),
-            ("clients", s.clients as u64),
-            ("requests", s.requests),
-            ("late_replies", s.late_replies),
-        ]))
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.0.stats(py)
     }
 
     /// Waits until at least `servers` servers and `clients` clients are registered, for at
     /// most `timeout` seconds (10 by default).
     #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
     fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
-        let timeout = args::seconds(timeout, "timeout")?;
-        let mut counts = {
-            let guard = self.inner.lock();
-            guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.subscribe_counts()
-        };
-        wait(py, async move {
-            tokio::time::timeout(timeout, counts.wait_for(|&(s, c)| s >= servers && c >= clients))
-                .await
-                .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
-                .map_err(|_| Error::NodeClosed)?;
-            Ok(())
-        })
+        wait(py, self.0.registered(servers, clients, timeout)?)
     }
 
     /// Says BYE to every node, closes every connection and stops. Safe to call twice.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(tracker) = self.inner.lock().take() else { return Ok(()) };
-        wait(py, async move {
-            tracker.shutdown(CLOSE_GRACE).await;
-            Ok(())
-        })
+        wait(py, self.0.closing())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -123,17 +303,13 @@ impl Tracker {
     }
 
     fn __repr__(&self) -> String {
-        format!("Tracker(address={:?})", self.address.to_string())
+        format!("Tracker(address={:?})", self.0.address.to_string())
     }
 }
 
 /// A server node holding a number, answering the tracker's queries in the background.
 #[pyclass(module = "matchtracker._core", frozen)]
-pub struct Server {
-    name: String,
-    number: u8,
-    inner: Mutex<Option<ServerNode>>,
-}
+pub struct Server(ServerHandle);
 
 #[pymethods]
 impl Server {
@@ -146,36 +322,23 @@ impl Server {
         number: Option<Int>,
         token: Option<&str>,
     ) -> PyResult<Self> {
-        let token = args::token(token)?;
-        let name = args::name(name, "name")?;
-        let number = args::number_or_random(number)?;
-        let (host, port) = args::address(tracker_address, "tracker address")?;
-        let node_name = name.clone();
-        let node = wait(py, async move {
-            let addr = crate::connection::resolve(&host, port).await?;
-            ServerNode::start(addr, node_name, number, token, Transcript::off()).await
-        })?;
-        Ok(Server { name: name.to_string(), number, inner: Mutex::new(Some(node)) })
+        let (name, host, port, number, token) = server_args(name, tracker_address, number, token)?;
+        Ok(Server(wait(py, ServerHandle::open(name, host, port, number, token))?))
     }
 
     #[getter]
     fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     #[getter]
     fn number(&self) -> u8 {
-        self.number
+        self.0.number
     }
 
     /// Stops answering and closes the connection. Safe to call twice.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(node) = self.inner.lock().take() else { return Ok(()) };
-        // How the serving ended (say, the tracker left first) is no reason to fail a close.
-        wait(py, async move {
-            let _ = node.close().await;
-            Ok(())
-        })
+        wait(py, self.0.closing())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -188,16 +351,13 @@ impl Server {
     }
 
     fn __repr__(&self) -> String {
-        format!("Server(name={:?}, number={})", self.name, self.number)
+        format!("Server(name={:?}, number={})", self.0.name, self.0.number)
     }
 }
 
 /// A client node that asks the tracker which servers hold a number.
 #[pyclass(module = "matchtracker._core", frozen)]
-pub struct Client {
-    name: String,
-    inner: Arc<tokio::sync::Mutex<Option<ClientNode>>>,
-}
+pub struct Client(ClientHandle);
 
 #[pymethods]
 impl Client {
@@ -209,53 +369,175 @@ impl Client {
         tracker_address: &Bound<'_, PyAny>,
         token: Option<&str>,
     ) -> PyResult<Self> {
-        let token = args::token(token)?;
-        let name = args::name(name, "name")?;
-        let (host, port) = args::address(tracker_address, "tracker address")?;
-        let node_name = name.clone();
-        let node = wait(py, async move {
-            let addr = crate::connection::resolve(&host, port).await?;
-            ClientNode::connect(addr, node_name, token, Transcript::off()).await
-        })?;
-        Ok(Client { name: name.to_string(), inner: Arc::new(tokio::sync::Mutex::new(Some(node))) })
+        let (name, host, port, token) = client_args(name, tracker_address, token)?;
+        Ok(Client(wait(py, ClientHandle::open(name, host, port, token))?))
     }
 
     #[getter]
     fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
-    /// The names of the servers holding `number`, in index order; empty if none.
+    /// The names of the servers holding `number`, in index order; empty if none. Calls
+    /// from many threads share the connection and are all in flight at once.
     fn find_match(&self, py: Python<'_>, number: Int) -> PyResult<Vec<String>> {
-        let number = args::number(number)?;
-        let inner = self.inner.clone();
-        wait(py, async move {
-            let mut guard = inner.lock_owned().await;
-            let client = guard.as_mut().ok_or(Error::NodeClosed)?;
-            let answer = client.find_match(number).await?;
-            Ok(answer.servers.iter().map(Name::to_string).collect())
-        })
+        wait(py, self.0.find_match(number)?)
     }
 
-    /// Closes the connection. Safe to call twice.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let inner = self.inner.clone();
-        wait(py, async move {
-            inner.lock_owned().await.take();
-            Ok(())
-        })
+    /// Closes the connection at once: every call still waiting raises `MatchTrackerError`.
+    /// Safe to call twice.
+    fn close(&self) {
+        self.0.close();
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
+    fn __exit__(&self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
+        self.close();
+        false
     }
 
     fn __repr__(&self) -> String {
-        format!("Client(name={:?})", self.name)
+        format!("Client(name={:?})", self.0.name)
+    }
+}
+
+/// `Tracker` for asyncio: `await AsyncTracker.start(...)`, `await tracker.close()`.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct AsyncTracker(TrackerHandle);
+
+#[pymethods]
+impl AsyncTracker {
+    /// Listens on `host:port`; an awaitable of the running tracker.
+    #[staticmethod]
+    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        py: Python<'_>,
+        host: String,
+        port: Int,
+        timeout: f64,
+        early: bool,
+        token: Option<&str>,
+        insecure_no_token: bool,
+        keepalive: f64,
+    ) -> PyResult<Opening> {
+        let (port, config) = tracker_args(port, timeout, early, token, insecure_no_token, keepalive)?;
+        opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.0.address.to_string()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.0.stats(py)
+    }
+
+    #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
+    fn wait_for_nodes<'py>(
+        &self,
+        py: Python<'py>,
+        servers: usize,
+        clients: usize,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.0.registered(servers, clients, timeout)?)
+    }
+
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.0.closing())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AsyncTracker(address={:?})", self.0.address.to_string())
+    }
+}
+
+/// `Server` for asyncio: `await AsyncServer.start(...)`, `await server.close()`.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct AsyncServer(ServerHandle);
+
+#[pymethods]
+impl AsyncServer {
+    /// Registers with the tracker; an awaitable of the running server.
+    #[staticmethod]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None))]
+    fn start(
+        py: Python<'_>,
+        name: &str,
+        tracker_address: &Bound<'_, PyAny>,
+        number: Option<Int>,
+        token: Option<&str>,
+    ) -> PyResult<Opening> {
+        let (name, host, port, number, token) = server_args(name, tracker_address, number, token)?;
+        opening(
+            py,
+            async move { Ok(AsyncServer(ServerHandle::open(name, host, port, number, token).await?)) },
+        )
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    #[getter]
+    fn number(&self) -> u8 {
+        self.0.number
+    }
+
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.0.closing())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AsyncServer(name={:?}, number={})", self.0.name, self.0.number)
+    }
+}
+
+/// `Client` for asyncio: `await AsyncClient.connect(...)`, `await client.find_match(5)`.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct AsyncClient(ClientHandle);
+
+#[pymethods]
+impl AsyncClient {
+    /// Registers with the tracker; an awaitable of the connected client.
+    #[staticmethod]
+    #[pyo3(signature = (name, tracker_address, *, token = None))]
+    fn connect(
+        py: Python<'_>,
+        name: &str,
+        tracker_address: &Bound<'_, PyAny>,
+        token: Option<&str>,
+    ) -> PyResult<Opening> {
+        let (name, host, port, token) = client_args(name, tracker_address, token)?;
+        opening(py, async move { Ok(AsyncClient(ClientHandle::open(name, host, port, token).await?)) })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// An awaitable of the servers holding `number`. Cancelling it frees the request on
+    /// the tracker too.
+    fn find_match<'py>(&self, py: Python<'py>, number: Int) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, self.0.find_match(number)?)
+    }
+
+    /// Closes the connection at once: every call still waiting raises `MatchTrackerError`.
+    /// An awaitable, like every node's `close()` in asyncio; the closing is done when it is
+    /// made.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.0.close();
+        awaitable(py, async { Ok(()) })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AsyncClient(name={:?})", self.0.name)
     }
 }

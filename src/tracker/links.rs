@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +26,7 @@ use super::requests::Reply;
 use super::{ServerSeat, Shared};
 use crate::connection::{self, LineReader};
 use crate::error::Error;
+use crate::hash::FastMap;
 use crate::protocol::{self, End, ErrorCode, Message, Name, ProtocolError, MAX_REQUEST_LINE};
 use crate::shutdown::StopSignal;
 use crate::transcript::{Event, Role, CENTRAL};
@@ -305,7 +307,7 @@ async fn serve_client(
     // holds more than the open requests a client may have: it cannot overflow.
     let (answers, mut answers_rx) = mpsc::channel(shared.config.max_open_per_client);
     let (errors, mut errors_rx) = mpsc::channel(CLIENT_ERRORS);
-    let link = ClientLink { answers, errors, open: Arc::new(AtomicUsize::new(0)) };
+    let link = ClientLink { answers, errors, open: Arc::new(AtomicUsize::new(0)), asked: Arc::default() };
     let open = link.open.clone();
     let stall = shared.config.stall_timeout;
     let requests_stop = stop.clone();
@@ -390,9 +392,16 @@ async fn client_reads(
         tokio::task::consume_budget().await;
         let (client_id, number) = match reader.next().await {
             Ok(Some(Message::Find { id, number })) => (id, number),
+            Ok(Some(Message::Cancel { id })) => {
+                // Unknown or already answered: nothing to free.
+                if let Some(request) = link.asked.lock().remove(&id) {
+                    shared.cancel(request);
+                }
+                continue;
+            }
             Ok(Some(Message::Bye) | None) | Err(Error::Closed) => return Ending::Left,
             Ok(Some(_)) => {
-                link.complain(ErrorCode::Unexpected, "a client may send only FIND or BYE");
+                link.complain(ErrorCode::Unexpected, "a client may send only FIND, CANCEL or BYE");
                 continue;
             }
             Err(e) => {
@@ -406,8 +415,7 @@ async fn client_reads(
         };
         let most = shared.config.max_open_per_client;
         if link.open.load(Ordering::Relaxed) >= most {
-            let text = format!("request {client_id} refused: {most} requests are already open");
-            link.complain(ErrorCode::TooManyRequests, &text);
+            link.complain(ErrorCode::TooManyRequests, &protocol::too_many_requests(client_id, most));
             continue;
         }
         // The deadline runs from the moment the request is read, so the work of fanning
@@ -419,6 +427,7 @@ async fn client_reads(
         match shared.fan_out(name, number) {
             None => link.answer(shared.answer(name, client_id, End::NoServers, &Listed::default())),
             Some((id, done)) => {
+                link.asked.lock().insert(client_id, id);
                 let waiter = Waiter {
                     shared: shared.clone(),
                     id,
@@ -432,13 +441,15 @@ async fn client_reads(
     }
 }
 
-/// The way to one client's connection: a queue for its answers, one for error lines, and
-/// the count of its requests open (asked and not yet answered on the wire).
+/// The way to one client's connection: a queue for its answers, one for error lines, the
+/// count of its requests open (asked and not yet answered on the wire), and the tracker's
+/// ids of the requests it may still cancel, by its own ids.
 #[derive(Clone)]
 struct ClientLink {
     answers: mpsc::Sender<Bytes>,
     errors: mpsc::Sender<Bytes>,
     open: Arc<AtomicUsize>,
+    asked: Arc<Mutex<FastMap<u64, u64>>>,
 }
 
 impl ClientLink {
@@ -477,6 +488,7 @@ impl Waiter {
             () = stop.requested() => true,
             () = self.link.answers.closed() => true,
         };
+        self.link.asked.lock().remove(&self.client_id);
         let closed = self.shared.close(self.id);
         let Some((request, servers)) =
             closed.filter(|_| !stop.is_requested() && !self.link.answers.is_closed())

@@ -363,6 +363,12 @@ impl Shared {
         Some((request, listed))
     }
 
+    /// Frees request `id` at its client's word: its waiter wakes and, finding it gone, sends
+    /// no answer; a reply that comes for it later is late.
+    fn cancel(&self, id: u64) {
+        self.requests.lock().close(id);
+    }
+
     /// The `ANSWER` line for a client, recorded as sent.
     fn answer(&self, client: &Name, id: u64, end: End, servers: &Listed) -> Vec<u8> {
         self.transcript
