@@ -42,7 +42,7 @@ def test_close_from_another_thread_ends_every_waiting_call_at_once() -> None:
 
         def ask() -> None:
             try:
-                client.find_match(4)
+                client.find_match(5)  # S1 does not hold 5: the request waits for its deadline
             except MatchTrackerError as e:
                 failures.append(e)
 

@@ -277,3 +277,19 @@ def test_listening_beyond_loopback_needs_a_token() -> None:
     Tracker(host="0.0.0.0", insecure_no_token=True).close()
     with pytest.raises(ValueError, match="token must be"):
         Tracker(token="has space")
+
+
+def test_the_stubs_match_the_runtime() -> None:
+    """mypy's stubtest compares every name, signature and default in _core.pyi with the
+    module itself; the allowlist holds only what PyO3 does differently, each with a reason."""
+    import subprocess
+    import sys
+
+    allowlist = Path(__file__).with_name("stubtest-allowlist.txt")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "matchtracker._core", "--allowlist", str(allowlist)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -238,8 +238,8 @@ def run_client(
 class Tracker:
     """A central tracker listening for servers and clients, in the background."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str = "127.0.0.1",
         port: int = 0,
         timeout: float = 2.0,
@@ -248,7 +248,7 @@ class Tracker:
         token: str | None = None,
         insecure_no_token: bool = False,
         keepalive: float = 5.0,
-    ) -> None:
+    ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
         quiet.
@@ -279,15 +279,15 @@ class Tracker:
     def close(self) -> None:
         """Say BYE to every node, close every connection, stop. Safe to call twice."""
     def __enter__(self) -> "Tracker": ...
-    def __exit__(self, *exc: object) -> bool: ...
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> bool: ...
 
 @final
 class Server:
     """A server node holding a number, answering the tracker's queries in the background."""
 
-    def __init__(
-        self, name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
-    ) -> None:
+    def __new__(
+        cls, name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
+    ) -> Server:
         """Connect to the tracker and register as `name`, holding `number` (drawn if None),
         presenting `token` if the tracker wants one.
 
@@ -303,13 +303,13 @@ class Server:
     def close(self) -> None:
         """Stop answering and close the connection. Safe to call twice."""
     def __enter__(self) -> "Server": ...
-    def __exit__(self, *exc: object) -> bool: ...
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> bool: ...
 
 @final
 class Client:
     """A client node that asks the tracker which servers hold a number."""
 
-    def __init__(self, name: str, tracker_address: str | tuple[str, int], *, token: str | None = None) -> None:
+    def __new__(cls, name: str, tracker_address: str | tuple[str, int], *, token: str | None = None) -> Client:
         """Connect to the tracker and register as `name`, presenting `token` if it wants one.
 
         Raises:
@@ -334,7 +334,7 @@ class Client:
         """Close the connection at once: every call still waiting raises MatchTrackerError
         (`code` None). Safe to call twice."""
     def __enter__(self) -> "Client": ...
-    def __exit__(self, *exc: object) -> bool: ...
+    def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> bool: ...
 
 _Node = TypeVar("_Node", "AsyncTracker", "AsyncServer", "AsyncClient")
 
@@ -344,8 +344,8 @@ class Opening(Generic[_Node]):
     which closes the node on the way out."""
 
     def __await__(self) -> Generator[Any, None, _Node]: ...
-    async def __aenter__(self) -> _Node: ...
-    async def __aexit__(self, *exc: object) -> None: ...
+    def __aenter__(self) -> Awaitable[_Node]: ...
+    def __aexit__(self, exc_type: object, exc_value: object, traceback: object) -> Awaitable[None]: ...
 
 @final
 class AsyncTracker:

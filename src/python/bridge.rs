@@ -40,11 +40,7 @@ pub fn runtime() -> PyResult<&'static Runtime> {
         .thread_name("matchtracker")
         .build()
         .map_err(|e| MatchTrackerError::new_err(format!("cannot start the runtime: {e}")))?;
-    let rt = RUNTIME.get_or_init(|| rt);
-    // The asyncio classes run their work on this same runtime. Only the first call sets it;
-    // a second finds it set, which is the same runtime.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
-    Ok(rt)
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 /// Runs `work` on the runtime, detached, polling for signals. On Ctrl-C the work is

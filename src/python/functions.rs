@@ -23,7 +23,10 @@ const ROLE_LINES: usize = 16_384;
 
 /// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
 #[pyfunction]
-#[pyo3(signature = (n, rounds = Int::from(5), *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None))]
+#[pyo3(
+    signature = (n, rounds = Int::from(5), *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None),
+    text_signature = "(n, rounds=5, *, timeout=2.0, seed=None, early=False, quiet=False, json=False, progress=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn run_simulation(
     py: Python<'_>,
@@ -142,7 +145,10 @@ pub fn serve_server(
 /// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
 /// tracker goes away (a request cut off is retried once); returns each answer's servers.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None))]
+#[pyo3(
+    signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None),
+    text_signature = "(name, tracker_address, rounds=5, number=None, *, token=None, seed=None, json=False, wait=30.0, reconnect_for=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn run_client(
     py: Python<'_>,

@@ -1,6 +1,7 @@
 //! The Python boundary, and the only module that knows about Python: the `_core` module.
 //!
 //! - [`bridge`]: running Rust work from a Python call (the shared runtime, Ctrl-C, printing);
+//! - [`aio`]: Rust work as asyncio awaitables;
 //! - [`args`]: Python's arguments into the core's types;
 //! - [`errors`]: the exceptions, and the one place Rust errors become them;
 //! - [`report`]: a simulation's report, built into Python objects only when asked;
@@ -11,6 +12,7 @@
 //! shared runtime while detached, and polls for signals; a panic in a task comes back as an
 //! error, never as a crash.
 
+mod aio;
 mod args;
 mod bridge;
 mod errors;
@@ -22,6 +24,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(functions::run_simulation, m)?)?;
     m.add_function(wrap_pyfunction!(functions::run_load, m)?)?;
@@ -37,5 +40,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nodes::Opening>()?;
     m.add_class::<report::Report>()?;
     m.add_class::<report::RequestRecord>()?;
+    aio::register_exit_hook(py)?;
     errors::add(m)
 }

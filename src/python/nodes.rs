@@ -3,7 +3,7 @@
 //! waiting methods return awaitables. Both kinds hold the same handles, so each node's
 //! opening, counters and closing are written once; the blocking kind runs them through the
 //! bridge (`wait`), the asyncio kind hands them to the running event loop
-//! (`pyo3_async_runtimes`). `close()` is idempotent, and every class is a context manager
+//! (`aio`). `close()` is idempotent, and every class is a context manager
 //! (`with`, or `async with`).
 
 use std::future::Future;
@@ -14,10 +14,10 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pyo3_async_runtimes::tokio::future_into_py;
 
+use super::aio::awaitable;
 use super::args::{self, Int};
-use super::bridge::{runtime, wait};
+use super::bridge::wait;
 use super::errors::to_py;
 use crate::client::ClientNode;
 use crate::error::{Error, Result};
@@ -209,9 +209,9 @@ impl Opening {
     fn __aexit__<'py>(
         &self,
         py: Python<'py>,
-        _t: Py<PyAny>,
-        _v: Py<PyAny>,
-        _tb: Py<PyAny>,
+        _exc_type: Py<PyAny>,
+        _exc_value: Py<PyAny>,
+        _traceback: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         // Entered, so opened: the node is the future's result.
         self.future.bind(py).call_method0("result")?.call_method0("close")
@@ -227,16 +227,6 @@ where
     Ok(Opening { future: awaitable(py, work)?.unbind() })
 }
 
-/// Hands `work` to the running asyncio loop as an awaitable, on the shared runtime.
-fn awaitable<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = Result<T>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    runtime()?;
-    future_into_py(py, async move { work.await.map_err(to_py) })
-}
-
 /// A central tracker listening for servers and clients.
 #[pyclass(module = "matchtracker._core", frozen)]
 pub struct Tracker(TrackerHandle);
@@ -244,7 +234,10 @@ pub struct Tracker(TrackerHandle);
 #[pymethods]
 impl Tracker {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0))]
+    #[pyo3(
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -297,7 +290,13 @@ impl Tracker {
         slf
     }
 
-    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Py<PyAny>,
+        _exc_value: Py<PyAny>,
+        _traceback: Py<PyAny>,
+    ) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -345,7 +344,13 @@ impl Server {
         slf
     }
 
-    fn __exit__(&self, py: Python<'_>, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> PyResult<bool> {
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Py<PyAny>,
+        _exc_value: Py<PyAny>,
+        _traceback: Py<PyAny>,
+    ) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -394,7 +399,7 @@ impl Client {
         slf
     }
 
-    fn __exit__(&self, _t: Py<PyAny>, _v: Py<PyAny>, _tb: Py<PyAny>) -> bool {
+    fn __exit__(&self, _exc_type: Py<PyAny>, _exc_value: Py<PyAny>, _traceback: Py<PyAny>) -> bool {
         self.close();
         false
     }
@@ -412,7 +417,10 @@ pub struct AsyncTracker(TrackerHandle);
 impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
-    #[pyo3(signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0))]
+    #[pyo3(
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
