@@ -26,6 +26,7 @@ fn message() -> impl Strategy<Value = Message> {
             replies: if all { ReplyMode::All } else { ReplyMode::Matches },
         }),
         (any::<u64>(), number()).prop_map(|(id, number)| Message::Find { id, number }),
+        any::<u64>().prop_map(|id| Message::Cancel { id }),
         (any::<u64>(), name(), number()).prop_map(|(id, client, number)| Message::Query {
             id,
             client,

@@ -51,15 +51,31 @@ where
     F: Future<Output = Result<T, Error>> + Send + 'static,
 {
     let rt = runtime()?;
-    // Spawned rather than run on this thread, so that a panic comes back as a JoinError.
-    let mut task = AbortOnDrop(rt.spawn(work));
+    // Run on this thread rather than spawned: the first write goes out at once, without
+    // waking a runtime thread to make it, which is most of what a short call costs.
+    let mut work = std::pin::pin!(work);
     loop {
-        let polled = py.detach(|| rt.block_on(async { tokio::time::timeout(POLL, &mut task.0).await }));
+        let polled = py.detach(|| {
+            // A panic in the work comes back as an error, never across into Python.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(async { tokio::time::timeout(POLL, &mut work).await })
+            }))
+        });
         match polled {
-            Ok(joined) => return joined.map_err(Error::from).and_then(|r| r).map_err(to_py),
-            Err(_still_running) => py.check_signals()?,
+            Ok(Ok(done)) => return done.map_err(to_py),
+            Ok(Err(_still_running)) => py.check_signals()?,
+            Err(panic) => return Err(to_py(Error::Panic(panic_text(panic.as_ref())))),
         }
     }
+}
+
+/// What a caught panic said.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".to_owned())
 }
 
 /// A task that is cancelled if the call waiting for it returns early (Ctrl-C, an error while
