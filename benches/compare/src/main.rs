@@ -20,10 +20,13 @@ struct Args {
     nats: String,
     duration: Duration,
     loads: Vec<(usize, usize)>,
+    /// Only start this many responders and serve until killed (for `compare_py.py`).
+    responders: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { nats: String::new(), duration: Duration::from_secs(5), loads: Vec::new() };
+    let mut args =
+        Args { nats: String::new(), duration: Duration::from_secs(5), loads: Vec::new(), responders: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -32,6 +35,9 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => {
                 let secs: f64 = value()?.parse().map_err(|_| "--duration takes seconds".to_string())?;
                 args.duration = Duration::from_secs_f64(secs);
+            }
+            "--responders" => {
+                args.responders = Some(value()?.parse().map_err(|_| "--responders takes a count".to_string())?);
             }
             "--load" => {
                 let text = value()?;
@@ -60,6 +66,21 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(count) = args.responders {
+        match start_responders(&args.nats, count).await {
+            Ok(responders) => {
+                println!("ready: {count} responders");
+                for responder in responders {
+                    let _ = responder.await;
+                }
+                return;
+            }
+            Err(e) => {
+                eprintln!("compare: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     println!(
         "{:<10} {:>12} {:>12} {:>7} {:>11} {:>11} {:>11} {:>11}",
         "K x C", "NATS req/s", "mt req/s", "ratio", "NATS p50", "mt p50", "NATS p99", "mt p99"
@@ -78,6 +99,8 @@ async fn main() {
             duration: args.duration,
             deadline: GATHER_TIMEOUT,
             replies: ReplyMode::All,
+            tracker: None,
+            token: None,
         };
         let ours = match bench::closed_loop(config).await {
             Ok(report) => report,
@@ -101,8 +124,9 @@ async fn main() {
     }
 }
 
-/// The closed loop through NATS.
-async fn nats_load(url: &str, servers: usize, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+/// K responders on subject `match.query`, each on its own connection: server i holds
+/// `i % 10 + 1` and replies "<seq> match" or "<seq> miss" to every query.
+async fn start_responders(url: &str, servers: usize) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     let mut responders = Vec::new();
     for i in 0..servers {
@@ -125,6 +149,13 @@ async fn nats_load(url: &str, servers: usize, clients: usize, duration: Duration
             }
         }));
     }
+    Ok(responders)
+}
+
+/// The closed loop through NATS.
+async fn nats_load(url: &str, servers: usize, clients: usize, duration: Duration) -> Result<LoadReport, String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let responders = start_responders(url, servers).await?;
     let started = Instant::now();
     let until = started + duration;
     let mut requesters = Vec::new();
