@@ -128,3 +128,20 @@ def test_asyncio_errors_are_the_packages_with_their_code() -> None:
                     client.find_match(11)
 
     asyncio.run(main())
+
+
+def test_a_storm_of_answers_never_loses_one() -> None:
+    """Answers finishing on the runtime's threads while the loop drains earlier ones: every
+    awaitable is settled, round after round."""
+
+    async def main() -> None:
+        async with aio.Tracker.start(timeout=5, early=True) as tracker, aio.Server.start(
+            "S1", tracker.address, number=3
+        ), aio.Server.start("S2", tracker.address, number=4), aio.Client.connect("C1", tracker.address) as client:
+            for _ in range(20):
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*(client.find_match(3 + i % 3) for i in range(200))), 30
+                )
+                assert answers == [[["S1"], ["S2"], []][i % 3] for i in range(200)]
+
+    asyncio.run(main())

@@ -1,22 +1,29 @@
 //! Rust futures as asyncio awaitables, on the package's one runtime.
 //!
-//! Each awaitable is an `asyncio.Future` of the running loop. The Rust work runs as a task
-//! on the runtime; when it ends, the task hands its result to the loop
-//! (`call_soon_threadsafe`), the one moment it touches Python. Cancelling the asyncio future
-//! aborts the task, which drops the Rust work (a `find_match` then cancels its request).
+//! Each awaitable is an `asyncio.Future` of the running loop, and its Rust work a task on
+//! the runtime (after a first step taken on the loop's thread, which sends a request at
+//! once). A finished task never touches Python: it puts its outcome on its loop's
+//! queue and, if the queue was empty, writes one byte to a socket the loop watches
+//! (`add_reader`). The loop's thread, woken by that byte, turns every queued outcome into a
+//! result or an exception and settles the futures. Cancelling the asyncio future aborts the
+//! task, which drops the Rust work (a `find_match` then cancels its request).
 //!
-//! Written here rather than taken from a bridge crate for one reason: a runtime thread that
-//! calls into Python while the interpreter is shutting down is killed in the middle of Rust
-//! code, which crashes the process. So every task that will still call into Python is
-//! counted, and an `atexit` hook waits for the count to reach zero before Python finalizes
-//! (with `pyo3-async-runtimes`, 2 to 6 exits in 20 crashed, since its tasks call into Python
-//! after the awaiting coroutine has already resumed).
+//! Written here rather than taken from a bridge crate, for two reasons measured here: a
+//! runtime thread that calls into Python while the interpreter is shutting down is killed in
+//! the middle of Rust code (with `pyo3-async-runtimes`, whose tasks take the GIL to hand a
+//! result over, 2 to 6 exits in 20 crashed), and taking the GIL on a runtime thread to call
+//! `call_soon_threadsafe` costs two more thread switches per call than one byte on a socket.
 
 use std::future::Future;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyTuple};
 use pyo3::IntoPyObjectExt;
 
@@ -24,49 +31,101 @@ use super::bridge::runtime;
 use super::errors::to_py;
 use crate::error::Result;
 
-/// How long the exit hook waits for tasks still handing over a result.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// A finished task's outcome, made into a Python object on the loop's thread.
+type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// Tasks that will still call into Python, and a signal for when there are none.
-static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
-static NONE_IN_FLIGHT: Condvar = Condvar::new();
-
-/// Counts one task in flight for as long as it lives.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> InFlight {
-        *IN_FLIGHT.lock() += 1;
-        InFlight
-    }
+/// One event loop's queue of finished tasks, and the socket that wakes the loop for them.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct LoopWaker {
+    shared: Arc<Finished>,
+    /// The end the loop reads; registered with `add_reader`.
+    wake_read: UnixStream,
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut count = IN_FLIGHT.lock();
-        *count -= 1;
-        if *count == 0 {
-            NONE_IN_FLIGHT.notify_all();
+struct Finished {
+    queue: Mutex<Vec<(Py<PyAny>, Outcome)>>,
+    /// A byte is on its way to the loop (or unread): no need to write another.
+    signalled: AtomicBool,
+    wake_write: UnixStream,
+}
+
+impl Finished {
+    /// From a runtime thread: queues `future`'s outcome and wakes the loop if it is not
+    /// already on its way.
+    fn push(&self, future: Py<PyAny>, outcome: Outcome) {
+        self.queue.lock().push((future, outcome));
+        if !self.signalled.swap(true, Ordering::SeqCst) {
+            // A full socket holds unread bytes, which wake the loop all the same.
+            let _ = (&self.wake_write).write(&[1]);
         }
     }
 }
 
-/// Registers the exit hook that waits for every task in flight (see the module's doc).
-///
-/// # Errors
-/// If `atexit` cannot be reached.
-pub fn register_exit_hook(py: Python<'_>) -> PyResult<()> {
-    let hook =
-        PyCFunction::new_closure(py, Some(c"_wait_for_tasks"), None, |args: &Bound<'_, PyTuple>, _| {
-            args.py().detach(|| {
-                let mut count = IN_FLIGHT.lock();
-                if *count > 0 {
-                    NONE_IN_FLIGHT.wait_for(&mut count, EXIT_GRACE);
-                }
-            });
-        })?;
-    py.import("atexit")?.call_method1("register", (hook,))?;
-    Ok(())
+#[pymethods]
+impl LoopWaker {
+    /// On the loop's thread, when the socket is readable: settles every finished future.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        // In this order: the bytes read, then the flag cleared, then the queue taken. A task
+        // that finishes after the flag is cleared writes a byte that wakes the loop again; one
+        // that saw the flag still set pushed before it was cleared, so before the queue is
+        // taken. (Clearing the flag before reading could swallow the byte of a task whose
+        // outcome comes after the take.)
+        let mut bytes = [0u8; 64];
+        while matches!((&self.wake_read).read(&mut bytes), Ok(n) if n > 0) {}
+        self.shared.signalled.store(false, Ordering::SeqCst);
+        let finished = std::mem::take(&mut *self.shared.queue.lock());
+        for (future, outcome) in finished {
+            let future = future.bind(py);
+            // Cancelled meanwhile: nobody wants the outcome.
+            if future.call_method0("done")?.is_truthy()? {
+                continue;
+            }
+            match outcome(py) {
+                Ok(value) => future.call_method1("set_result", (value,))?,
+                Err(e) => future.call_method1("set_exception", (e.into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The waker of the running loop, made on its first awaitable and kept (weakly keyed) for
+/// as long as the loop lives.
+fn waker_of<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopWaker>> {
+    // The last loop asked about, by a weak reference, and its waker: nearly every call is
+    // from the same loop as the one before.
+    static LAST: Mutex<Option<(Py<PyAny>, Py<LoopWaker>)>> = Mutex::new(None);
+    if let Some((last_loop, waker)) = &*LAST.lock() {
+        if last_loop.bind(py).call0()?.is(event_loop) {
+            return Ok(waker.bind(py).clone());
+        }
+    }
+    let waker = waker_by_loop(py, event_loop)?;
+    let weak = py.import("weakref")?.getattr("ref")?.call1((event_loop,))?;
+    *LAST.lock() = Some((weak.unbind(), waker.clone().unbind()));
+    Ok(waker)
+}
+
+fn waker_by_loop<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopWaker>> {
+    static WAKERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let wakers = WAKERS
+        .get_or_try_init(py, || {
+            py.import("weakref")?.getattr("WeakKeyDictionary")?.call0().map(Bound::unbind)
+        })?
+        .bind(py);
+    if let Ok(waker) = wakers.get_item(event_loop) {
+        return Ok(waker.cast_into()?);
+    }
+    let (wake_read, wake_write) = UnixStream::pair()?;
+    wake_read.set_nonblocking(true)?;
+    wake_write.set_nonblocking(true)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&wake_read);
+    let shared =
+        Arc::new(Finished { queue: Mutex::default(), signalled: AtomicBool::new(false), wake_write });
+    let waker = Bound::new(py, LoopWaker { shared, wake_read })?;
+    event_loop.call_method1("add_reader", (fd, waker.getattr("drain")?))?;
+    wakers.set_item(event_loop, &waker)?;
+    Ok(waker)
 }
 
 /// `work` as an awaitable of the running asyncio loop; must be called from a coroutine (or
@@ -79,27 +138,34 @@ where
     F: Future<Output = Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let rt = runtime()?;
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    let finished = waker_of(py, &event_loop)?.get().shared.clone();
     let future = event_loop.call_method0("create_future")?;
-    let (target, event_loop) = (future.clone().unbind(), event_loop.unbind());
-    let in_flight = InFlight::start();
+    // The first step is taken here, on the loop's thread: a request's line goes out at once
+    // instead of after a runtime thread wakes to send it. What is left runs as a task, whose
+    // first poll puts its own waker where this one's no-op stood.
+    let mut work = Box::pin(work);
+    let first = {
+        let _in_runtime = rt.enter();
+        work.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    };
+    if let Poll::Ready(result) = first {
+        match result {
+            Ok(value) => future.call_method1("set_result", (value.into_py_any(py)?,))?,
+            Err(e) => future.call_method1("set_exception", (to_py(e).into_value(py),))?,
+        };
+        return Ok(future);
+    }
+    let target = future.clone().unbind();
     let task = rt.spawn(async move {
         let result = work.await;
-        Python::attach(|py| {
-            let target = target.bind(py);
-            let outcome = match result {
-                Ok(value) => value.into_py_any(py).map(|v| (true, v)),
-                Err(e) => Ok((false, to_py(e).into_value(py).into_any())),
-            };
-            let handed = outcome.and_then(|(ok, value)| {
-                let settle = PyCFunction::new_closure(py, None, None, settle)?;
-                event_loop.bind(py).call_method1("call_soon_threadsafe", (settle, target, ok, value))
-            });
-            // The loop is closed, or the value would not convert: nobody can be told any more.
-            drop(handed);
+        let outcome: Outcome = Box::new(move |py| match result {
+            Ok(value) => value.into_py_any(py),
+            Err(e) => Err(to_py(e)),
         });
-        drop(in_flight);
+        finished.push(target, outcome);
     });
     let abort = task.abort_handle();
     let on_done =
@@ -111,16 +177,4 @@ where
         })?;
     future.call_method1("add_done_callback", (on_done,))?;
     Ok(future)
-}
-
-/// On the loop's thread: settles the future `(future, ok, value)` unless it was cancelled
-/// meanwhile.
-fn settle(args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> PyResult<()> {
-    let future = args.get_item(0)?;
-    if future.call_method0("done")?.is_truthy()? {
-        return Ok(());
-    }
-    let method = if args.get_item(1)?.is_truthy()? { "set_result" } else { "set_exception" };
-    future.call_method1(method, (args.get_item(2)?,))?;
-    Ok(())
 }

@@ -24,7 +24,6 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(functions::run_simulation, m)?)?;
     m.add_function(wrap_pyfunction!(functions::run_load, m)?)?;
@@ -40,6 +39,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nodes::Opening>()?;
     m.add_class::<report::Report>()?;
     m.add_class::<report::RequestRecord>()?;
-    aio::register_exit_hook(py)?;
     errors::add(m)
 }
