@@ -174,6 +174,18 @@ def test_quiet_json_prints_the_summary_figures() -> None:
     assert figures["startup"] + 2 * 0.1 + figures["closing"] <= figures["duration"]
 
 
+def test_bench_python_smoke() -> None:
+    result = run("bench", "--python", "--duration", "0.2", "--json", module=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["workload"] == "python"
+    assert data["rust_p50_us"] > 0 and data["blocking_p50_us"] > 0 and data["asyncio_p50_us"] > 0
+    # 1,000 requests of one client, each waiting out a 0.3 s deadline or answered at once:
+    # all in flight together, or this would take minutes.
+    assert 0.3 <= data["gather_1000_calls_seconds"] < 30
+    assert 0.3 <= data["threads_200_calls_32_threads_seconds"] < 30
+
+
 def test_bench_bad_flags_are_one_line() -> None:
     result = run("bench", "--servers", "0", "--duration", "0.1")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1

@@ -46,6 +46,13 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
     parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="the tracker's deadline (default 2)")
     parser.add_argument("--scale", type=int, metavar="N", help="instead, run the assignment with n = N, quiet")
     parser.add_argument("--rounds", type=int, default=5, metavar="R", help="rounds for --scale (default 5)")
+    parser.add_argument(
+        "--python",
+        action="store_true",
+        help="instead, the cost of a call from Python: one request at a time through the blocking and "
+        "the asyncio client beside the same request inside Rust, then 200 calls from 32 threads on one "
+        "client and 1,000 gathered on one asyncio client",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 
@@ -130,6 +137,66 @@ def scale(args: argparse.Namespace) -> dict:
     }
 
 
+def python_calls(args: argparse.Namespace) -> dict:
+    """A call from Python against the same request inside Rust, side by side in one process."""
+    import asyncio
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import Client, Server, Tracker, aio
+
+    def p50(latencies: list[float]) -> float:
+        return sorted(latencies)[len(latencies) // 2] if latencies else 0.0
+
+    duration = args.duration or 5.0
+    rust = run_load(1, 1, duration, early=True)
+    with Tracker(timeout=2.0, early=True) as tracker, Server("S1", tracker.address, number=3):
+        with Client("C1", tracker.address) as client:
+            blocking: list[float] = []
+            until = time.perf_counter() + duration
+            while time.perf_counter() < until:
+                sent = time.perf_counter()
+                client.find_match(3)
+                blocking.append(time.perf_counter() - sent)
+
+        async def asyncio_loop() -> list[float]:
+            latencies = []
+            async with aio.Client.connect("C2", tracker.address) as client:
+                until = time.perf_counter() + duration
+                while time.perf_counter() < until:
+                    sent = time.perf_counter()
+                    await client.find_match(3)
+                    latencies.append(time.perf_counter() - sent)
+            return latencies
+
+        asynchronous = asyncio.run(asyncio_loop())
+    deadline = 0.3
+    with Tracker(timeout=deadline) as tracker, Server("S1", tracker.address, number=3):
+        with Client("C1", tracker.address) as client, ThreadPoolExecutor(max_workers=32) as pool:
+            started = time.perf_counter()
+            list(pool.map(client.find_match, [3 + i % 2 for i in range(200)]))
+            threads = time.perf_counter() - started
+
+        async def gathered() -> float:
+            async with aio.Client.connect("C2", tracker.address) as client:
+                started = time.perf_counter()
+                await asyncio.gather(*(client.find_match(3 + i % 2) for i in range(1000)))
+                return time.perf_counter() - started
+
+        gather = asyncio.run(gathered())
+    return {
+        "workload": "python",
+        "rust_p50_us": rust["p50"] * 1e6,
+        "blocking_p50_us": p50(blocking) * 1e6,
+        "blocking_over_rust": p50(blocking) / rust["p50"],
+        "asyncio_p50_us": p50(asynchronous) * 1e6,
+        "asyncio_over_rust": p50(asynchronous) / rust["p50"],
+        "deadline_seconds": deadline,
+        "threads_200_calls_32_threads_seconds": threads,
+        "gather_1000_calls_seconds": gather,
+    }
+
+
 def print_table(result: dict) -> None:
     width = max(len(k) for k in result)
     for key, value in result.items():
@@ -141,13 +208,18 @@ def main(argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentPar
     parser = build_parser(prog, parser_class)
     args = parser.parse_args(argv)
     closed_loop_flags = [f"--{k}" for k in CLOSED_LOOP_DEFAULTS if getattr(args, k) is not None]
+    if args.python and (args.scale is not None or args.tracker):
+        parser.error("--python measures on its own: not with --scale or --tracker")
     if args.scale is not None and (closed_loop_flags or args.tracker):
         parser.error(f"{', '.join(closed_loop_flags or ['--tracker'])}: for the closed loop, not --scale")
     for key, default in CLOSED_LOOP_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
     try:
-        result = scale(args) if args.scale is not None else closed_loop(args)
+        if args.python:
+            result = python_calls(args)
+        else:
+            result = scale(args) if args.scale is not None else closed_loop(args)
     except ValueError as e:
         parser.error(str(e))
     except ScaleFailed as e:
