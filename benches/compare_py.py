@@ -54,6 +54,21 @@ def quantile(values: list[float], q: float) -> float:
     return values[round((len(values) - 1) * q)] if values else 0.0
 
 
+async def closed_loop(ask, duration: float) -> tuple[int, float, list[float]]:
+    """Calls `ask(seq)` again as soon as each call ends, for `duration` seconds; returns the
+    count, the time taken, and each call's latency."""
+    latencies = []
+    seq = 0
+    started = time.perf_counter()
+    until = started + duration
+    while time.perf_counter() < until:
+        seq += 1
+        sent = time.perf_counter()
+        await ask(seq)
+        latencies.append(time.perf_counter() - sent)
+    return len(latencies), time.perf_counter() - started, latencies
+
+
 async def nats_loop(url: str, k: int, duration: float) -> tuple[int, float, list[float]]:
     import nats
 
@@ -66,13 +81,8 @@ async def nats_loop(url: str, k: int, duration: float) -> tuple[int, float, list
 
     await nc.subscribe(inbox, cb=on_reply)
     await nc.flush()
-    latencies = []
-    seq = 0
-    started = time.perf_counter()
-    until = started + duration
-    while time.perf_counter() < until:
-        seq += 1
-        sent = time.perf_counter()
+
+    async def ask(seq: int) -> None:
         await nc.publish("match.query", f"{seq} {seq % 10 + 1}".encode(), reply=inbox)
         prefix = f"{seq} ".encode()
         gathered = 0
@@ -80,27 +90,17 @@ async def nats_loop(url: str, k: int, duration: float) -> tuple[int, float, list
             data = await asyncio.wait_for(replies.get(), GATHER_TIMEOUT)
             if data.startswith(prefix):
                 gathered += 1
-        latencies.append(time.perf_counter() - sent)
-    elapsed = time.perf_counter() - started
+
+    result = await closed_loop(ask, duration)
     await nc.close()
-    return len(latencies), elapsed, latencies
+    return result
 
 
 async def our_loop(address: str, duration: float) -> tuple[int, float, list[float]]:
     from matchtracker import aio
 
-    latencies = []
     async with aio.Client.connect("C1", address) as client:
-        seq = 0
-        started = time.perf_counter()
-        until = started + duration
-        while time.perf_counter() < until:
-            seq += 1
-            sent = time.perf_counter()
-            await client.find_match(seq % 10 + 1)
-            latencies.append(time.perf_counter() - sent)
-        elapsed = time.perf_counter() - started
-    return len(latencies), elapsed, latencies
+        return await closed_loop(lambda seq: client.find_match(seq % 10 + 1), duration)
 
 
 def main() -> int:
