@@ -172,3 +172,9 @@ def test_progress_goes_to_stderr_only_when_asked(capsys: pytest.CaptureFixture[s
     assert captured.err.endswith("\r\x1b[K"), "the progress line is cleared at the end"
     run_simulation(2, 1, timeout=0.2, quiet=True, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_quiet_report_has_no_diagram_and_says_why() -> None:
+    report = run_simulation(2, 1, timeout=0.05, quiet=True)
+    with pytest.raises(ValueError, match="a quiet run records none"):
+        report.sequence_diagram()

@@ -102,7 +102,11 @@ class Report:
     def totals(self) -> Totals:
         """The summary's figures, as a dict."""
     def sequence_diagram(self) -> str:
-        """The run as a message-sequence chart: SVG text, self-contained."""
+        """The run as a message-sequence chart: SVG text, self-contained.
+
+        Raises:
+            ValueError: the run was quiet, so it recorded no events to draw.
+        """
 
 def run_simulation(
     n: int,

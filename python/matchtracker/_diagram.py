@@ -79,6 +79,11 @@ def plural(count: int, word: str) -> str:
 
 def sequence_diagram(report: Report) -> str:
     events = report.events
+    if not events:
+        raise ValueError(
+            "this report has no events to draw: a quiet run records none "
+            "(run it without quiet=True to draw its sequence diagram)"
+        )
     clients = sorted({e["from"] for e in events if e["kind"] == "hi.sent"}, key=index_key)
     servers = sorted({e["from"] for e in events if e["kind"] == "hello.sent"}, key=index_key)
     shown_clients, shown_servers = clients[:MAX_NODES_PER_SIDE], servers[:MAX_NODES_PER_SIDE]
