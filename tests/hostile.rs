@@ -318,7 +318,8 @@ async fn a_line_that_trickles_in_is_timed_out_as_a_whole() {
     }
     let reply = reply.expect("the line was never cut off");
     assert!(reply.starts_with("ERROR line-timeout "), "{reply}");
-    assert!(started.elapsed() < stall * 3, "cut off after {:?}", started.elapsed());
+    // Byte by byte, the line would take 10 s; it is cut off long before.
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
 }
 
 #[tokio::test]
