@@ -21,4 +21,4 @@ def test_a_thirty_second_soak_answers_right_and_gives_everything_back() -> None:
     assert figures["missing"] == 0, figures
     assert figures["answered"] > 1000 and figures["kills"] >= 10 and figures["hostile_connections"] > 100
     # Every node gone, the tracker holds what it held when it started.
-    assert figures["tracker_end"]["descriptors"] == figures["second_tracker_start"]["descriptors"], figures
+    assert figures["tracker_end"]["descriptors"] == figures["tracker_start"]["descriptors"], figures
