@@ -22,7 +22,7 @@ use crate::transcript::{Event, Transcript};
 
 /// How much longer than the tracker's deadline a client waits for an answer before giving
 /// up on its own, so that it hears the tracker's answer rather than racing it.
-const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// Most bytes of server lists an [`AnswerCache`] keeps (their names take up to about 25
 /// times as much); past it, it starts over.

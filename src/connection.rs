@@ -51,6 +51,11 @@ impl LineReader {
         self
     }
 
+    /// The read half back, with the bytes read but not yet handed over as lines.
+    pub fn into_parts(self) -> (OwnedReadHalf, BytesMut) {
+        (self.inner, self.buf)
+    }
+
     /// The next message, or `None` when the peer closed the connection between lines.
     ///
     /// Cancel-safe: bytes read before a cancellation stay buffered for the next call.

@@ -1,7 +1,8 @@
 //! The Python boundary, and the only module that knows about Python: the `_core` module.
 //!
 //! - [`bridge`]: running Rust work from a Python call (the shared runtime, Ctrl-C, printing);
-//! - [`aio`]: Rust work as asyncio awaitables;
+//! - [`aio`]: Rust work as asyncio awaitables; [`aio_client`]: the asyncio client, on the
+//!   event loop's own thread;
 //! - [`args`]: Python's arguments into the core's types;
 //! - [`errors`]: the exceptions, and the one place Rust errors become them;
 //! - [`report`]: a simulation's report, built into Python objects only when asked;
@@ -13,6 +14,7 @@
 //! error, never as a crash.
 
 mod aio;
+mod aio_client;
 mod args;
 mod bridge;
 mod errors;
@@ -35,7 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nodes::Client>()?;
     m.add_class::<nodes::AsyncTracker>()?;
     m.add_class::<nodes::AsyncServer>()?;
-    m.add_class::<nodes::AsyncClient>()?;
+    m.add_class::<aio_client::AsyncClient>()?;
     m.add_class::<nodes::Opening>()?;
     m.add_class::<report::Report>()?;
     m.add_class::<report::RequestRecord>()?;

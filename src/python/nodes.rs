@@ -1,6 +1,6 @@
-//! The node classes: `Tracker`, `Server` and `Client`, blocking, and their asyncio twins
-//! `AsyncTracker`, `AsyncServer` and `AsyncClient` (the `matchtracker.aio` classes), whose
-//! waiting methods return awaitables. Both kinds hold the same handles, so each node's
+//! The node classes: `Tracker`, `Server` and `Client`, blocking, and the asyncio twins
+//! `AsyncTracker` and `AsyncServer` (with `AsyncClient` in `aio_client`, the
+//! `matchtracker.aio` classes), whose waiting methods return awaitables. Both kinds hold the same handles, so each node's
 //! opening, counters and closing are written once; the blocking kind runs them through the
 //! bridge (`wait`), the asyncio kind hands them to the running event loop
 //! (`aio`). `close()` is idempotent, and every class is a context manager
@@ -219,7 +219,7 @@ impl Opening {
 }
 
 /// An `Opening` of the node that `work` makes.
-fn opening<T, F>(py: Python<'_>, work: F) -> PyResult<Opening>
+pub fn opening<T, F>(py: Python<'_>, work: F) -> PyResult<Opening>
 where
     F: Future<Output = Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
@@ -504,48 +504,5 @@ impl AsyncServer {
 
     fn __repr__(&self) -> String {
         format!("AsyncServer(name={:?}, number={})", self.0.name, self.0.number)
-    }
-}
-
-/// `Client` for asyncio: `await AsyncClient.connect(...)`, `await client.find_match(5)`.
-#[pyclass(module = "matchtracker._core", frozen)]
-pub struct AsyncClient(ClientHandle);
-
-#[pymethods]
-impl AsyncClient {
-    /// Registers with the tracker; an awaitable of the connected client.
-    #[staticmethod]
-    #[pyo3(signature = (name, tracker_address, *, token = None))]
-    fn connect(
-        py: Python<'_>,
-        name: &str,
-        tracker_address: &Bound<'_, PyAny>,
-        token: Option<&str>,
-    ) -> PyResult<Opening> {
-        let (name, host, port, token) = client_args(name, tracker_address, token)?;
-        opening(py, async move { Ok(AsyncClient(ClientHandle::open(name, host, port, token).await?)) })
-    }
-
-    #[getter]
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    /// An awaitable of the servers holding `number`. Cancelling it frees the request on
-    /// the tracker too.
-    fn find_match<'py>(&self, py: Python<'py>, number: Int) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, self.0.find_match(number)?)
-    }
-
-    /// Closes the connection at once: every call still waiting raises `MatchTrackerError`.
-    /// An awaitable, like every node's `close()` in asyncio; the closing is done when it is
-    /// made.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.0.close();
-        awaitable(py, async { Ok(()) })
-    }
-
-    fn __repr__(&self) -> String {
-        format!("AsyncClient(name={:?})", self.0.name)
     }
 }

@@ -1,0 +1,337 @@
+//! The asyncio client, on the event loop's own thread: once registered, its socket is
+//! watched by the loop (`add_reader`), each request's line is written from the calling
+//! coroutine, and each answer is read, parsed and handed to its future by the loop's thread
+//! when the socket becomes readable. No runtime thread is involved after the greeting, so a
+//! request costs no thread switch beyond the loop's own wake-up.
+//!
+//! Each request has a timer (`call_later`) for the tracker's deadline plus a margin, and a
+//! done-callback: a request whose future is cancelled, or that times out, sends `CANCEL`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyCFunction, PyTuple};
+
+use super::args::{self, Int};
+use super::errors::to_py;
+use super::nodes::{opening, Opening};
+use crate::client::ANSWER_MARGIN;
+use crate::error::Error;
+use crate::hash::FastMap;
+use crate::node;
+use crate::protocol::{self, Message, Name, MAX_LINE};
+use crate::transcript::Transcript;
+
+/// A future and what to settle it with.
+type Settled = (Py<PyAny>, Result<Vec<Name>, Error>);
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// `Client` for asyncio: `await AsyncClient.connect(...)`, `await client.find_match(5)`.
+#[pyclass(module = "matchtracker._core", frozen)]
+pub struct AsyncClient {
+    name: String,
+    conn: Mutex<Option<Conn>>,
+}
+
+/// A registered connection, used only on the loop's thread.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet handed over as lines.
+    inbuf: BytesMut,
+    /// Bytes not yet written (the socket was full); the loop writes them when it can.
+    outbuf: Vec<u8>,
+    next_id: u64,
+    /// Each open request's future and timer.
+    waiting: FastMap<u64, (Py<PyAny>, Py<PyAny>)>,
+    /// The tracker's deadline plus a margin, in seconds.
+    patience: f64,
+    /// The loop watching the socket, once the first request has been made.
+    watched_by: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl AsyncClient {
+    /// Registers with the tracker; an awaitable of the connected client.
+    #[staticmethod]
+    #[pyo3(signature = (name, tracker_address, *, token = None))]
+    fn connect(
+        py: Python<'_>,
+        name: &str,
+        tracker_address: &Bound<'_, PyAny>,
+        token: Option<&str>,
+    ) -> PyResult<Opening> {
+        let (host, port) = args::address(tracker_address, "tracker address")?;
+        let (name, token) = (args::name(name, "name")?, args::token(token)?);
+        opening(py, async move {
+            let addr = crate::connection::resolve(&host, port).await?;
+            let greeting = Message::Hi { name: name.clone(), token };
+            let node::Registered { reader, write, deadline, .. } =
+                node::register(addr, &name, greeting, &Transcript::off(), || {}).await?;
+            let (read, inbuf) = reader.into_parts();
+            let stream = read.reunite(write).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(true)?;
+            let patience = (deadline + deadline / 2 + ANSWER_MARGIN).as_secs_f64();
+            let conn = Conn {
+                stream,
+                inbuf,
+                outbuf: Vec::new(),
+                next_id: 1,
+                waiting: FastMap::default(),
+                patience,
+                watched_by: None,
+            };
+            Ok(AsyncClient { name: name.to_string(), conn: Mutex::new(Some(conn)) })
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An awaitable of the servers holding `number`. Any number may be in flight at once;
+    /// cancelling one frees its request on the tracker.
+    fn find_match<'py>(slf: &Bound<'py, Self>, number: Int) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let number = args::number(number)?;
+        let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+        let future = event_loop.call_method0("create_future")?;
+        let mut guard = slf.get().conn.lock();
+        let Some(conn) = guard.as_mut() else {
+            future.call_method1("set_exception", (to_py(Error::NodeClosed).into_value(py),))?;
+            return Ok(future);
+        };
+        if conn.watched_by.is_none() {
+            let fd = conn.stream.as_raw_fd();
+            event_loop.call_method1("add_reader", (fd, slf.getattr("_readable")?))?;
+            conn.watched_by = Some(event_loop.clone().unbind());
+        }
+        let id = conn.next_id;
+        conn.next_id += 1;
+        let client = slf.clone().unbind();
+        let on_timeout = PyCFunction::new_closure(py, None, None, move |args: &Bound<'_, PyTuple>, _| {
+            client.get().give_up(args.py(), id, true);
+        })?;
+        let timer = event_loop.call_method1("call_later", (conn.patience, on_timeout))?;
+        conn.waiting.insert(id, (future.clone().unbind(), timer.unbind()));
+        let mut line = Vec::with_capacity(24);
+        protocol::encode(&Message::Find { id, number }, &mut line);
+        let sent = conn.send(py, &line, slf);
+        drop(guard);
+        if let Err(e) = sent {
+            slf.get().fail_all(py, &e);
+            return Ok(future);
+        }
+        let client = slf.clone().unbind();
+        let on_done =
+            PyCFunction::new_closure(py, None, None, move |args: &Bound<'_, PyTuple>, _| -> PyResult<()> {
+                if args.get_item(0)?.call_method0("cancelled")?.is_truthy()? {
+                    client.get().give_up(args.py(), id, false);
+                }
+                Ok(())
+            })?;
+        future.call_method1("add_done_callback", (on_done,))?;
+        Ok(future)
+    }
+
+    /// Closes the connection at once: every call still waiting raises `MatchTrackerError`.
+    /// An awaitable, like every node's `close()` in asyncio; the closing is done when it is
+    /// made.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.fail_all(py, &Error::NodeClosed);
+        let done = py.import("asyncio")?.call_method0("get_running_loop")?.call_method0("create_future")?;
+        done.call_method1("set_result", (py.None(),))?;
+        Ok(done)
+    }
+
+    /// The loop's callback when the socket is readable: hands every complete answer over.
+    fn _readable(&self, py: Python<'_>) -> PyResult<()> {
+        let mut settled = Vec::new();
+        let failed = {
+            let mut guard = self.conn.lock();
+            let Some(conn) = guard.as_mut() else { return Ok(()) };
+            conn.read_answers(py, &mut settled)
+        };
+        for (future, outcome) in settled {
+            settle(py, future.bind(py), outcome)?;
+        }
+        if let Some(e) = failed {
+            self.fail_all(py, &e);
+        }
+        Ok(())
+    }
+
+    /// The loop's callback when the socket can take the bytes that did not fit.
+    fn _writable(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let sent = {
+            let mut guard = slf.get().conn.lock();
+            let Some(conn) = guard.as_mut() else { return };
+            let rest = std::mem::take(&mut conn.outbuf);
+            conn.send(py, &rest, slf)
+        };
+        if let Err(e) = sent {
+            slf.get().fail_all(py, &e);
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AsyncClient(name={:?})", self.name)
+    }
+}
+
+impl AsyncClient {
+    /// Request `id` is given up (its time ran out, or its future was cancelled): the tracker
+    /// is told to free it.
+    fn give_up(&self, py: Python<'_>, id: u64, timed_out: bool) {
+        let entry = {
+            let mut guard = self.conn.lock();
+            let Some(conn) = guard.as_mut() else { return };
+            let Some(entry) = conn.waiting.remove(&id) else { return };
+            let mut line = Vec::new();
+            protocol::encode(&Message::Cancel { id }, &mut line);
+            // A CANCEL that cannot be written now goes with the next write; a failing
+            // socket shows itself on the next read.
+            match (&conn.stream).write(&line) {
+                Ok(n) if n == line.len() => {}
+                Ok(n) => conn.outbuf.extend_from_slice(&line[n..]),
+                Err(_) => conn.outbuf.extend_from_slice(&line),
+            }
+            entry
+        };
+        let (future, timer) = entry;
+        if timed_out {
+            let e = Error::Timeout(format!("waiting for the answer to request {id}"));
+            let _ = settle(py, future.bind(py), Err(e));
+        } else {
+            let _ = timer.bind(py).call_method0("cancel");
+        }
+    }
+
+    /// Fails every open request with `e`, stops watching the socket and closes it.
+    fn fail_all(&self, py: Python<'_>, e: &Error) {
+        let Some(conn) = self.conn.lock().take() else { return };
+        if let Some(event_loop) = &conn.watched_by {
+            let fd = conn.stream.as_raw_fd();
+            // A loop that is closed already watches nothing.
+            let _ = event_loop.bind(py).call_method1("remove_reader", (fd,));
+            let _ = event_loop.bind(py).call_method1("remove_writer", (fd,));
+        }
+        for (future, timer) in conn.waiting.into_values() {
+            let _ = timer.bind(py).call_method0("cancel");
+            let _ = settle(py, future.bind(py), Err(e.same_failure()));
+        }
+    }
+}
+
+impl Conn {
+    /// Writes `bytes`, keeping what the socket cannot take for the loop to write later.
+    fn send(&mut self, py: Python<'_>, bytes: &[u8], client: &Bound<'_, AsyncClient>) -> Result<(), Error> {
+        if !self.outbuf.is_empty() {
+            // Keep the order: behind what is already waiting.
+            self.outbuf.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let written = match (&self.stream).write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(Error::Io(e)),
+        };
+        self.outbuf.extend_from_slice(&bytes[written..]);
+        if let Some(event_loop) = self.watched_by.as_ref().filter(|_| !self.outbuf.is_empty()) {
+            let fd = self.stream.as_raw_fd();
+            client
+                .getattr("_writable")
+                .and_then(|writable| event_loop.bind(py).call_method1("add_writer", (fd, writable)))
+                .map_err(|e| Error::Unexpected(e.to_string()))?;
+        } else if let Some(event_loop) = &self.watched_by {
+            let _ = event_loop.bind(py).call_method1("remove_writer", (self.stream.as_raw_fd(),));
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket holds and takes each complete line: answers go to `settled`
+    /// with their futures. `Some` when the connection has failed (or the tracker left).
+    fn read_answers(
+        &mut self,
+        py: Python<'_>,
+        settled: &mut Vec<Settled>,
+    ) -> Option<Error> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut closed = None;
+        loop {
+            match (&self.stream).read(&mut chunk) {
+                Ok(0) => {
+                    closed = Some(Error::Closed);
+                    break;
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    closed = Some(Error::Io(e));
+                    break;
+                }
+            }
+        }
+        loop {
+            let (message, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {
+                Ok(Some((line, used))) => (protocol::parse(line), used),
+                Ok(None) => break,
+                Err(e) => return Some(Error::Protocol(e)),
+            };
+            self.inbuf.advance(used);
+            let (id, outcome) = match message {
+                Ok(Message::Answer { id, servers, .. }) => (id, Ok(servers)),
+                Ok(Message::Error { code, text }) => match protocol::refused_request(code, &text) {
+                    Some(id) => (id, Err(Error::Refused { code, text })),
+                    None => return Some(Error::Refused { code, text }),
+                },
+                Ok(Message::Bye) => return Some(Error::Closed),
+                Ok(other) => return Some(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
+                Err(e) => return Some(Error::Protocol(e)),
+            };
+            // An answer to a request given up is dropped.
+            if let Some((future, timer)) = self.waiting.remove(&id) {
+                let _ = timer.bind(py).call_method0("cancel");
+                settled.push((future, outcome));
+            }
+        }
+        closed
+    }
+}
+
+/// Settles `future` with `outcome`, unless it is done already (cancelled meanwhile).
+fn settle(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Result<Vec<Name>, Error>) -> PyResult<()> {
+    if future.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    match outcome {
+        Ok(names) => {
+            let names: Vec<&str> = names.iter().map(Name::as_str).collect();
+            future.call_method1("set_result", (names,))?
+        }
+        Err(e) => future.call_method1("set_exception", (to_py(e).into_value(py),))?,
+    };
+    Ok(())
+}
+
+impl Error {
+    /// The same failure again, for another request on the connection.
+    fn same_failure(&self) -> Error {
+        match self {
+            Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
+            Error::Protocol(e) => Error::Protocol(*e),
+            Error::Unexpected(text) => Error::Unexpected(text.clone()),
+            Error::NodeClosed => Error::NodeClosed,
+            _ => Error::Closed,
+        }
+    }
+}
