@@ -145,3 +145,61 @@ def test_a_storm_of_answers_never_loses_one() -> None:
                 assert answers == [[["S1"], ["S2"], []][i % 3] for i in range(200)]
 
     asyncio.run(main())
+
+
+def test_requests_that_do_not_fit_the_socket_go_out_whole_and_in_order() -> None:
+    """A tracker (here a stand-in) that stops reading: the client's socket fills, the rest
+    of its requests wait in the client and go out when the socket takes them again, every
+    line whole and in order."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    # A small receive buffer, so that the client's socket fills early.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    address = "127.0.0.1:%d" % listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def stand_in() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        assert conn.recv(100).startswith(b"HI C1")
+        conn.sendall(b"WELCOME C1 60000 matches\n")
+
+    thread = threading.Thread(target=stand_in)
+    thread.start()
+
+    async def main() -> None:
+        client = await aio.Client.connect("C1", address)
+        thread.join()
+        conn = accepted[0]
+        count = 400_000  # about 5.7 MB of FIND lines: more than the sockets hold (4 MB at most here)
+        pending = [client.find_match(1 + i % 10) for i in range(count)]
+        # The rest waits in the client, which has asked the loop to say when it can write.
+        import selectors
+
+        keys = asyncio.get_running_loop()._selector.get_map().values()  # type: ignore[attr-defined]
+        assert any(key.events & selectors.EVENT_WRITE for key in keys)
+        # Only now does the stand-in read, on a thread of its own, while the loop runs.
+        received = bytearray()
+
+        def read_all() -> None:
+            while received.count(b"\n") < count:
+                received.extend(conn.recv(65536))
+
+        reader = threading.Thread(target=read_all)
+        reader.start()
+        while reader.is_alive():
+            await asyncio.sleep(0.01)  # let the loop write what the socket takes
+        lines = received.decode().splitlines()
+        assert lines == [f"FIND {i + 1} {1 + i % 10}" for i in range(count)]
+        conn.sendall(b"ANSWER 1 replied S9\n")
+        assert await pending[0] == ["S9"]
+        await client.close()
+        with pytest.raises(MatchTrackerError):
+            await pending[1]
+        for future in pending[2:]:
+            future.exception()  # retrieved, so asyncio does not warn about them
+        conn.close()
+
+    asyncio.run(main())
+    listener.close()
