@@ -326,10 +326,10 @@ impl ClientNode {
         };
         for (id, slot) in slots {
             if id != mine {
-                let _ = slot.send(Err(e.same()));
+                let _ = slot.send(Err(e.same_failure()));
             }
         }
-        Some(Err(e.same()))
+        Some(Err(e.same_failure()))
     }
 
     fn fail_all(&self, why: Broken) {
@@ -349,18 +349,6 @@ impl Broken {
         match self {
             Broken::Closed => Error::Closed,
             Broken::ByCaller => Error::NodeClosed,
-        }
-    }
-}
-
-impl Error {
-    /// The same failure again, for another request that shares the connection.
-    fn same(&self) -> Error {
-        match self {
-            Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
-            Error::Protocol(e) => Error::Protocol(*e),
-            Error::Unexpected(text) => Error::Unexpected(text.clone()),
-            _ => Error::Closed,
         }
     }
 }

@@ -71,6 +71,19 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The same failure again, for another request on the same connection: a connection
+    /// that fails fails every request on it. (`Error` holds an `io::Error`, which cannot be
+    /// cloned; a socket failure is reported to the others as the connection closed.)
+    pub fn same_failure(&self) -> Error {
+        match self {
+            Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
+            Error::Protocol(e) => Error::Protocol(*e),
+            Error::Unexpected(text) => Error::Unexpected(text.clone()),
+            Error::NodeClosed => Error::NodeClosed,
+            _ => Error::Closed,
+        }
+    }
 }
 
 impl std::error::Error for Error {

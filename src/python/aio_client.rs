@@ -259,11 +259,7 @@ impl Conn {
 
     /// Reads what the socket holds and takes each complete line: answers go to `settled`
     /// with their futures. `Some` when the connection has failed (or the tracker left).
-    fn read_answers(
-        &mut self,
-        py: Python<'_>,
-        settled: &mut Vec<Settled>,
-    ) -> Option<Error> {
+    fn read_answers(&mut self, py: Python<'_>, settled: &mut Vec<Settled>) -> Option<Error> {
         let mut chunk = [0u8; READ_CHUNK];
         let mut closed = None;
         loop {
@@ -321,17 +317,4 @@ fn settle(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Result<Vec<Name>, 
         Err(e) => future.call_method1("set_exception", (to_py(e).into_value(py),))?,
     };
     Ok(())
-}
-
-impl Error {
-    /// The same failure again, for another request on the connection.
-    fn same_failure(&self) -> Error {
-        match self {
-            Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
-            Error::Protocol(e) => Error::Protocol(*e),
-            Error::Unexpected(text) => Error::Unexpected(text.clone()),
-            Error::NodeClosed => Error::NodeClosed,
-            _ => Error::Closed,
-        }
-    }
 }
