@@ -75,6 +75,7 @@ impl Error {
     /// The same failure again, for another request on the same connection: a connection
     /// that fails fails every request on it. (`Error` holds an `io::Error`, which cannot be
     /// cloned; a socket failure is reported to the others as the connection closed.)
+    #[must_use]
     pub fn same_failure(&self) -> Error {
         match self {
             Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
