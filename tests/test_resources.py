@@ -4,6 +4,7 @@ tracker."""
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import shutil
@@ -39,11 +40,16 @@ def rss_kib() -> int:
 
 def test_200_runs_leave_descriptors_and_threads_where_they_were() -> None:
     run_simulation(2, 1, timeout=0.01, quiet=True)  # starts the shared runtime
+    # Earlier tests' garbage (closed event loops, sockets in reference cycles) goes now,
+    # not in the middle of the count.
+    gc.collect()
     fds, tasks, rss = open_fds(), threads(), rss_kib()
     for i in range(200):
         report = run_simulation(3, 1, timeout=0.01, seed=i, quiet=True)
         assert len(report.requests) == 3
-    assert open_fds() == fds
+    gc.collect()
+    # No growth over 200 runs (one descriptor of an earlier test may close meanwhile).
+    assert open_fds() <= fds
     assert threads() == tasks
     # Reported, not asserted: memory is measured by the benchmark.
     print(f"\nRSS before {rss} KiB, after 200 runs {rss_kib()} KiB")
