@@ -127,7 +127,7 @@ impl AnswerCache {
 }
 
 /// A line from the tracker, with an answer's servers shared.
-enum Received {
+pub(crate) enum Received {
     Answer { id: u64, end: End, servers: Arc<[Name]> },
     Other(Message),
 }
@@ -138,6 +138,31 @@ impl From<Message> for Received {
             Message::Answer { id, end, servers } => Received::Answer { id, end, servers: servers.into() },
             other => Received::Other(other),
         }
+    }
+}
+
+/// What one line from the tracker means for a client's open requests: the outcome of one of
+/// them, or the end of the connection for all.
+pub(crate) enum Routed {
+    /// Request `id`'s answer (how it ended, and the servers), or its refusal.
+    One(u64, Result<(End, Arc<[Name]>)>),
+    /// The connection cannot go on: every request fails with this.
+    All(Error),
+}
+
+/// The rules both clients (this one, and the asyncio one on the event loop's thread) route
+/// the tracker's lines by.
+pub(crate) fn route(line: std::result::Result<Received, ProtocolError>) -> Routed {
+    match line {
+        Ok(Received::Answer { id, end, servers }) => Routed::One(id, Ok((end, servers))),
+        Ok(Received::Other(Message::Error { code, text })) => match protocol::refused_request(code, &text) {
+            // One request refused; the connection goes on.
+            Some(id) => Routed::One(id, Err(Error::Refused { code, text })),
+            None => Routed::All(Error::Refused { code, text }),
+        },
+        Ok(Received::Other(Message::Bye)) => Routed::All(Error::Closed),
+        Ok(Received::Other(other)) => Routed::All(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
+        Err(e) => Routed::All(Error::Protocol(e)),
     }
 }
 
@@ -282,27 +307,17 @@ impl ClientNode {
         mine: u64,
         line: Result<Option<std::result::Result<Received, ProtocolError>>>,
     ) -> Option<Result<Answered>> {
-        let (to, outcome) = match line {
-            Ok(Some(Ok(Received::Answer { id, end, servers }))) => (id, Ok(Answered { end, servers })),
-            Ok(Some(Ok(Received::Other(Message::Error { code, text })))) => {
-                match protocol::refused_request(code, &text) {
-                    // One request refused; the connection goes on.
-                    Some(id) => (id, Err(Error::Refused { code, text })),
-                    None => return self.fail_all_but(mine, &Error::Refused { code, text }),
-                }
-            }
-            Ok(Some(Ok(Received::Other(Message::Bye))) | None) => {
-                return self.fail_all_but(mine, &Error::Closed)
-            }
-            Ok(Some(Ok(Received::Other(other)))) => {
-                let e = Error::Unexpected(format!("{other:?} instead of ANSWER"));
-                return self.fail_all_but(mine, &e);
-            }
-            Ok(Some(Err(e))) => return self.fail_all_but(mine, &Error::Protocol(e)),
+        let routed = match line {
+            Ok(Some(received)) => route(received),
+            Ok(None) => Routed::All(Error::Closed),
             Err(e) => {
                 self.fail_all(Broken::Closed);
                 return Some(Err(e));
             }
+        };
+        let (to, outcome) = match routed {
+            Routed::One(id, outcome) => (id, outcome.map(|(end, servers)| Answered { end, servers })),
+            Routed::All(e) => return self.fail_all_but(mine, &e),
         };
         if to == mine {
             self.waiting.lock().slots.remove(&mine);

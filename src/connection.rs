@@ -151,27 +151,6 @@ impl LineReader {
     }
 }
 
-/// Writes every line that arrives on `lines` to `out`, several to a system call when they
-/// queue up, until the channel closes. Returns when the channel is closed and drained.
-///
-/// # Errors
-/// [`Error::Io`] if the socket fails; [`Error::Timeout`] if a write makes no progress for
-/// `stall` (the peer has stopped reading).
-pub async fn write_lines<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    lines: &mut tokio::sync::mpsc::Receiver<Bytes>,
-    stall: Duration,
-) -> Result<()> {
-    while let Some(first) = lines.recv().await {
-        let batch = join_batch(first, || Ok::<_, std::convert::Infallible>(lines.try_recv().ok()));
-        let Ok(batch) = batch;
-        tokio::time::timeout(stall, out.write_all(&batch))
-            .await
-            .map_err(|_| Error::Timeout("for the peer to read".into()))??;
-    }
-    Ok(())
-}
-
 /// `first`, joined with what `more` yields next (until it yields `None`, or the batch
 /// reaches [`WRITE_BATCH`] bytes), so that a burst of queued lines costs one system call.
 /// Usually nothing waits behind `first`, and it is returned as it is, without a copy.

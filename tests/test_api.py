@@ -293,3 +293,16 @@ def test_the_stubs_match_the_runtime() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_error_code_type_lists_the_documented_codes() -> None:
+    """`matchtracker.types.ErrorCode` names the codes of docs/PROTOCOL.md's table (the Rust
+    table is checked against the same document)."""
+    import typing
+
+    from matchtracker.types import ErrorCode
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    table = doc.split("| code | when | closes |")[1].split("\n\n")[0]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert set(typing.get_args(ErrorCode)) == documented

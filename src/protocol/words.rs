@@ -230,6 +230,15 @@ mod tests {
             assert_eq!(ReplyMode::from_word(word.as_bytes()), Some(mode));
         }
         assert_eq!(ErrorCode::from_word(b"no-such-code"), None);
+        // The table of codes in docs/PROTOCOL.md lists exactly these.
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let table = doc.split("| code | when | closes |").nth(1).unwrap().split("\n\n").next().unwrap();
+        let mut documented: Vec<&str> =
+            table.lines().filter_map(|line| line.strip_prefix("| `")?.split('`').next()).collect();
+        let mut words: Vec<&str> = ErrorCode::WORDS.iter().map(|&(_, word)| word).collect();
+        documented.sort_unstable();
+        words.sort_unstable();
+        assert_eq!(documented, words);
         assert_eq!(End::from_word(b"Replied"), None);
     }
 }

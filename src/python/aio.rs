@@ -1,8 +1,8 @@
 //! Rust futures as asyncio awaitables, on the package's one runtime.
 //!
 //! Each awaitable is an `asyncio.Future` of the running loop, and its Rust work a task on
-//! the runtime (after a first step taken on the loop's thread, which sends a request at
-//! once). A finished task never touches Python: it puts its outcome on its loop's
+//! the runtime: the asyncio tracker and server wait on the runtime this way. (The asyncio
+//! client does not: it lives on the loop's own thread, `aio_client`.) A finished task never touches Python: it puts its outcome on its loop's
 //! queue and, if the queue was empty, writes one byte to a socket the loop watches
 //! (`add_reader`). The loop's thread, woken by that byte, turns every queued outcome into a
 //! result or an exception and settles the futures. Cancelling the asyncio future aborts the
@@ -19,7 +19,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -92,21 +91,6 @@ impl LoopWaker {
 /// The waker of the running loop, made on its first awaitable and kept (weakly keyed) for
 /// as long as the loop lives.
 fn waker_of<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopWaker>> {
-    // The last loop asked about, by a weak reference, and its waker: nearly every call is
-    // from the same loop as the one before.
-    static LAST: Mutex<Option<(Py<PyAny>, Py<LoopWaker>)>> = Mutex::new(None);
-    if let Some((last_loop, waker)) = &*LAST.lock() {
-        if last_loop.bind(py).call0()?.is(event_loop) {
-            return Ok(waker.bind(py).clone());
-        }
-    }
-    let waker = waker_by_loop(py, event_loop)?;
-    let weak = py.import("weakref")?.getattr("ref")?.call1((event_loop,))?;
-    *LAST.lock() = Some((weak.unbind(), waker.clone().unbind()));
-    Ok(waker)
-}
-
-fn waker_by_loop<'py>(py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopWaker>> {
     static WAKERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let wakers = WAKERS
         .get_or_try_init(py, || {
@@ -143,21 +127,6 @@ where
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     let finished = waker_of(py, &event_loop)?.get().shared.clone();
     let future = event_loop.call_method0("create_future")?;
-    // The first step is taken here, on the loop's thread: a request's line goes out at once
-    // instead of after a runtime thread wakes to send it. What is left runs as a task, whose
-    // first poll puts its own waker where this one's no-op stood.
-    let mut work = Box::pin(work);
-    let first = {
-        let _in_runtime = rt.enter();
-        work.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-    };
-    if let Poll::Ready(result) = first {
-        match result {
-            Ok(value) => future.call_method1("set_result", (value.into_py_any(py)?,))?,
-            Err(e) => future.call_method1("set_exception", (to_py(e).into_value(py),))?,
-        };
-        return Ok(future);
-    }
     let target = future.clone().unbind();
     let task = rt.spawn(async move {
         let result = work.await;

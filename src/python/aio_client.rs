@@ -10,6 +10,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
@@ -18,8 +19,8 @@ use pyo3::types::{PyCFunction, PyTuple};
 
 use super::args::{self, Int};
 use super::errors::to_py;
-use super::nodes::{opening, Opening};
-use crate::client::ANSWER_MARGIN;
+use super::nodes::{client_args, opening, Opening};
+use crate::client::{route, Received, Routed, ANSWER_MARGIN};
 use crate::error::Error;
 use crate::hash::FastMap;
 use crate::node;
@@ -27,7 +28,7 @@ use crate::protocol::{self, Message, Name, MAX_LINE};
 use crate::transcript::Transcript;
 
 /// A future and what to settle it with.
-type Settled = (Py<PyAny>, Result<Vec<Name>, Error>);
+type Settled = (Py<PyAny>, Result<Arc<[Name]>, Error>);
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -66,8 +67,7 @@ impl AsyncClient {
         tracker_address: &Bound<'_, PyAny>,
         token: Option<&str>,
     ) -> PyResult<Opening> {
-        let (host, port) = args::address(tracker_address, "tracker address")?;
-        let (name, token) = (args::name(name, "name")?, args::token(token)?);
+        let (name, host, port, token) = client_args(name, tracker_address, token)?;
         opening(py, async move {
             let addr = crate::connection::resolve(&host, port).await?;
             let greeting = Message::Hi { name: name.clone(), token };
@@ -278,21 +278,15 @@ impl Conn {
             }
         }
         loop {
-            let (message, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {
-                Ok(Some((line, used))) => (protocol::parse(line), used),
+            let (routed, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {
+                Ok(Some((line, used))) => (route(protocol::parse(line).map(Received::from)), used),
                 Ok(None) => break,
                 Err(e) => return Some(Error::Protocol(e)),
             };
             self.inbuf.advance(used);
-            let (id, outcome) = match message {
-                Ok(Message::Answer { id, servers, .. }) => (id, Ok(servers)),
-                Ok(Message::Error { code, text }) => match protocol::refused_request(code, &text) {
-                    Some(id) => (id, Err(Error::Refused { code, text })),
-                    None => return Some(Error::Refused { code, text }),
-                },
-                Ok(Message::Bye) => return Some(Error::Closed),
-                Ok(other) => return Some(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
-                Err(e) => return Some(Error::Protocol(e)),
+            let (id, outcome) = match routed {
+                Routed::One(id, outcome) => (id, outcome.map(|(_, servers)| servers)),
+                Routed::All(e) => return Some(e),
             };
             // An answer to a request given up is dropped.
             if let Some((future, timer)) = self.waiting.remove(&id) {
@@ -305,7 +299,7 @@ impl Conn {
 }
 
 /// Settles `future` with `outcome`, unless it is done already (cancelled meanwhile).
-fn settle(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Result<Vec<Name>, Error>) -> PyResult<()> {
+fn settle(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Result<Arc<[Name]>, Error>) -> PyResult<()> {
     if future.call_method0("done")?.is_truthy()? {
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! The module's functions: the assignment's run, the command line's roles (a tracker, a
 //! server or a client on its own, printing its lines until stopped) and the load benchmark.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use super::errors::{invalid, to_py};
 use super::report::Report;
 use crate::protocol::{Name, ReplyMode};
 use crate::roles::{self, Target};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StopSignal};
 use crate::simulation::{self, SimulationConfig};
 use crate::transcript::Transcript;
 
@@ -100,11 +101,22 @@ pub fn serve_tracker(
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
     let config = args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?;
+    run_role(py, json, |transcript, stop| roles::run_tracker(Target { host, port }, config, transcript, stop))
+}
+
+/// Runs the role `start` makes until it ends or Ctrl-C stops it, printing its lines (as
+/// JSON objects with `json`) and keeping none: the way of every command-line role.
+fn run_role<T, F>(py: Python<'_>, json: bool, start: impl FnOnce(Transcript, StopSignal) -> F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = crate::Result<T>> + Send + 'static,
+{
     let (transcript, events) = Transcript::bounded(ROLE_LINES);
     let stop = Shutdown::new();
-    let task = runtime()?.spawn(roles::run_tracker(Target { host, port }, config, transcript, stop.signal()));
-    drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
-    Ok(())
+    let task = runtime()?.spawn(start(transcript, stop.signal()));
+    let (value, _) =
+        drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
+    Ok(value)
 }
 
 /// Runs a server on its own, printing its lines, registering again whenever the tracker goes
@@ -127,19 +139,9 @@ pub fn serve_server(
     let token = args::token(token)?;
     let patience = args::patience(wait, reconnect_for)?;
     let (host, port) = args::address(tracker_address, "tracker address")?;
-    let (transcript, events) = Transcript::bounded(ROLE_LINES);
-    let stop = Shutdown::new();
-    let task = runtime()?.spawn(roles::run_server(
-        Target { host, port },
-        name,
-        number,
-        token,
-        patience,
-        transcript,
-        stop.signal(),
-    ));
-    drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
-    Ok(())
+    run_role(py, json, |transcript, stop| {
+        roles::run_server(Target { host, port }, name, number, token, patience, transcript, stop)
+    })
 }
 
 /// Runs a client on its own for `rounds` requests, printing its lines, reconnecting if the
@@ -168,22 +170,10 @@ pub fn run_client(
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
     let token = args::token(token)?;
     let (host, port) = args::address(tracker_address, "tracker address")?;
-    let (transcript, events) = Transcript::bounded(ROLE_LINES);
-    let stop = Shutdown::new();
-    let target = Target { host, port };
-    let task = runtime()?.spawn(roles::run_client(
-        target,
-        name,
-        rounds,
-        number,
-        seed,
-        token,
-        patience,
-        transcript,
-        stop.signal(),
-    ));
-    let (answers, _) =
-        drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
+    let answers = run_role(py, json, |transcript, stop| {
+        let target = Target { host, port };
+        roles::run_client(target, name, rounds, number, seed, token, patience, transcript, stop)
+    })?;
     Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
 }
 

@@ -1,10 +1,10 @@
-//! The node classes: `Tracker`, `Server` and `Client`, blocking, and the asyncio twins
-//! `AsyncTracker` and `AsyncServer` (with `AsyncClient` in `aio_client`, the
-//! `matchtracker.aio` classes), whose waiting methods return awaitables. Both kinds hold the same handles, so each node's
-//! opening, counters and closing are written once; the blocking kind runs them through the
-//! bridge (`wait`), the asyncio kind hands them to the running event loop
-//! (`aio`). `close()` is idempotent, and every class is a context manager
-//! (`with`, or `async with`).
+//! The node classes: `Tracker`, `Server` and `Client`, blocking, and the asyncio
+//! `AsyncTracker` and `AsyncServer` (`AsyncClient` lives on the event loop's thread, in
+//! `aio_client`). The blocking and asyncio trackers and servers hold the same handles, so
+//! each node's opening, counters and closing are written once; the blocking kind runs them
+//! through the bridge (`wait`), the asyncio kind hands them to the running event loop
+//! (`aio`). `close()` is idempotent, and every class is a context manager (`with`, or
+//! `async with`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -120,8 +120,8 @@ impl ServerHandle {
     }
 }
 
-/// A connected client as the Python classes hold it: shared by every call in flight, until
-/// `close()`.
+/// A connected client as the blocking `Client` holds it: shared by every call in flight,
+/// until `close()`.
 pub struct ClientHandle {
     name: String,
     node: RwLock<Option<Arc<ClientNode>>>,
@@ -180,7 +180,7 @@ fn server_args(
 }
 
 /// The arguments every client class takes, checked: name, host, port, token.
-fn client_args(
+pub fn client_args(
     name: &str,
     tracker_address: &Bound<'_, PyAny>,
     token: Option<&str>,
