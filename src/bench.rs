@@ -3,6 +3,7 @@
 //! throughput and latency; the caller adds CPU and memory figures.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -11,12 +12,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::ClientNode;
-use crate::connection;
+use crate::connection::Endpoint;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::protocol::{Name, ReplyMode, Token, NUMBERS};
 use crate::roles::Target;
 use crate::server::ServerNode;
+use crate::tls::Dial;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::Transcript;
 
@@ -32,6 +34,8 @@ pub struct LoadConfig {
     pub tracker: Option<Target>,
     /// The token that tracker wants, if any.
     pub token: Option<Token>,
+    /// TLS for a tracker started here: its certificate and key, and how its nodes check it.
+    pub tls: Option<(Arc<rustls::ServerConfig>, Dial)>,
 }
 
 /// What a load run measured.
@@ -73,34 +77,36 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     if config.servers == 0 || config.clients == 0 || config.duration.is_zero() {
         return Err(Error::InvalidArgument("servers, clients and duration must be more than 0".into()));
     }
-    let (tracker, addr) = match &config.tracker {
+    let (tracker, endpoint) = match &config.tracker {
         Some(target) => {
             limits::ensure_open_files((config.servers + config.clients) as u64 + 1)?;
-            (None, connection::resolve(&target.host, target.port).await?)
+            (None, target.resolve().await?)
         }
         None => {
             limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
             let tracker_config = TrackerConfig {
                 deadline: config.deadline,
                 replies: config.replies,
+                tls: config.tls.as_ref().map(|(tracker, _)| tracker.clone()),
                 ..TrackerConfig::default()
             };
             let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
             let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
-            let addr = tracker.local_addr();
-            (Some(tracker), addr)
+            let tls = config.tls.as_ref().map(|(_, dial)| dial.clone());
+            let endpoint = Endpoint { addr: tracker.local_addr(), tls };
+            (Some(tracker), endpoint)
         }
     };
     let mut rng = StdRng::seed_from_u64(1);
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
         let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
-        servers.push(ServerNode::start(addr, name, number, config.token.clone(), Transcript::off()).await?);
+        servers.push(ServerNode::start(endpoint.clone(), name, number, config.token.clone(), Transcript::off()).await?);
     }
     let mut clients = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
         let name = Name::new(&format!("C{}", i + 1))?;
-        clients.push(ClientNode::connect(addr, name, config.token.clone(), Transcript::off()).await?);
+        clients.push(ClientNode::connect(endpoint.clone(), name, config.token.clone(), Transcript::off()).await?);
     }
     // The clock starts once every node is connected: connecting is not the load.
     let started = Instant::now();

@@ -1,19 +1,16 @@
 //! A client node: says `HI` with its name, then asks the tracker for matches, each answered
 //! by an `ANSWER` carrying the request's id; many requests may be open at once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::connection::LineReader;
+use crate::connection::{Endpoint, LineReader, WriteHalf};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::node;
@@ -53,7 +50,7 @@ pub struct ClientNode {
     /// parses every answer.
     answers: Option<Arc<AnswerCache>>,
     reader: tokio::sync::Mutex<LineReader>,
-    write: tokio::sync::Mutex<OwnedWriteHalf>,
+    write: tokio::sync::Mutex<WriteHalf>,
     /// Requests sent and not answered yet, and whether the connection is still usable.
     waiting: Mutex<Waiting>,
     /// Raised by [`ClientNode::close`]: every caller still waiting gives up at once.
@@ -174,7 +171,7 @@ impl ClientNode {
     /// [`Error::Io`] or [`Error::Timeout`] if the tracker cannot be reached;
     /// [`Error::Refused`] if it refuses the name.
     pub async fn connect(
-        tracker: SocketAddr,
+        tracker: impl Into<Endpoint>,
         name: Name,
         token: Option<Token>,
         transcript: Transcript,
@@ -182,7 +179,7 @@ impl ClientNode {
         let greeting = Message::Hi { name: name.clone(), token };
         let greeted = || transcript.record_with(|| Event::HiSent { client: name.clone() });
         let node::Registered { reader, write, deadline, .. } =
-            node::register(tracker, &name, greeting, &transcript, greeted).await?;
+            node::register(&tracker.into(), &name, greeting, &transcript, greeted).await?;
         Ok(ClientNode {
             name,
             next_id: AtomicU64::new(1),
@@ -262,7 +259,7 @@ impl ClientNode {
         }
         out.extend_from_slice(line);
         let mut unfinished = Unfinished(Some(self));
-        let written = write.write_all(&out).await;
+        let written = write.send(&out).await;
         unfinished.0 = None;
         written.map_err(|e| {
             self.fail_all(Broken::Closed);

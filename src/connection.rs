@@ -6,16 +6,136 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::protocol::{self, Message};
+use crate::tls;
+
+/// TLS over TCP, from either side.
+pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
+
+/// A link between a node and the tracker: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The two halves, to read in one place and write in another.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(stream) => {
+                let (read, write) = stream.into_split();
+                (ReadHalf::Plain(read), WriteHalf::Plain(write))
+            }
+            Stream::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (ReadHalf::Tls(read), WriteHalf::Tls(write))
+            }
+        }
+    }
+}
+
+/// The stream `read` and `write` were split from, whole again.
+///
+/// # Errors
+/// [`Error::Unexpected`] if they are halves of different streams.
+pub fn unsplit(read: ReadHalf, write: WriteHalf) -> Result<Stream> {
+    match (read, write) {
+        (ReadHalf::Plain(read), WriteHalf::Plain(write)) => {
+            read.reunite(write).map(Stream::Plain).map_err(|_| Error::Unexpected("halves of two streams".into()))
+        }
+        (ReadHalf::Tls(read), WriteHalf::Tls(write)) if read.is_pair_of(&write) => {
+            Ok(Stream::Tls(Box::new(read.unsplit(write))))
+        }
+        _ => Err(Error::Unexpected("halves of two streams".into())),
+    }
+}
+
+/// The half of a [`Stream`] that reads.
+pub enum ReadHalf {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream>),
+}
+
+/// The half of a [`Stream`] that writes.
+pub enum WriteHalf {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream>),
+}
+
+impl WriteHalf {
+    /// Writes all of `bytes` and, over TLS, pushes the records out: rustls may keep
+    /// encrypted bytes buffered after a write that the socket did not take at once.
+    ///
+    /// # Errors
+    /// The socket's.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await?;
+        if let WriteHalf::Tls(_) = self {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes at once, without waiting. Over TLS nothing is written
+    /// this way (`WouldBlock`): the bytes go with the next [`send`](Self::send).
+    ///
+    /// # Errors
+    /// `WouldBlock` if nothing can be written now; the socket's error otherwise.
+    pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(write) => write.try_write(bytes),
+            WriteHalf::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(write) => Pin::new(write).poll_write(cx, buf),
+            WriteHalf::Tls(write) => Pin::new(write).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(write) => Pin::new(write).poll_flush(cx),
+            WriteHalf::Tls(write) => Pin::new(write).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(write) => Pin::new(write).poll_shutdown(cx),
+            WriteHalf::Tls(write) => Pin::new(write).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where a node finds its tracker: the address, and how to check it over TLS (`None`: plain
+/// TCP).
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls: Option<tls::Dial>,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, tls: None }
+    }
+}
 
 /// How much to ask the kernel for per read; most reads carry a few short lines.
 const READ_CHUNK: usize = 4096;
@@ -28,7 +148,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads messages, one line each, from a byte stream.
 pub struct LineReader {
-    inner: OwnedReadHalf,
+    inner: ReadHalf,
     buf: BytesMut,
     max_line: usize,
     /// How long a line may take from its first byte to its newline.
@@ -39,7 +159,7 @@ pub struct LineReader {
 
 impl LineReader {
     /// Wraps `inner`, refusing lines longer than `max_line` bytes.
-    pub fn new(inner: OwnedReadHalf, max_line: usize) -> Self {
+    pub fn new(inner: ReadHalf, max_line: usize) -> Self {
         LineReader { inner, buf: BytesMut::new(), max_line, line_timeout: None, partial_since: None }
     }
 
@@ -52,7 +172,7 @@ impl LineReader {
     }
 
     /// The read half back, with the bytes read but not yet handed over as lines.
-    pub fn into_parts(self) -> (OwnedReadHalf, BytesMut) {
+    pub fn into_parts(self) -> (ReadHalf, BytesMut) {
         (self.inner, self.buf)
     }
 
@@ -144,10 +264,25 @@ impl LineReader {
     /// through `AsyncRead`, which takes a read that leaves room in the buffer to mean the
     /// socket is drained: the next wait goes straight to the poller instead of first trying
     /// a read that finds nothing.
+    ///
+    /// Over TLS the bytes come through rustls, which holds its own buffers; a peer that
+    /// closes without TLS's goodbye (`close_notify`) is taken to have closed: a line cut
+    /// short is found out as one anyway.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        self.inner.readable().await?;
-        self.buf.reserve(READ_CHUNK);
-        self.inner.read_buf(&mut self.buf).await
+        match &mut self.inner {
+            ReadHalf::Plain(read) => {
+                read.readable().await?;
+                self.buf.reserve(READ_CHUNK);
+                read.read_buf(&mut self.buf).await
+            }
+            ReadHalf::Tls(read) => {
+                self.buf.reserve(READ_CHUNK);
+                match read.read_buf(&mut self.buf).await {
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    other => other,
+                }
+            }
+        }
     }
 }
 
@@ -175,9 +310,25 @@ pub fn join_batch<E>(first: Bytes, mut more: impl FnMut() -> Result<Option<Bytes
 ///
 /// # Errors
 /// [`Error::Io`] if the socket fails.
-pub async fn write_message<W: AsyncWrite + Unpin>(out: &mut W, message: &Message) -> Result<()> {
-    out.write_all(&protocol::to_line(message)).await?;
+pub async fn write_message(out: &mut WriteHalf, message: &Message) -> Result<()> {
+    out.send(&protocol::to_line(message)).await?;
     Ok(())
+}
+
+/// Opens a connection to the tracker at `to`, over TLS if it says so (the handshake within
+/// [`CONNECT_TIMEOUT`] too).
+///
+/// # Errors
+/// As [`connect_tcp`]; [`Error::Tls`] if the handshake fails.
+pub async fn connect(to: &Endpoint) -> Result<Stream> {
+    let tcp = connect_tcp(to.addr).await?;
+    let Some(dial) = &to.tls else { return Ok(Stream::Plain(tcp)) };
+    let handshake = tokio_rustls::TlsConnector::from(dial.config.clone()).connect(dial.name.clone(), tcp);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| Error::Timeout(format!("for the TLS handshake with the tracker at {}", to.addr)))?
+        .map_err(|e| tls::node_handshake_failed(e, dial, to.addr))?;
+    Ok(Stream::Tls(Box::new(stream.into())))
 }
 
 /// Opens a TCP connection to the tracker with `TCP_NODELAY` set: without it Nagle's
@@ -186,7 +337,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(out: &mut W, message: &Message
 /// # Errors
 /// [`Error::Io`] if the connection is refused, or [`Error::Timeout`] after
 /// [`CONNECT_TIMEOUT`].
-pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+async fn connect_tcp(addr: SocketAddr) -> Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::Timeout(format!("connecting to the tracker at {addr}")))?

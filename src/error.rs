@@ -27,6 +27,8 @@ pub enum Error {
     Timeout(String),
     /// A socket operation failed.
     Io(io::Error),
+    /// A TLS handshake failed; the text says why and what to do about it.
+    Tls(String),
     /// A node stopped trying to reach its tracker; the text says where and why.
     GaveUp(String),
     /// A task panicked; the panic was caught and turned into this.
@@ -55,6 +57,7 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the connection was closed by the other side"),
             Error::Timeout(what) => write!(f, "timed out {what}"),
             Error::Io(e) => write!(f, "network error: {e}"),
+            Error::Tls(text) => write!(f, "TLS: {text}"),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
             Error::NodeClosed => f.write_str("this node is closed"),
         }
@@ -81,6 +84,7 @@ impl Error {
             Error::Refused { code, text } => Error::Refused { code: *code, text: text.clone() },
             Error::Protocol(e) => Error::Protocol(*e),
             Error::Unexpected(text) => Error::Unexpected(text.clone()),
+            Error::Tls(text) => Error::Tls(text.clone()),
             Error::NodeClosed => Error::NodeClosed,
             _ => Error::Closed,
         }

@@ -4,6 +4,7 @@
 //! The modules, from the wire up:
 //! - [`protocol`]: messages and their text-line encoding; no I/O.
 //! - [`connection`]: reading messages from and writing lines to a socket.
+//! - [`tls`]: certificates, and TLS handshake failures in words.
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
 //! - [`bench`]: the closed-loop load benchmark.
@@ -39,6 +40,7 @@ pub mod roles;
 pub mod server;
 pub mod shutdown;
 pub mod simulation;
+pub mod tls;
 pub mod tracker;
 pub mod transcript;
 

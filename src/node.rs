@@ -1,12 +1,10 @@
 //! What servers and clients share: connecting to the tracker, greeting it, and waiting for
 //! its `WELCOME`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::connection::{self, LineReader};
+use crate::connection::{self, Endpoint, LineReader, WriteHalf};
 use crate::error::{Error, Result};
 use crate::protocol::{Message, Name, ReplyMode, MAX_LINE};
 use crate::transcript::{Event, Transcript};
@@ -17,7 +15,7 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node's registered connection to the tracker, and what the tracker told it.
 pub struct Registered {
     pub reader: LineReader,
-    pub write: OwnedWriteHalf,
+    pub write: WriteHalf,
     /// How long the tracker waits for replies to a request.
     pub deadline: Duration,
     /// Which replies the tracker wants from servers.
@@ -32,7 +30,7 @@ pub struct Registered {
 /// [`Error::Refused`] if it answers with `ERROR`; [`Error::Closed`] or [`Error::Unexpected`]
 /// if it does not welcome us.
 pub async fn register(
-    tracker: SocketAddr,
+    tracker: &Endpoint,
     name: &Name,
     greeting: Message,
     transcript: &Transcript,

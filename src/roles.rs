@@ -6,17 +6,19 @@
 //!
 //! Each role runs until its work is done or its owner asks it to stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::client::{Answer, ClientNode};
-use crate::connection;
+use crate::connection::{self, Endpoint};
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, Name, Token, NUMBERS};
 use crate::server::ServerNode;
 use crate::shutdown::StopSignal;
+use crate::tls::Dial;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::{Event, Transcript};
 
@@ -28,11 +30,39 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 /// How long a stopping tracker gives its connections to say `BYE` and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Where a node finds its tracker.
+/// Where a node finds its tracker, and how it checks the tracker over TLS (`None`: plain
+/// TCP).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    pub tls: Option<Dial>,
+}
+
+impl Target {
+    /// `host:port` over plain TCP.
+    pub fn plain(host: String, port: u16) -> Target {
+        Target { host, port, tls: None }
+    }
+
+    /// `host:port`, over TLS trusting `tls` if given; the tracker's certificate must name
+    /// `host`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `host` is no name or address TLS can check.
+    pub fn new(host: String, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Target> {
+        let tls = tls.map(|config| Dial::new(config, &host)).transpose()?;
+        Ok(Target { host, port, tls })
+    }
+
+    /// The tracker's address, looked up now (a name may move between attempts).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the name does not resolve.
+    pub async fn resolve(&self) -> Result<Endpoint> {
+        let addr = connection::resolve(&self.host, self.port).await?;
+        Ok(Endpoint { addr, tls: self.tls.clone() })
+    }
 }
 
 /// Runs a tracker on `host:port` until `stop`; records where it listens first.
@@ -176,7 +206,7 @@ impl Reach<'_> {
     /// A refusal that trying again cannot mend; [`Error::GaveUp`] once patience runs out.
     async fn connect<T, F, Fut>(&self, stop: &mut StopSignal, attempt: F) -> Result<Option<T>>
     where
-        F: Fn(std::net::SocketAddr) -> Fut,
+        F: Fn(Endpoint) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let limit = if self.registered { self.patience.again } else { Some(self.patience.first) };
@@ -184,7 +214,7 @@ impl Reach<'_> {
         let mut pause = FIRST_RETRY;
         loop {
             let target = self.target;
-            let tried = async { attempt(connection::resolve(&target.host, target.port).await?).await };
+            let tried = async { attempt(target.resolve().await?).await };
             let result = tokio::select! {
                 result = tried => result,
                 () = stop.requested() => return Ok(None),

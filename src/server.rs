@@ -1,14 +1,11 @@
 //! A server node: says `HELLO` with its name, then answers the tracker's queries about the
 //! number it holds until the tracker says `BYE`, the connection drops, or its owner stops it.
 
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 
-use crate::connection::LineReader;
+use crate::connection::{Endpoint, LineReader, WriteHalf};
 use crate::error::{Error, Result};
 use crate::node;
 use crate::protocol::{self, Message, Name, ReplyMode, Token};
@@ -32,7 +29,7 @@ impl ServerNode {
     /// [`Error::Timeout`] if the tracker cannot be reached; [`Error::Refused`] if it refuses
     /// the name.
     pub async fn start(
-        tracker: SocketAddr,
+        tracker: impl Into<Endpoint>,
         name: Name,
         number: u8,
         token: Option<Token>,
@@ -45,7 +42,7 @@ impl ServerNode {
             transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
         };
         let node::Registered { reader, write, replies, .. } =
-            node::register(tracker, &name, greeting, &transcript, greeted).await?;
+            node::register(&tracker.into(), &name, greeting, &transcript, greeted).await?;
         let shutdown = Shutdown::new();
         let serving = Serving { name: name.clone(), number, replies, transcript };
         let task = tokio::spawn(serving.run(reader, write, shutdown.signal()));
@@ -97,7 +94,7 @@ impl Serving {
     async fn run(
         self,
         mut reader: LineReader,
-        mut write: OwnedWriteHalf,
+        mut write: WriteHalf,
         mut stop: StopSignal,
     ) -> Result<()> {
         tokio::select! {
@@ -106,7 +103,7 @@ impl Serving {
         }
     }
 
-    async fn answer_queries(&self, reader: &mut LineReader, write: &mut OwnedWriteHalf) -> Result<()> {
+    async fn answer_queries(&self, reader: &mut LineReader, write: &mut WriteHalf) -> Result<()> {
         let mut out = Vec::new();
         let mut ended = None;
         loop {
@@ -121,7 +118,7 @@ impl Serving {
                 .await?;
             // The replies to a burst of queries go out in one write.
             if !out.is_empty() {
-                write.write_all(&out).await?;
+                write.send(&out).await?;
                 out.clear();
             }
             if !open {

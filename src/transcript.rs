@@ -195,6 +195,8 @@ pub enum Event {
     ErrorSent { peer: String, code: ErrorCode },
     /// The tracker drops a node, saying why.
     Dropped { role: Role, node: Name, reason: String },
+    /// A connection's TLS handshake failed or took too long, and the tracker closed it.
+    TlsFailed { peer: String, reason: String },
     /// A tracker started on its own is listening.
     Listening { address: String },
     /// A node could not reach or register with the tracker and will try again.
@@ -256,6 +258,9 @@ impl fmt::Display for Event {
             Event::Dropped { role, node, reason } => {
                 write!(f, "{CENTRAL}: dropping {role} {node}: {reason}.")
             }
+            Event::TlsFailed { peer, reason } => {
+                write!(f, "{CENTRAL}: closing {peer}: its TLS handshake failed: {reason}.")
+            }
             Event::Listening { address } => write!(f, "{CENTRAL}: listening on {address}."),
             Event::Retrying { node, reason, pause } => write!(
                 f,
@@ -301,6 +306,7 @@ impl Event {
             Event::AnswerReceived { .. } => "answer.received",
             Event::ErrorSent { .. } => "error.sent",
             Event::Dropped { .. } => "node.dropped",
+            Event::TlsFailed { .. } => "tls.failed",
             Event::Listening { .. } => "tracker.listening",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
@@ -330,6 +336,7 @@ impl Event {
             | Event::AnswerReceived { .. }
             | Event::ErrorSent { .. }
             | Event::Dropped { .. }
+            | Event::TlsFailed { .. }
             | Event::Listening { .. } => CENTRAL,
         }
     }
@@ -340,6 +347,7 @@ impl Event {
             Event::NumberSelected { .. }
             | Event::DeadlineReached { .. }
             | Event::Dropped { .. }
+            | Event::TlsFailed { .. }
             | Event::Listening { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -424,6 +432,9 @@ impl Event {
                 ("role", Value::Text(if *role == Role::Server { "server" } else { "client" })),
                 ("reason", Value::Text(reason)),
             ],
+            Event::TlsFailed { peer, reason } => {
+                vec![("peer", Value::Text(peer)), ("reason", Value::Text(reason))]
+            }
             Event::Listening { address } => vec![("address", Value::Text(address))],
             Event::Retrying { reason, pause, .. } => {
                 vec![

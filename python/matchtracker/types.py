@@ -28,6 +28,7 @@ ErrorCode = Literal[
     "unknown-request",
     "too-many-requests",
     "handshake-timeout",
+    "tls-required",
     "line-timeout",
     "slow-consumer",
     "too-many-connections",

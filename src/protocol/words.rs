@@ -84,6 +84,7 @@ pub enum ErrorCode {
     UnknownRequest,
     TooManyRequests,
     HandshakeTimeout,
+    TlsRequired,
     LineTimeout,
     SlowConsumer,
     TooManyConnections,
@@ -92,7 +93,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code with its word, in the order docs/PROTOCOL.md lists them.
-    pub const WORDS: [(ErrorCode, &'static str); 22] = [
+    pub const WORDS: [(ErrorCode, &'static str); 23] = [
         (ErrorCode::LineTooLong, "line-too-long"),
         (ErrorCode::NotUtf8, "not-utf8"),
         (ErrorCode::EmptyLine, "empty-line"),
@@ -111,6 +112,7 @@ impl ErrorCode {
         (ErrorCode::UnknownRequest, "unknown-request"),
         (ErrorCode::TooManyRequests, "too-many-requests"),
         (ErrorCode::HandshakeTimeout, "handshake-timeout"),
+        (ErrorCode::TlsRequired, "tls-required"),
         (ErrorCode::LineTimeout, "line-timeout"),
         (ErrorCode::SlowConsumer, "slow-consumer"),
         (ErrorCode::TooManyConnections, "too-many-connections"),

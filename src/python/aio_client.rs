@@ -10,6 +10,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -19,10 +20,11 @@ use pyo3::types::{PyCFunction, PyTuple};
 
 use super::args::{self, Int};
 use super::errors::to_py;
-use super::nodes::{client_args, opening, Opening};
+use super::nodes::{opening, Opening, Reach};
 use crate::client::{route, Received, Routed, ANSWER_MARGIN};
 use crate::error::Error;
 use crate::hash::FastMap;
+use crate::connection::{self, Stream, TlsStream};
 use crate::node;
 use crate::protocol::{self, Message, Name, MAX_LINE};
 use crate::transcript::Transcript;
@@ -43,9 +45,13 @@ pub struct AsyncClient {
 /// A registered connection, used only on the loop's thread.
 struct Conn {
     stream: TcpStream,
+    /// TLS over `stream`, if the tracker speaks it: rustls encrypts and decrypts, and this
+    /// connection moves its records to and from the socket.
+    tls: Option<rustls::ClientConnection>,
     /// Bytes read and not yet handed over as lines.
     inbuf: BytesMut,
-    /// Bytes not yet written (the socket was full); the loop writes them when it can.
+    /// Plain TCP: bytes not yet written (the socket was full); the loop writes them when it
+    /// can. Over TLS, rustls holds them instead.
     outbuf: Vec<u8>,
     next_id: u64,
     /// Each open request's future and timer.
@@ -60,26 +66,41 @@ struct Conn {
 impl AsyncClient {
     /// Registers with the tracker; an awaitable of the connected client.
     #[staticmethod]
-    #[pyo3(signature = (name, tracker_address, *, token = None))]
+    #[pyo3(signature = (name, tracker_address, *, token = None, tls = false, tls_ca = None))]
     fn connect(
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
         token: Option<&str>,
+        tls: bool,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Opening> {
-        let (name, host, port, token) = client_args(name, tracker_address, token)?;
+        let name = args::name(name, "name")?;
+        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
         opening(py, async move {
-            let addr = crate::connection::resolve(&host, port).await?;
             let greeting = Message::Hi { name: name.clone(), token };
             let node::Registered { reader, write, deadline, .. } =
-                node::register(addr, &name, greeting, &Transcript::off(), || {}).await?;
+                node::register(&target.resolve().await?, &name, greeting, &Transcript::off(), || {}).await?;
             let (read, inbuf) = reader.into_parts();
-            let stream = read.reunite(write).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+            let (stream, tls) = match connection::unsplit(read, write)? {
+                Stream::Plain(stream) => (stream, None),
+                Stream::Tls(stream) => match *stream {
+                    TlsStream::Client(stream) => {
+                        let (stream, mut tls) = stream.into_inner();
+                        // The requests are bounded by the tracker; their lines wait here
+                        // only while the socket is full.
+                        tls.set_buffer_limit(None);
+                        (stream, Some(tls))
+                    }
+                    TlsStream::Server(_) => return Err(Error::Unexpected("a server's TLS stream".into())),
+                },
+            };
             let stream = stream.into_std()?;
             stream.set_nonblocking(true)?;
             let patience = (deadline + deadline / 2 + ANSWER_MARGIN).as_secs_f64();
             let conn = Conn {
                 stream,
+                tls,
                 inbuf,
                 outbuf: Vec::new(),
                 next_id: 1,
@@ -174,8 +195,7 @@ impl AsyncClient {
         let sent = {
             let mut guard = slf.get().conn.lock();
             let Some(conn) = guard.as_mut() else { return };
-            let rest = std::mem::take(&mut conn.outbuf);
-            conn.send(py, &rest, slf)
+            conn.send(py, &[], slf)
         };
         if let Err(e) = sent {
             slf.get().fail_all(py, &e);
@@ -199,11 +219,7 @@ impl AsyncClient {
             protocol::encode(&Message::Cancel { id }, &mut line);
             // A CANCEL that cannot be written now goes with the next write; a failing
             // socket shows itself on the next read.
-            match (&conn.stream).write(&line) {
-                Ok(n) if n == line.len() => {}
-                Ok(n) => conn.outbuf.extend_from_slice(&line[n..]),
-                Err(_) => conn.outbuf.extend_from_slice(&line),
-            }
+            let _ = conn.queue(&line).and_then(|()| conn.push());
             entry
         };
         let (future, timer) = entry;
@@ -232,20 +248,12 @@ impl AsyncClient {
 }
 
 impl Conn {
-    /// Writes `bytes`, keeping what the socket cannot take for the loop to write later.
+    /// Writes `bytes` after whatever waits, keeping what the socket cannot take for the loop
+    /// to write later.
     fn send(&mut self, py: Python<'_>, bytes: &[u8], client: &Bound<'_, AsyncClient>) -> Result<(), Error> {
-        if !self.outbuf.is_empty() {
-            // Keep the order: behind what is already waiting.
-            self.outbuf.extend_from_slice(bytes);
-            return Ok(());
-        }
-        let written = match (&self.stream).write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(Error::Io(e)),
-        };
-        self.outbuf.extend_from_slice(&bytes[written..]);
-        if let Some(event_loop) = self.watched_by.as_ref().filter(|_| !self.outbuf.is_empty()) {
+        self.queue(bytes)?;
+        let all_out = self.push()?;
+        if let Some(event_loop) = self.watched_by.as_ref().filter(|_| !all_out) {
             let fd = self.stream.as_raw_fd();
             client
                 .getattr("_writable")
@@ -257,25 +265,82 @@ impl Conn {
         Ok(())
     }
 
+    /// Puts `bytes` behind what waits to be written.
+    fn queue(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.tls {
+            Some(tls) => tls.writer().write_all(bytes),
+            None => {
+                self.outbuf.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what waits until the socket takes no more; `true` when nothing is left.
+    fn push(&mut self) -> std::io::Result<bool> {
+        let mut stream = &self.stream;
+        loop {
+            let written = match &mut self.tls {
+                Some(tls) if tls.wants_write() => tls.write_tls(&mut stream),
+                Some(_) => return Ok(true),
+                None if self.outbuf.is_empty() => return Ok(true),
+                None => stream.write(&self.outbuf).map(|n| {
+                    self.outbuf.drain(..n);
+                    n
+                }),
+            };
+            match written {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads what the socket holds into `inbuf` (through rustls over TLS); `Some` when the
+    /// connection has failed or the tracker closed it.
+    fn read_in(&mut self) -> Option<Error> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut stream = &self.stream;
+        loop {
+            let read = match &mut self.tls {
+                None => stream.read(&mut chunk),
+                Some(tls) => tls.read_tls(&mut stream),
+            };
+            match read {
+                Ok(0) => return Some(Error::Closed),
+                Ok(n) => match &mut self.tls {
+                    None => self.inbuf.extend_from_slice(&chunk[..n]),
+                    Some(tls) => {
+                        if let Err(e) = tls.process_new_packets() {
+                            return Some(Error::Tls(format!("the connection to the tracker failed: {e}")));
+                        }
+                        loop {
+                            match tls.reader().read(&mut chunk) {
+                                Ok(0) => return Some(Error::Closed),
+                                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                                Err(_) => return Some(Error::Closed),
+                            }
+                        }
+                    }
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Some(Error::Io(e)),
+            }
+        }
+    }
+
     /// Reads what the socket holds and takes each complete line: answers go to `settled`
     /// with their futures. `Some` when the connection has failed (or the tracker left).
     fn read_answers(&mut self, py: Python<'_>, settled: &mut Vec<Settled>) -> Option<Error> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut closed = None;
-        loop {
-            match (&self.stream).read(&mut chunk) {
-                Ok(0) => {
-                    closed = Some(Error::Closed);
-                    break;
-                }
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    closed = Some(Error::Io(e));
-                    break;
-                }
-            }
+        let closed = self.read_in();
+        if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            // rustls has something to say back (an alert, a key update): it goes now, or with
+            // the next request.
+            let _ = self.push();
         }
         loop {
             let (routed, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {

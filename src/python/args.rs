@@ -1,6 +1,8 @@
 //! Arguments as Python hands them over, turned into the core's types. The ranges and their
 //! messages are the core's (`crate::args`); this file only deals with Python's types.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -9,6 +11,8 @@ use pyo3::types::{PyInt, PyTuple};
 use super::errors::{invalid, to_py};
 use crate::args;
 use crate::protocol::{Name, ReplyMode, Token};
+use crate::roles::Target;
+use crate::tls;
 use crate::tracker::TrackerConfig;
 
 pub fn name(name: &str, what: &str) -> PyResult<Name> {
@@ -115,20 +119,43 @@ pub fn address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)
     Err(usage())
 }
 
+/// How a tracker guards its port, as the Python functions and classes take it.
+#[derive(Default)]
+pub struct Guard<'a> {
+    pub token: Option<&'a str>,
+    pub insecure_no_token: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_plaintext: bool,
+}
+
 /// A tracker's settings from the arguments the Python functions and class take.
-pub fn tracker_config(
-    timeout: f64,
-    early: bool,
-    token: Option<&str>,
-    insecure_no_token: bool,
-    keepalive: f64,
-) -> PyResult<TrackerConfig> {
+pub fn tracker_config(timeout: f64, early: bool, keepalive: f64, guard: Guard<'_>) -> PyResult<TrackerConfig> {
     Ok(TrackerConfig {
         deadline: seconds(timeout, "timeout")?,
         keepalive: seconds(keepalive, "keepalive")?,
         replies: ReplyMode::early(early),
-        token: self::token(token)?,
-        insecure_no_token,
+        token: self::token(guard.token)?,
+        insecure_no_token: guard.insecure_no_token,
+        tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
+        insecure_plaintext: guard.insecure_plaintext,
         ..TrackerConfig::default()
     })
+}
+
+/// TLS for a tracker from its certificate and key files: both, or neither for plain TCP.
+pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Option<Arc<rustls::ServerConfig>>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => tls::tracker_config(&cert, &key).map(Some).map_err(to_py),
+        _ => Err(invalid("tls_cert and tls_key go together: give both for TLS, or neither")),
+    }
+}
+
+/// Where a node finds its tracker: `address` (as [`address`] takes it), over TLS when `tls`
+/// is set or `tls_ca` names the CA to trust (the system's roots otherwise).
+pub fn target(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<PathBuf>) -> PyResult<Target> {
+    let (host, port) = self::address(address, "tracker address")?;
+    let config = if tls || tls_ca.is_some() { Some(tls::node_config(tls_ca.as_deref()).map_err(to_py)?) } else { None };
+    Target::new(host, port, config).map_err(to_py)
 }

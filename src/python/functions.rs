@@ -2,6 +2,7 @@
 //! server or a client on its own, printing its lines until stopped) and the load benchmark.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use pyo3::types::PyDict;
 use super::args::{self, Int};
 use super::bridge::{drive, runtime, wait, Output};
 use super::errors::{invalid, to_py};
+use super::nodes::Reach;
 use super::report::Report;
 use crate::protocol::{Name, ReplyMode};
 use crate::roles::{self, Target};
@@ -87,7 +89,7 @@ pub fn run_simulation(
 /// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
 /// nodes, closes, and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0))]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
@@ -98,10 +100,14 @@ pub fn serve_tracker(
     insecure_no_token: bool,
     json: bool,
     keepalive: f64,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_plaintext: bool,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
-    let config = args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?;
-    run_role(py, json, |transcript, stop| roles::run_tracker(Target { host, port }, config, transcript, stop))
+    let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+    let config = args::tracker_config(timeout, early, keepalive, guard)?;
+    run_role(py, json, |transcript, stop| roles::run_tracker(Target::plain(host, port), config, transcript, stop))
 }
 
 /// Runs the role `start` makes until it ends or Ctrl-C stops it, printing its lines (as
@@ -122,7 +128,7 @@ where
 /// Runs a server on its own, printing its lines, registering again whenever the tracker goes
 /// away, until Ctrl-C; then it closes and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false, wait = 30.0, reconnect_for = None))]
+#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false, wait = 30.0, reconnect_for = None, tls = false, tls_ca = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_server(
     py: Python<'_>,
@@ -133,14 +139,15 @@ pub fn serve_server(
     json: bool,
     wait: f64,
     reconnect_for: Option<f64>,
+    tls: bool,
+    tls_ca: Option<PathBuf>,
 ) -> PyResult<()> {
     let name = args::name(name, "name")?;
     let number = args::number_or_random(number)?;
-    let token = args::token(token)?;
     let patience = args::patience(wait, reconnect_for)?;
-    let (host, port) = args::address(tracker_address, "tracker address")?;
+    let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
     run_role(py, json, |transcript, stop| {
-        roles::run_server(Target { host, port }, name, number, token, patience, transcript, stop)
+        roles::run_server(target, name, number, token, patience, transcript, stop)
     })
 }
 
@@ -148,8 +155,8 @@ pub fn serve_server(
 /// tracker goes away (a request cut off is retried once); returns each answer's servers.
 #[pyfunction]
 #[pyo3(
-    signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None),
-    text_signature = "(name, tracker_address, rounds=5, number=None, *, token=None, seed=None, json=False, wait=30.0, reconnect_for=None)"
+    signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None, tls = false, tls_ca = None),
+    text_signature = "(name, tracker_address, rounds=5, number=None, *, token=None, seed=None, json=False, wait=30.0, reconnect_for=None, tls=False, tls_ca=None)"
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn run_client(
@@ -163,15 +170,15 @@ pub fn run_client(
     json: bool,
     wait: f64,
     reconnect_for: Option<f64>,
+    tls: bool,
+    tls_ca: Option<PathBuf>,
 ) -> PyResult<Vec<Vec<String>>> {
     let patience = args::patience(wait, reconnect_for)?;
     let name = args::name(name, "name")?;
     let number = number.map(args::number).transpose()?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
-    let token = args::token(token)?;
-    let (host, port) = args::address(tracker_address, "tracker address")?;
+    let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
     let answers = run_role(py, json, |transcript, stop| {
-        let target = Target { host, port };
         roles::run_client(target, name, rounds, number, seed, token, patience, transcript, stop)
     })?;
     Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())
@@ -180,9 +187,11 @@ pub fn run_client(
 /// Runs a closed-loop load (each client asks again as soon as it is answered) and returns
 /// its measurements: requests (an int), elapsed and rate, and latency quantiles in seconds.
 /// With `tracker`, the load goes to that tracker (its deadline and mode apply) instead of
-/// one of its own.
+/// one of its own. Over TLS: with `tls_cert` and `tls_key`, its own tracker speaks TLS and
+/// its nodes trust `tls_ca`, connecting by the name `localhost`; with `tracker`, `tls` and
+/// `tls_ca` say how to reach it, as for a node.
 #[pyfunction]
-#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None, token = None))]
+#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None, token = None, tls = false, tls_cert = None, tls_key = None, tls_ca = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_load<'py>(
     py: Python<'py>,
@@ -193,16 +202,32 @@ pub fn run_load<'py>(
     early: bool,
     tracker: Option<&Bound<'_, PyAny>>,
     token: Option<&str>,
+    tls: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let tracker = tracker.map(|t| args::address(t, "tracker")).transpose()?;
+    let own_tls = match args::tracker_tls(tls_cert, tls_key)? {
+        Some(_) if tracker.is_some() => return Err(invalid("tls_cert and tls_key are for a tracker of the load's own; give tracker or them")),
+        Some(config) => {
+            let nodes = crate::tls::node_config(tls_ca.as_deref()).map_err(to_py)?;
+            Some((config, crate::tls::Dial::new(nodes, "localhost").map_err(to_py)?))
+        }
+        None => None,
+    };
+    let tracker = match tracker {
+        Some(address) => Some(Reach { address, token: None, tls, tls_ca }.checked()?.0),
+        None => None,
+    };
     let config = crate::bench::LoadConfig {
         servers: servers.count("servers", 1, crate::args::MAX_N)?,
         clients: clients.count("clients", 1, crate::args::MAX_N)?,
         duration: args::seconds(duration, "duration")?,
         deadline: args::seconds(timeout, "timeout")?,
         replies: ReplyMode::early(early),
-        tracker: tracker.map(|(host, port)| Target { host, port }),
+        tracker,
         token: args::token(token)?,
+        tls: own_tls,
     };
     let report = wait(py, crate::bench::closed_loop(config))?;
     let out = PyDict::new(py);

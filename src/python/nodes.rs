@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use super::errors::to_py;
 use crate::client::ClientNode;
 use crate::error::{Error, Result};
 use crate::protocol::{Name, Token};
+use crate::roles::Target;
 use crate::server::ServerNode;
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
 use crate::transcript::Transcript;
@@ -50,6 +52,7 @@ impl TrackerHandle {
         out.set_item("clients", s.clients)?;
         out.set_item("requests", s.requests)?;
         out.set_item("late_replies", s.late_replies)?;
+        out.set_item("tls_failed", s.tls_failed)?;
         out.set_item("open_requests", s.open_requests)?;
         Ok(out)
     }
@@ -95,15 +98,8 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    async fn open(
-        name: Name,
-        host: String,
-        port: u16,
-        number: u8,
-        token: Option<Token>,
-    ) -> Result<ServerHandle> {
-        let addr = crate::connection::resolve(&host, port).await?;
-        let node = ServerNode::start(addr, name.clone(), number, token, Transcript::off()).await?;
+    async fn open(name: Name, target: Target, number: u8, token: Option<Token>) -> Result<ServerHandle> {
+        let node = ServerNode::start(target.resolve().await?, name.clone(), number, token, Transcript::off()).await?;
         Ok(ServerHandle { name: name.to_string(), number, node: Mutex::new(Some(node)) })
     }
 
@@ -128,9 +124,8 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    async fn open(name: Name, host: String, port: u16, token: Option<Token>) -> Result<ClientHandle> {
-        let addr = crate::connection::resolve(&host, port).await?;
-        let node = ClientNode::connect(addr, name.clone(), token, Transcript::off()).await?;
+    async fn open(name: Name, target: Target, token: Option<Token>) -> Result<ClientHandle> {
+        let node = ClientNode::connect(target.resolve().await?, name.clone(), token, Transcript::off()).await?;
         Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(node))) })
     }
 
@@ -153,40 +148,33 @@ impl ClientHandle {
 }
 
 /// The arguments every tracker class takes, checked.
-#[allow(clippy::too_many_arguments)]
 fn tracker_args(
     port: Int,
     timeout: f64,
     early: bool,
-    token: Option<&str>,
-    insecure_no_token: bool,
     keepalive: f64,
+    guard: args::Guard<'_>,
 ) -> PyResult<(u16, TrackerConfig)> {
     // At most 65535, so the cast keeps every bit.
     #[allow(clippy::cast_possible_truncation)]
     let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
-    Ok((port, args::tracker_config(timeout, early, token, insecure_no_token, keepalive)?))
+    Ok((port, args::tracker_config(timeout, early, keepalive, guard)?))
 }
 
-/// The arguments every server class takes, checked: name, host, port, number, token.
-fn server_args(
-    name: &str,
-    tracker_address: &Bound<'_, PyAny>,
-    number: Option<Int>,
-    token: Option<&str>,
-) -> PyResult<(Name, String, u16, u8, Option<Token>)> {
-    let (host, port) = args::address(tracker_address, "tracker address")?;
-    Ok((args::name(name, "name")?, host, port, args::number_or_random(number)?, args::token(token)?))
+/// How a node reaches its tracker, as every node class takes it: the address, the token,
+/// and TLS.
+pub struct Reach<'a, 'py> {
+    pub address: &'a Bound<'py, PyAny>,
+    pub token: Option<&'a str>,
+    pub tls: bool,
+    pub tls_ca: Option<PathBuf>,
 }
 
-/// The arguments every client class takes, checked: name, host, port, token.
-pub fn client_args(
-    name: &str,
-    tracker_address: &Bound<'_, PyAny>,
-    token: Option<&str>,
-) -> PyResult<(Name, String, u16, Option<Token>)> {
-    let (host, port) = args::address(tracker_address, "tracker address")?;
-    Ok((args::name(name, "name")?, host, port, args::token(token)?))
+impl Reach<'_, '_> {
+    /// The tracker to reach and the token to show it, checked.
+    pub fn checked(self) -> PyResult<(Target, Option<Token>)> {
+        Ok((args::target(self.address, self.tls, self.tls_ca)?, args::token(self.token)?))
+    }
 }
 
 /// A node on its way, in asyncio: await it for the node, or enter it with `async with`,
@@ -235,8 +223,8 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -248,8 +236,12 @@ impl Tracker {
         token: Option<&str>,
         insecure_no_token: bool,
         keepalive: f64,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        insecure_plaintext: bool,
     ) -> PyResult<Self> {
-        let (port, config) = tracker_args(port, timeout, early, token, insecure_no_token, keepalive)?;
+        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+        let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
     }
 
@@ -313,16 +305,19 @@ pub struct Server(ServerHandle);
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (name, tracker_address, number = None, *, token = None))]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None))]
     fn new(
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
         number: Option<Int>,
         token: Option<&str>,
+        tls: bool,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let (name, host, port, number, token) = server_args(name, tracker_address, number, token)?;
-        Ok(Server(wait(py, ServerHandle::open(name, host, port, number, token))?))
+        let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
+        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
+        Ok(Server(wait(py, ServerHandle::open(name, target, number, token))?))
     }
 
     #[getter]
@@ -367,15 +362,18 @@ pub struct Client(ClientHandle);
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (name, tracker_address, *, token = None))]
+    #[pyo3(signature = (name, tracker_address, *, token = None, tls = false, tls_ca = None))]
     fn new(
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
         token: Option<&str>,
+        tls: bool,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let (name, host, port, token) = client_args(name, tracker_address, token)?;
-        Ok(Client(wait(py, ClientHandle::open(name, host, port, token))?))
+        let name = args::name(name, "name")?;
+        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
+        Ok(Client(wait(py, ClientHandle::open(name, target, token))?))
     }
 
     #[getter]
@@ -418,8 +416,8 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -431,8 +429,12 @@ impl AsyncTracker {
         token: Option<&str>,
         insecure_no_token: bool,
         keepalive: f64,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        insecure_plaintext: bool,
     ) -> PyResult<Opening> {
-        let (port, config) = tracker_args(port, timeout, early, token, insecure_no_token, keepalive)?;
+        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+        let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
     }
 
@@ -473,19 +475,19 @@ pub struct AsyncServer(ServerHandle);
 impl AsyncServer {
     /// Registers with the tracker; an awaitable of the running server.
     #[staticmethod]
-    #[pyo3(signature = (name, tracker_address, number = None, *, token = None))]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None))]
     fn start(
         py: Python<'_>,
         name: &str,
         tracker_address: &Bound<'_, PyAny>,
         number: Option<Int>,
         token: Option<&str>,
+        tls: bool,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<Opening> {
-        let (name, host, port, number, token) = server_args(name, tracker_address, number, token)?;
-        opening(
-            py,
-            async move { Ok(AsyncServer(ServerHandle::open(name, host, port, number, token).await?)) },
-        )
+        let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
+        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
+        opening(py, async move { Ok(AsyncServer(ServerHandle::open(name, target, number, token).await?)) })
     }
 
     #[getter]

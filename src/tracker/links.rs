@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -24,11 +22,12 @@ use tokio::time::Instant;
 use super::registry::Listed;
 use super::requests::Reply;
 use super::{ServerSeat, Shared};
-use crate::connection::{self, LineReader};
+use crate::connection::{self, LineReader, Stream, TlsStream, WriteHalf};
 use crate::error::Error;
 use crate::hash::FastMap;
 use crate::protocol::{self, End, ErrorCode, Message, Name, ProtocolError, MAX_REQUEST_LINE};
 use crate::shutdown::StopSignal;
+use crate::tls;
 use crate::transcript::{Event, Role, CENTRAL};
 
 /// How long the accept loop pauses after an accept error (such as running out of file
@@ -69,7 +68,10 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
             match shared.limit.clone().try_acquire_owned() {
                 Ok(_permit) => handle_connection(&shared, stream, peer, stop).await,
                 Err(_) => {
-                    let (_, mut write) = stream.into_split();
+                    // In plain text even on a TLS tracker: a handshake would cost more than
+                    // the refusal saves, and a node that cannot read it finds its tracker
+                    // closed, which it retries just the same.
+                    let (_, mut write) = Stream::Plain(stream).into_split();
                     let text = "the tracker has too many connections";
                     refuse(&shared, &mut write, &peer.to_string(), ErrorCode::TooManyConnections, text).await;
                 }
@@ -81,13 +83,35 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
 }
 
 async fn handle_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut stop: StopSignal) {
+    // The TLS handshake and the greeting share one timeout.
+    let greeted_by = Instant::now() + shared.config.handshake_timeout;
+    let peer = peer.to_string();
+    let stream = match &shared.config.tls {
+        None => Stream::Plain(stream),
+        Some(config) => {
+            let opened = tokio::select! {
+                opened = tokio::time::timeout_at(greeted_by, open_tls(config, stream)) => opened,
+                () = stop.requested() => return,
+            };
+            match opened {
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                Ok(Err(TlsRefused::PlainText(stream))) => {
+                    shared.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    let (_, mut write) = Stream::Plain(stream).into_split();
+                    let text = "this tracker speaks TLS: connect with --tls (and --tls-ca for a private CA)";
+                    return refuse(shared, &mut write, &peer, ErrorCode::TlsRequired, text).await;
+                }
+                Ok(Err(TlsRefused::Failed(e))) => return tls_failed(shared, peer, e.to_string()),
+                Err(_elapsed) => return tls_failed(shared, peer, "no handshake in time".into()),
+            }
+        }
+    };
     let (read, mut write) = stream.into_split();
     let mut reader = LineReader::new(read, MAX_REQUEST_LINE).with_line_timeout(shared.config.stall_timeout);
     let first = tokio::select! {
-        first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()) => first,
+        first = tokio::time::timeout_at(greeted_by, reader.next()) => first,
         () = stop.requested() => return,
     };
-    let peer = peer.to_string();
     let (code, text) = match first {
         Ok(Ok(Some(Message::Hello { token, .. } | Message::Hi { token, .. })))
             if !shared.admits(token.as_ref()) =>
@@ -113,6 +137,35 @@ async fn handle_connection(shared: &Arc<Shared>, stream: TcpStream, peer: Socket
     refuse(shared, &mut write, &peer, code, &text).await;
 }
 
+/// Why a connection to a TLS tracker did not become a TLS stream.
+enum TlsRefused {
+    /// The peer began in plain text: it gets its `ERROR` line in plain text.
+    PlainText(TcpStream),
+    /// The handshake failed; there is no one to tell.
+    Failed(std::io::Error),
+}
+
+/// Takes the TLS handshake on `stream`, unless its first byte shows plain text.
+async fn open_tls(config: &Arc<rustls::ServerConfig>, stream: TcpStream) -> Result<TlsStream, TlsRefused> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] != tls::HANDSHAKE_RECORD => return Err(TlsRefused::PlainText(stream)),
+        Ok(0) => return Err(TlsRefused::Failed(std::io::ErrorKind::UnexpectedEof.into())),
+        Err(e) => return Err(TlsRefused::Failed(e)),
+        Ok(_) => {}
+    }
+    match tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream).await {
+        Ok(stream) => Ok(stream.into()),
+        Err(e) => Err(TlsRefused::Failed(e)),
+    }
+}
+
+/// Counts and records a connection whose TLS handshake failed, as it closes.
+fn tls_failed(shared: &Shared, peer: String, reason: String) {
+    shared.tls_failed.fetch_add(1, Ordering::Relaxed);
+    shared.transcript.record(Event::TlsFailed { peer, reason });
+}
+
 /// Why a node's connection ended.
 enum Ending {
     /// The node closed or said `BYE`.
@@ -136,14 +189,14 @@ impl Ending {
     }
 }
 
-async fn welcome(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf) -> crate::Result<()> {
+async fn welcome(shared: &Shared, role: Role, name: &Name, write: &mut WriteHalf) -> crate::Result<()> {
     shared.transcript.record_with(|| Event::WelcomeSent { role, node: name.clone() });
     let deadline_ms = u64::try_from(shared.config.deadline.as_millis()).unwrap_or(u64::MAX);
     let message = Message::Welcome { name: name.clone(), deadline_ms, replies: shared.config.replies };
     connection::write_message(write, &message).await
 }
 
-async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWriteHalf, ending: Ending) {
+async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut WriteHalf, ending: Ending) {
     match ending {
         Ending::Left => {}
         Ending::Stopped => last_word(write, b"BYE\n").await,
@@ -156,7 +209,7 @@ async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut OwnedWrite
     }
 }
 
-async fn refuse_taken(shared: &Shared, name: &Name, write: &mut OwnedWriteHalf) {
+async fn refuse_taken(shared: &Shared, name: &Name, write: &mut WriteHalf) {
     let text = if name.as_str() == CENTRAL {
         format!("the name {CENTRAL} is the tracker's")
     } else {
@@ -169,7 +222,7 @@ async fn serve_server(
     shared: &Arc<Shared>,
     name: Name,
     mut reader: LineReader,
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut stop: StopSignal,
 ) {
     shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
@@ -254,7 +307,7 @@ fn error_line(code: ErrorCode, text: &str) -> Vec<u8> {
 }
 
 async fn server_writes(
-    write: &mut OwnedWriteHalf,
+    write: &mut WriteHalf,
     queries: &mut broadcast::Receiver<Bytes>,
     errors: &mut mpsc::Receiver<Bytes>,
     stall: Duration,
@@ -284,7 +337,7 @@ async fn server_writes(
         };
         // A server stuck in a write never comes back to the queue to see that it lagged, so a
         // write that makes no progress for `stall` is what marks it as a slow consumer.
-        match tokio::time::timeout(stall, write.write_all(&out)).await {
+        match tokio::time::timeout(stall, write.send(&out)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Ending::Left,
             Err(_) => return Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
@@ -296,7 +349,7 @@ async fn serve_client(
     shared: &Arc<Shared>,
     name: Name,
     mut reader: LineReader,
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut stop: StopSignal,
 ) {
     shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
@@ -343,7 +396,7 @@ async fn serve_client(
 /// closed and drained (`Left`), the socket fails (`Left`), or a write makes no progress for
 /// `stall` (a slow consumer).
 async fn client_writes(
-    write: &mut OwnedWriteHalf,
+    write: &mut WriteHalf,
     answers: &mut mpsc::Receiver<Bytes>,
     errors: &mut mpsc::Receiver<Bytes>,
     open: &AtomicUsize,
@@ -368,7 +421,7 @@ async fn client_writes(
             })
         });
         let Ok(batch) = batch;
-        match tokio::time::timeout(stall, write.write_all(&batch)).await {
+        match tokio::time::timeout(stall, write.send(&batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Ending::Left,
             Err(_) => return Ending::slow_consumer(&format!("it read nothing for {stall:?}")),
@@ -505,15 +558,15 @@ impl Waiter {
 }
 
 /// Sends a last `ERROR` line and gives up on the peer.
-async fn refuse(shared: &Shared, write: &mut OwnedWriteHalf, peer: &str, code: ErrorCode, text: &str) {
+async fn refuse(shared: &Shared, write: &mut WriteHalf, peer: &str, code: ErrorCode, text: &str) {
     shared.transcript.record(Event::ErrorSent { peer: peer.to_owned(), code });
     last_word(write, &error_line(code, text)).await;
 }
 
 /// Writes a last line to a peer we are about to close, giving up after a moment: a peer that
 /// does not read it is being dropped anyway.
-async fn last_word(write: &mut OwnedWriteHalf, line: &[u8]) {
-    let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, write.write_all(line)).await;
+async fn last_word(write: &mut WriteHalf, line: &[u8]) {
+    let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, write.send(line)).await;
 }
 
 /// The `ERROR` line for a message that cannot be handled, and whether to close after it.

@@ -72,6 +72,11 @@ pub struct TrackerConfig {
     /// host vanished without closing is dropped about 2.5 times this long after it went
     /// quiet, while a live idle node answers the probes and stays.
     pub keepalive: Duration,
+    /// The certificate and key to speak TLS with; `None` speaks plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Listen beyond loopback without TLS. Off, such a bind is refused: the token, the names
+    /// and every request would cross the network readable by anyone on the path.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for TrackerConfig {
@@ -86,6 +91,8 @@ impl Default for TrackerConfig {
             max_open_per_client: 1024,
             send_buffer: 256 * 1024,
             keepalive: crate::connection::KEEPALIVE_IDLE,
+            tls: None,
+            insecure_plaintext: false,
             token: None,
             insecure_no_token: false,
         }
@@ -113,12 +120,24 @@ impl TrackerConfig {
         if self.server_queue == 0 || self.server_queue > 1 << 24 {
             return bad("server_queue must be from 1 to 16777216".into());
         }
-        if !addr.ip().is_loopback() && self.token.is_none() && !self.insecure_no_token {
-            return bad(format!(
-                "listening on {} reaches beyond this machine, so it needs a token (--token, or the \
-                 MATCHTRACKER_TOKEN environment variable), or --insecure-no-token to accept the risk",
-                addr.ip()
-            ));
+        if !addr.ip().is_loopback() {
+            let mut missing = Vec::new();
+            if self.tls.is_none() && !self.insecure_plaintext {
+                missing.push("TLS (--tls-cert and --tls-key, or --insecure-plaintext to accept the risk)");
+            }
+            if self.token.is_none() && !self.insecure_no_token {
+                missing.push(
+                    "a token (--token, or the MATCHTRACKER_TOKEN environment variable, or \
+                     --insecure-no-token to accept the risk)",
+                );
+            }
+            if !missing.is_empty() {
+                return bad(format!(
+                    "listening on {} reaches beyond this machine, so it needs {}",
+                    addr.ip(),
+                    missing.join(" and ")
+                ));
+            }
         }
         Ok(())
     }
@@ -135,6 +154,9 @@ pub struct Stats {
     pub requests: u64,
     /// Replies that came after their request was answered, and were dropped.
     pub late_replies: u64,
+    /// Connections closed because their TLS handshake failed or took too long (plain text
+    /// sent to a TLS tracker included).
+    pub tls_failed: u64,
     /// Requests waiting for replies now.
     pub open_requests: usize,
 }
@@ -179,6 +201,7 @@ impl Tracker {
             requests: Mutex::new(Requests::default()),
             received: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
+            tls_failed: AtomicU64::new(0),
             counts: watch::channel((0, 0)).0,
             outbox_ready: Notify::new(),
         });
@@ -200,6 +223,7 @@ impl Tracker {
             clients,
             requests: self.shared.received.load(Ordering::Relaxed),
             late_replies: self.shared.late_replies.load(Ordering::Relaxed),
+            tls_failed: self.shared.tls_failed.load(Ordering::Relaxed),
             open_requests: self.shared.requests.lock().len(),
         }
     }
@@ -250,6 +274,7 @@ struct Shared {
     /// Requests received so far.
     received: AtomicU64,
     late_replies: AtomicU64,
+    tls_failed: AtomicU64,
     limit: Arc<Semaphore>,
     /// (servers, clients) registered, for callers that wait on registration.
     counts: watch::Sender<(usize, usize)>,
