@@ -18,6 +18,7 @@ async fn main() {
         replies: ReplyMode::All,
         tracker: None,
         token: None,
+        tls: None,
     };
     match closed_loop(config).await {
         Ok(report) => println!(

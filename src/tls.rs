@@ -3,7 +3,7 @@
 //! The same text lines run inside TLS as over plain TCP; nothing else changes.
 //!
 //! rustls with its `ring` provider: `ring` builds with nothing but a C compiler, where
-//! `aws-lc-rs` (rustls's default) also wants CMake on some platforms and takes far longer to
+//! `aws-lc-rs` (rustls's default) also wants `CMake` on some platforms and takes far longer to
 //! build; neither links OpenSSL.
 
 use std::io;
@@ -16,7 +16,7 @@ use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::{Error, Result};
 
-/// The first byte of every TLS connection: the record type of the ClientHello. A tracker
+/// The first byte of every TLS connection: the record type of the `ClientHello`. A tracker
 /// that speaks TLS tells a node speaking plain text (whose first byte is a letter) by it.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -130,9 +130,15 @@ impl Dial {
 /// A node's failed TLS handshake with the tracker at `addr`, as one line a person can act on.
 pub fn node_handshake_failed(e: io::Error, dial: &Dial, addr: std::net::SocketAddr) -> Error {
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        // Closed mid-handshake: a tracker at its connection limit does that, so it is worth
+        // trying again, like any tracker that cannot be reached for now.
         return match e.kind() {
-            io::ErrorKind::UnexpectedEof => Error::Tls(format!(
-                "the tracker at {addr} closed the connection during the TLS handshake (does it speak TLS?)"
+            io::ErrorKind::UnexpectedEof => Error::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "the tracker at {addr} closed the connection during the TLS handshake \
+                     (it may be at its connection limit, or not speak TLS)"
+                ),
             )),
             _ => Error::Io(e),
         };
@@ -144,10 +150,12 @@ pub fn node_handshake_failed(e: io::Error, dial: &Dial, addr: std::net::SocketAd
              or start the tracker with --tls-cert and --tls-key)"
         ),
         rustls::Error::InvalidCertificate(cert) => match cert {
-            CertificateError::UnknownIssuer => format!(
-                "the tracker's certificate is not signed by a CA this node trusts (give the CA that \
-                 signed it with --tls-ca)"
-            ),
+            CertificateError::UnknownIssuer => "the tracker's certificate is not signed by a CA this node \
+                 trusts (give the CA that signed it with --tls-ca)"
+                .to_owned(),
+            CertificateError::BadSignature => "the tracker's certificate names a trusted CA as its issuer \
+                 but is not signed by it (a certificate from another CA of the same name, or a forgery)"
+                .to_owned(),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
                 "the tracker's certificate is not valid for the name {host} (connect by a name the \
                  certificate lists, or give the tracker a certificate for {host})"

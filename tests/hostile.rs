@@ -413,19 +413,27 @@ async fn a_tracker_with_a_token_admits_only_nodes_that_present_it() {
 }
 
 #[tokio::test]
-async fn listening_beyond_loopback_needs_a_token_or_an_explicit_risk() {
+async fn listening_beyond_loopback_needs_tls_and_a_token_or_an_explicit_risk() {
     use matchtracker::tracker::Tracker;
     use matchtracker::transcript::Transcript;
     let any = "0.0.0.0:0".parse().unwrap();
-    match Tracker::bind(any, config(), Transcript::off()).await {
-        Err(Error::InvalidArgument(text)) => assert!(text.contains("needs a token"), "{text}"),
-        Err(other) => panic!("unexpected error {other}"),
-        Ok(_) => panic!("bound 0.0.0.0 without a token"),
-    }
     let token = Some(matchtracker::protocol::Token::new("t").unwrap());
-    let with_token =
-        Tracker::bind(any, TrackerConfig { token, ..config() }, Transcript::off()).await.unwrap();
-    with_token.shutdown(PATIENCE).await;
-    let insecure = TrackerConfig { insecure_no_token: true, ..config() };
-    Tracker::bind(any, insecure, Transcript::off()).await.unwrap().shutdown(PATIENCE).await;
+    let refused = |config: TrackerConfig, wanted: &'static [&'static str], unwanted: &'static str| async move {
+        match Tracker::bind(any, config, Transcript::off()).await {
+            Err(Error::InvalidArgument(text)) => {
+                assert!(wanted.iter().all(|w| text.contains(w)) && !text.contains(unwanted), "{text}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("bound 0.0.0.0 without {wanted:?}"),
+        }
+    };
+    refused(config(), &["needs TLS", "and a token"], "\n").await;
+    refused(TrackerConfig { token: token.clone(), ..config() }, &["needs TLS"], "a token").await;
+    refused(TrackerConfig { insecure_plaintext: true, ..config() }, &["needs a token"], "TLS").await;
+    for accepted in [
+        TrackerConfig { token, insecure_plaintext: true, ..config() },
+        TrackerConfig { insecure_no_token: true, insecure_plaintext: true, ..config() },
+    ] {
+        Tracker::bind(any, accepted, Transcript::off()).await.unwrap().shutdown(PATIENCE).await;
+    }
 }

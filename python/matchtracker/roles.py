@@ -37,7 +37,7 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             default="127.0.0.1:0",
             metavar="HOST:PORT",
             help="address to listen on (default 127.0.0.1:0, a free port on loopback); "
-            "any other than loopback needs a token",
+            "any other than loopback needs TLS and a token",
         )
         parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="request deadline (default 2)")
         parser.add_argument("--early", action="store_true", help="servers reply on no match too; requests end early")
@@ -46,6 +46,13 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             "--insecure-no-token",
             action="store_true",
             help="listen beyond loopback without a token: anyone who can reach the port can join",
+        )
+        parser.add_argument("--tls-cert", metavar="FILE", help="speak TLS with this certificate chain (PEM)")
+        parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+        parser.add_argument(
+            "--insecure-plaintext",
+            action="store_true",
+            help="listen beyond loopback without TLS: the token, names and requests cross the network readable",
         )
         parser.add_argument(
             "--keepalive",
@@ -75,6 +82,12 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             parser.add_argument("--rounds", type=int, default=5, metavar="R", help="requests to make (default 5)")
             parser.add_argument("--seed", type=int, metavar="X", help="seed for the numbers drawn")
         add_token(parser)
+        parser.add_argument("--tls", action="store_true", help="speak TLS to the tracker, trusting the system's CAs")
+        parser.add_argument(
+            "--tls-ca",
+            metavar="FILE",
+            help="speak TLS to the tracker, trusting the CA certificates in FILE (PEM) instead",
+        )
         parser.add_argument(
             "--wait",
             type=float,
@@ -97,6 +110,8 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
     parser = build_parser(role, prog, parser_class)
     args = parser.parse_args(argv)
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if role == "tracker" and (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together: give both for TLS, or neither")
     # SIGTERM ends a role the way Ctrl-C does: cleanly, through the same path.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -109,9 +124,12 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 insecure_no_token=args.insecure_no_token,
                 json=args.json,
                 keepalive=args.keepalive,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                insecure_plaintext=args.insecure_plaintext,
             )
         else:
-            patience = {"wait": args.wait, "reconnect_for": args.reconnect_for}
+            patience = {"wait": args.wait, "reconnect_for": args.reconnect_for, "tls": args.tls, "tls_ca": args.tls_ca}
             if role == "server":
                 _core.serve_server(args.name, args.tracker, args.number, token=token, json=args.json, **patience)
             else:

@@ -284,9 +284,8 @@ impl Conn {
                 Some(tls) if tls.wants_write() => tls.write_tls(&mut stream),
                 Some(_) => return Ok(true),
                 None if self.outbuf.is_empty() => return Ok(true),
-                None => stream.write(&self.outbuf).map(|n| {
+                None => stream.write(&self.outbuf).inspect(|&n| {
                     self.outbuf.drain(..n);
-                    n
                 }),
             };
             match written {

@@ -1,7 +1,7 @@
 //! Arguments as Python hands them over, turned into the core's types. The ranges and their
 //! messages are the core's (`crate::args`); this file only deals with Python's types.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,8 +154,8 @@ pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Opti
 
 /// Where a node finds its tracker: `address` (as [`address`] takes it), over TLS when `tls`
 /// is set or `tls_ca` names the CA to trust (the system's roots otherwise).
-pub fn target(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<PathBuf>) -> PyResult<Target> {
+pub fn target(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<&Path>) -> PyResult<Target> {
     let (host, port) = self::address(address, "tracker address")?;
-    let config = if tls || tls_ca.is_some() { Some(tls::node_config(tls_ca.as_deref()).map_err(to_py)?) } else { None };
+    let config = if tls || tls_ca.is_some() { Some(tls::node_config(tls_ca).map_err(to_py)?) } else { None };
     Target::new(host, port, config).map_err(to_py)
 }

@@ -173,7 +173,7 @@ pub struct Reach<'a, 'py> {
 impl Reach<'_, '_> {
     /// The tracker to reach and the token to show it, checked.
     pub fn checked(self) -> PyResult<(Target, Option<Token>)> {
-        Ok((args::target(self.address, self.tls, self.tls_ca)?, args::token(self.token)?))
+        Ok((args::target(self.address, self.tls, self.tls_ca.as_deref())?, args::token(self.token)?))
     }
 }
 

@@ -67,10 +67,10 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
         tokio::spawn(async move {
             match shared.limit.clone().try_acquire_owned() {
                 Ok(_permit) => handle_connection(&shared, stream, peer, stop).await,
+                // A TLS tracker just closes: a handshake to say why would cost the most
+                // when it can least afford it, and the node retries a closed tracker anyway.
+                Err(_) if shared.config.tls.is_some() => drop(stream),
                 Err(_) => {
-                    // In plain text even on a TLS tracker: a handshake would cost more than
-                    // the refusal saves, and a node that cannot read it finds its tracker
-                    // closed, which it retries just the same.
                     let (_, mut write) = Stream::Plain(stream).into_split();
                     let text = "the tracker has too many connections";
                     refuse(&shared, &mut write, &peer.to_string(), ErrorCode::TooManyConnections, text).await;

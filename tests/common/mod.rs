@@ -94,20 +94,21 @@ pub struct Honest {
 }
 
 impl Honest {
-    pub async fn start(addr: SocketAddr) -> Honest {
+    pub async fn start(to: impl Into<matchtracker::connection::Endpoint>) -> Honest {
         use matchtracker::protocol::Name;
+        let to = to.into();
         let mut servers = Vec::new();
         for (i, number) in [3, 7, 3, 9].into_iter().enumerate() {
             let name = Name::new(&format!("S{}", i + 1)).unwrap();
             servers.push(
-                matchtracker::server::ServerNode::start(addr, name, number, None, Transcript::off())
+                matchtracker::server::ServerNode::start(to.clone(), name, number, None, Transcript::off())
                     .await
                     .unwrap(),
             );
         }
         let name = Name::new("C1").unwrap();
         let client =
-            matchtracker::client::ClientNode::connect(addr, name, None, Transcript::off()).await.unwrap();
+            matchtracker::client::ClientNode::connect(to, name, None, Transcript::off()).await.unwrap();
         Honest { servers, client }
     }
 

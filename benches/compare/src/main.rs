@@ -101,6 +101,7 @@ async fn main() {
             replies: ReplyMode::All,
             tracker: None,
             token: None,
+            tls: None,
         };
         let ours = match bench::closed_loop(config).await {
             Ok(report) => report,
