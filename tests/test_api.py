@@ -270,11 +270,15 @@ def test_a_token_guards_the_tracker() -> None:
             assert caught.value.code == "unauthorized"
 
 
-def test_listening_beyond_loopback_needs_a_token() -> None:
-    with pytest.raises(ValueError, match="needs a token"):
+def test_listening_beyond_loopback_needs_tls_and_a_token() -> None:
+    with pytest.raises(ValueError, match="needs TLS .* and a token"):
         Tracker(host="0.0.0.0")
-    Tracker(host="0.0.0.0", token="t").close()
-    Tracker(host="0.0.0.0", insecure_no_token=True).close()
+    with pytest.raises(ValueError, match="needs a token"):
+        Tracker(host="0.0.0.0", insecure_plaintext=True)
+    with pytest.raises(ValueError, match="needs TLS"):
+        Tracker(host="0.0.0.0", token="t")
+    Tracker(host="0.0.0.0", token="t", insecure_plaintext=True).close()
+    Tracker(host="0.0.0.0", insecure_no_token=True, insecure_plaintext=True).close()
     with pytest.raises(ValueError, match="token must be"):
         Tracker(token="has space")
 

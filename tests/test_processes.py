@@ -160,11 +160,13 @@ def test_a_token_lets_its_holders_in_and_keeps_others_out(roles) -> None:
         assert not any("k9-ZX!q" in line for line in role.lines), "the token must never be printed"
 
 
-def test_listening_beyond_loopback_needs_a_token_or_the_insecure_flag(roles) -> None:
+def test_listening_beyond_loopback_needs_tls_and_a_token_or_the_insecure_flags(roles) -> None:
     refused = roles("tracker", "--listen", "0.0.0.0:0")
     assert refused.finish() == 2
-    assert len(refused.lines) == 1 and "needs a token" in refused.lines[0]
-    open_tracker, address = start_tracker(roles, "--listen", "0.0.0.0:0", "--insecure-no-token")
+    assert len(refused.lines) == 1 and "needs TLS" in refused.lines[0] and "a token" in refused.lines[0]
+    open_tracker, address = start_tracker(
+        roles, "--listen", "0.0.0.0:0", "--insecure-no-token", "--insecure-plaintext"
+    )
     assert address.startswith("0.0.0.0:")
     assert open_tracker.stop(signal.SIGINT) == 0
 
@@ -216,15 +218,27 @@ def two_hosts():
         subprocess.run(["ip", "netns", "del", b], capture_output=True)
 
 
-def test_across_two_hosts(roles, two_hosts) -> None:
+def test_across_two_hosts(roles, two_hosts, tmp_path) -> None:
+    """The normal way across machines: TLS and a token."""
+    import trustme
+
     host_a, host_b, tracker_ip = two_hosts
+    ca = trustme.CA()
+    leaf = ca.issue_cert(tracker_ip)
+    files = {"ca": ca.cert_pem, "cert": leaf.cert_chain_pems[0], "key": leaf.private_key_pem}
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / name))
     secret = {"MATCHTRACKER_TOKEN": "across-the-wire"}
-    tracker = roles("tracker", "--listen", f"{tracker_ip}:0", "--timeout", "0.3", env=secret, prefix=host_a)
+    tls = ("--tls-cert", str(tmp_path / "cert"), "--tls-key", str(tmp_path / "key"))
+    tracker = roles("tracker", "--listen", f"{tracker_ip}:0", "--timeout", "0.3", *tls, env=secret, prefix=host_a)
     address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
     assert address.startswith(tracker_ip)
-    server = roles("server", "--tracker", address, "--name", "S1", "--number", "6", env=secret, prefix=host_b)
+    trust = ("--tls-ca", str(tmp_path / "ca"))
+    server = roles("server", "--tracker", address, "--name", "S1", "--number", "6", *trust, env=secret, prefix=host_b)
     server.wait_for(r"^S1: received “Welcome” from Central\.$")
-    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "2", "--number", "6", env=secret, prefix=host_b)
+    client = roles(
+        "client", "--tracker", address, "--name", "C1", "--rounds", "2", "--number", "6", *trust, env=secret, prefix=host_b
+    )
     assert client.finish() == 0, "\n".join(client.lines)
     assert answers(client.lines, "C1") == [(6, ["S1"]), (6, ["S1"])]
     tracker.stop()

@@ -103,7 +103,7 @@ def test_a_peer_whose_host_vanishes_is_dropped_and_idle_live_ones_stay(roles, tw
     host_a, host_b, tracker_ip = two_hosts
     token = {"MATCHTRACKER_TOKEN": "vanishing"}
     tracker = roles(
-        "tracker", "--listen", f"{tracker_ip}:0", "--keepalive", "1", "--early", env=token, prefix=host_a
+        "tracker", "--listen", f"{tracker_ip}:0", "--keepalive", "1", "--early", "--insecure-plaintext", env=token, prefix=host_a
     )
     address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
     idle = roles("server", "--tracker", address, "--name", "S1", "--number", "3", env=token, prefix=host_a)

@@ -138,7 +138,7 @@ async fn refusal(to: Endpoint) -> String {
 #[tokio::test]
 async fn each_failed_handshake_says_what_to_do() {
     let pki = Pki::new();
-    let (good, _events) = tracker_with(config(pki.tracker(&["localhost"], false))).await;
+    let (good, mut events) = tracker_with(config(pki.tracker(&["localhost"], false))).await;
     let addr = good.local_addr();
 
     let stranger = Pki::new();
@@ -161,6 +161,10 @@ async fn each_failed_handshake_says_what_to_do() {
 
     for line in [untrusted, wrong_name, plain_node, too_old, plain_tracker] {
         assert!(!line.contains('\n'), "one line: {line:?}");
+    }
+    // Untrusted and wrong name end in the tracker's transcript; plain text is an ERROR line.
+    for _ in 0..2 {
+        wait_event(&mut events, |e| matches!(e, Event::TlsFailed { .. })).await;
     }
     assert_eq!(good.stats().tls_failed, 3, "untrusted, wrong name and plain text are counted");
 }

@@ -1,5 +1,6 @@
 """The native core of matchtracker (Rust, via PyO3). Import from `matchtracker` instead."""
 
+import os
 from typing import Any, Awaitable, Generator, Generic, Literal, TypeVar, final
 
 from .types import ErrorCode, Event, Totals
@@ -153,6 +154,10 @@ def run_load(
     early: bool = True,
     tracker: str | tuple[str, int] | None = None,
     token: str | None = None,
+    tls: bool = False,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
     """Run a closed-loop load through one tracker on loopback and measure it.
 
@@ -161,6 +166,10 @@ def run_load(
     quantiles `p50`, `p90`, `p99`, `max` (seconds). With `tracker`, the load goes to that
     running tracker (its own deadline and mode apply, and its `token`) instead of one started
     here.
+
+    Over TLS: with `tls_cert` and `tls_key`, the tracker started here speaks TLS and its
+    nodes connect to it by the name `localhost`, trusting `tls_ca`; with `tracker`, `tls` and
+    `tls_ca` say how to reach it, as for `Client`.
 
     Raises:
         ValueError: an argument is out of range.
@@ -175,6 +184,9 @@ def serve_tracker(
     insecure_no_token: bool = False,
     json: bool = False,
     keepalive: float = 5.0,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    insecure_plaintext: bool = False,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
@@ -185,7 +197,8 @@ def serve_tracker(
     falls behind, they are counted and dropped ("… N lines not printed").
 
     Raises:
-        ValueError: a bad address, timeout or token, or a non-loopback address without a token.
+        ValueError: a bad address, timeout or token; TLS files that cannot be read or do not
+            match; a non-loopback address without TLS or a token (and no `insecure_*` flag).
         NetworkError: the address cannot be bound.
     """
 
@@ -198,6 +211,8 @@ def serve_server(
     json: bool = False,
     wait: float = 30.0,
     reconnect_for: float | None = None,
+    tls: bool = False,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run a server in this thread, printing its lines, until Ctrl-C (KeyboardInterrupt).
 
@@ -223,6 +238,8 @@ def run_client(
     json: bool = False,
     wait: float = 30.0,
     reconnect_for: float | None = None,
+    tls: bool = False,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> list[list[str]]:
     """Make `rounds` requests as a client, printing its lines; return each answer's servers.
 
@@ -252,16 +269,24 @@ class Tracker:
         token: str | None = None,
         insecure_no_token: bool = False,
         keepalive: float = 5.0,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        insecure_plaintext: bool = False,
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
         quiet.
 
-        With `token`, only nodes that present it in their greeting are admitted. Listening
-        beyond loopback needs a token, unless `insecure_no_token` accepts the risk.
+        With `token`, only nodes that present it in their greeting are admitted. With
+        `tls_cert` and `tls_key` (PEM files: the certificate chain, and its private key) it
+        speaks TLS, and nodes connect with `tls=True` or `tls_ca=`. Listening beyond loopback
+        needs TLS and a token, unless `insecure_plaintext` and `insecure_no_token` accept the
+        risks.
 
         Raises:
-            ValueError: a bad port, timeout or token, or a non-loopback host without a token.
+            ValueError: a bad port, timeout or token; TLS files that cannot be read, or a key
+                that does not match its certificate; a non-loopback host without TLS or a
+                token.
             NetworkError: the address cannot be bound.
         """
     @property
@@ -272,8 +297,8 @@ class Tracker:
     @property
     def port(self) -> int: ...
     def stats(self) -> dict[str, int]:
-        """Counters: servers, clients (registered now), requests, late_replies, open_requests
-        (waiting for replies now)."""
+        """Counters: servers, clients (registered now), requests, late_replies, tls_failed
+        (connections whose TLS handshake failed), open_requests (waiting for replies now)."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> None:
         """Block until at least this many servers and clients are registered.
 
@@ -290,14 +315,25 @@ class Server:
     """A server node holding a number, answering the tracker's queries in the background."""
 
     def __new__(
-        cls, name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
+        cls,
+        name: str,
+        tracker_address: str | tuple[str, int],
+        number: int | None = None,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> Server:
         """Connect to the tracker and register as `name`, holding `number` (drawn if None),
-        presenting `token` if the tracker wants one.
+        presenting `token` if the tracker wants one. With `tls` (trusting the system's CAs)
+        or `tls_ca` (a PEM file of the CAs to trust) it speaks TLS, and the tracker's
+        certificate must name the host in `tracker_address`.
 
         Raises:
-            ValueError: a bad name, number or address.
-            NetworkError: the tracker cannot be reached.
+            ValueError: a bad name, number or address, or a `tls_ca` that cannot be read.
+            NetworkError: the tracker cannot be reached, or the TLS handshake failed (the
+                message says why: an untrusted or expired certificate, a name mismatch, a
+                tracker without TLS).
             RefusedError: the tracker refused (for example, the name is taken).
         """
     @property
@@ -313,12 +349,21 @@ class Server:
 class Client:
     """A client node that asks the tracker which servers hold a number."""
 
-    def __new__(cls, name: str, tracker_address: str | tuple[str, int], *, token: str | None = None) -> Client:
-        """Connect to the tracker and register as `name`, presenting `token` if it wants one.
+    def __new__(
+        cls,
+        name: str,
+        tracker_address: str | tuple[str, int],
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
+    ) -> Client:
+        """Connect to the tracker and register as `name`, presenting `token` if it wants one;
+        over TLS with `tls` or `tls_ca`, as `Server`.
 
         Raises:
-            ValueError: a bad name or address.
-            NetworkError: the tracker cannot be reached.
+            ValueError: a bad name or address, or a `tls_ca` that cannot be read.
+            NetworkError: the tracker cannot be reached, or the TLS handshake failed.
             RefusedError: the tracker refused (the name is taken, or the token is wrong).
         """
     @property
@@ -365,6 +410,9 @@ class AsyncTracker:
         token: str | None = None,
         insecure_no_token: bool = False,
         keepalive: float = 5.0,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        insecure_plaintext: bool = False,
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property
@@ -386,7 +434,13 @@ class AsyncServer:
 
     @staticmethod
     def start(
-        name: str, tracker_address: str | tuple[str, int], number: int | None = None, *, token: str | None = None
+        name: str,
+        tracker_address: str | tuple[str, int],
+        number: int | None = None,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> Opening[AsyncServer]:
         """Register as `Server(...)` does; await the result, or enter it with `async with`."""
     @property
@@ -402,7 +456,12 @@ class AsyncClient:
 
     @staticmethod
     def connect(
-        name: str, tracker_address: str | tuple[str, int], *, token: str | None = None
+        name: str,
+        tracker_address: str | tuple[str, int],
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> Opening[AsyncClient]:
         """Register as `Client(...)` does; await the result, or enter it with `async with`."""
     @property
