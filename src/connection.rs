@@ -323,7 +323,8 @@ pub async fn write_message(out: &mut WriteHalf, message: &Message) -> Result<()>
 pub async fn connect(to: &Endpoint) -> Result<Stream> {
     let tcp = connect_tcp(to.addr).await?;
     let Some(dial) = &to.tls else { return Ok(Stream::Plain(tcp)) };
-    let handshake = tokio_rustls::TlsConnector::from(dial.config.clone()).connect(dial.name.clone(), tcp);
+    // Boxed, so that a plain node's futures do not carry a handshake's large state.
+    let handshake = Box::pin(tokio_rustls::TlsConnector::from(dial.config.clone()).connect(dial.name.clone(), tcp));
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| Error::Timeout(format!("for the TLS handshake with the tracker at {}", to.addr)))?

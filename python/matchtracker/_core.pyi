@@ -417,6 +417,10 @@ class AsyncTracker:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property
     def address(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
     def stats(self) -> dict[str, int]:
         """As `Tracker.stats()`."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> Awaitable[None]:

@@ -443,6 +443,16 @@ impl AsyncTracker {
         self.0.address.to_string()
     }
 
+    #[getter]
+    fn host(&self) -> String {
+        self.0.address.ip().to_string()
+    }
+
+    #[getter]
+    fn port(&self) -> u16 {
+        self.0.address.port()
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.0.stats(py)
     }
