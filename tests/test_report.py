@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,34 +21,59 @@ PROJECT = Path(__file__).resolve().parent.parent / "project.py"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def arrows(svg: str) -> list[ET.Element]:
+def items(svg: str) -> list[ET.Element]:
+    """Every drawn message, fan, line of replies and note."""
     root = ET.fromstring(svg)
-    return [g for g in root.iter(f"{SVG}g") if "arrow" in g.get("class", "").split()]
+    return [g for g in root.iter(f"{SVG}g") if g.get("data-nodes") is not None]
 
 
-def sent_messages(events: list[dict]) -> list[dict]:
-    return [e for e in events if e["kind"].endswith(".sent")]
+def of_kind(drawn: list[ET.Element], kind: str) -> list[ET.Element]:
+    return [g for g in drawn if kind in g.get("class", "").split()]
+
+
+def count(events: list[dict], *kinds: str) -> int:
+    return sum(1 for e in events if e["kind"] in kinds)
 
 
 @pytest.mark.parametrize("n, early", [(2, False), (4, True)])
-def test_the_diagram_has_one_arrow_per_message(n: int, early: bool) -> None:
+def test_every_message_is_drawn(n: int, early: bool) -> None:
     report = run_simulation(n, 2, timeout=0.2, seed=3, early=early, quiet=False)
-    svg = report.sequence_diagram()
-    drawn = arrows(svg)
-    assert len(drawn) == len(sent_messages(report.events))
-    kinds = sorted(g.get("data-kind") for g in drawn)
-    assert kinds == sorted(e["kind"].split(".")[0] for e in sent_messages(report.events))
-    found = [g for g in drawn if "found" in g.get("class").split()]
-    assert len(found) == sum(1 for r in report.requests if r.servers)
+    drawn = items(report.sequence_diagram())
+    events = report.events
+    assert len(of_kind(drawn, "register")) == count(events, "hello.sent", "hi.sent")
+    assert len(of_kind(drawn, "welcomed")) == count(events, "welcome.sent")
+    assert len(of_kind(drawn, "find")) == count(events, "find.sent")
+    assert len(of_kind(drawn, "answer")) == count(events, "answer.sent")
+    assert len(of_kind(drawn, "deadline")) == count(events, "deadline.reached")
+    # One fan per request, with an arrowhead at each server queried; one line of replies per
+    # request that got any, with a dot for each reply, filled for a match.
+    fans = of_kind(drawn, "fan")
+    assert len(fans) == len(report.requests)
+    assert sum(len(g.findall(f"{SVG}polygon")) for g in fans) == count(events, "query.sent")
+    replies = of_kind(drawn, "replies")
+    dots = [c for g in replies for c in g.findall(f"{SVG}circle")]
+    assert len(dots) == count(events, "reply.received")
+    matched = sum(1 for e in events if e["kind"] == "reply.received" and e["fields"]["matched"])
+    assert sum(1 for c in dots if c.get("class") == "match") == matched
+    assert len(of_kind(drawn, "found")) == sum(1 for r in report.requests if r.servers)
+    # Each request's items carry its key, and a request's answer names what it found.
+    for record in report.requests:
+        key = f"{record.client}.{record.round}"
+        story = [g for g in drawn if g.get("data-req") == key]
+        kinds = {k for g in story for k in g.get("class").split()}
+        assert {"find", "fan", "answer"} <= kinds, (key, kinds)
+        answer = of_kind(story, "answer")[0]
+        assert answer.find(f"{SVG}text").text == (", ".join(record.servers) or "no match")
 
 
 def test_a_large_run_shows_a_subset_and_says_so() -> None:
     report = run_simulation(12, 1, timeout=0.2, seed=1)
     svg = report.sequence_diagram()
     assert "showing 10 of 12 clients and 10 of 12 servers" in svg
-    shown = {f"C{i}" for i in range(1, 11)} | {f"S{i}" for i in range(1, 11)} | {"Central"}
-    expected = [e for e in sent_messages(report.events) if e["from"] in shown and e["to"] in shown]
-    assert len(arrows(svg)) == len(expected)
+    drawn = items(svg)
+    assert len(of_kind(drawn, "find")) == 10
+    shown = {f"C{i}" for i in range(1, 11)} | {f"S{i}" for i in range(1, 11)}
+    assert all(set(g.get("data-nodes").split()) <= shown for g in drawn)
 
 
 def test_late_replies_and_deadlines_are_marked() -> None:
@@ -58,6 +85,7 @@ def test_late_replies_and_deadlines_are_marked() -> None:
         event(0.1, "S1", "Central", "hello.received"),
         event(0.2, "C1", "Central", "hi.sent"),
         event(0.3, "C1", "Central", "hi.received"),
+        event(0.35, "C1", "Central", "find.sent", number=4),
         event(0.4, "Central", "S1", "query.sent", client="C1", number=4),
         event(0.5, "Central", "S1", "query.received", client="C1", number=4),
         event(0.6, "Central", None, "deadline.reached", client="C1"),
@@ -67,12 +95,52 @@ def test_late_replies_and_deadlines_are_marked() -> None:
         event(1.0, "Central", "C1", "answer.received", servers=[]),
     ]
     fake = SimpleNamespace(events=events, n=1, rounds=1, timeout=0.5, early=False, seed=None)
-    svg = sequence_diagram(fake)
-    drawn = arrows(svg)
-    assert len(drawn) == 5  # hello, hi, query, answer, reply
-    late = [g for g in drawn if "late" in g.get("class").split()]
-    assert len(late) == 1 and "late, dropped" in "".join(late[0].itertext())
-    assert "deadline: C1" in svg
+    drawn = items(sequence_diagram(fake))
+    late = of_kind(drawn, "late")
+    assert len(late) == 1 and late[0].find(f"{SVG}text").text == "late reply from S1, dropped"
+    deadline = of_kind(drawn, "deadline")
+    assert len(deadline) == 1 and deadline[0].find(f"{SVG}text").text == "deadline: C1"
+    assert deadline[0].get("data-req") == "C1.1"
+
+
+def text_boxes(svg: str) -> tuple[float, list[tuple[float, float, float, float, str]]]:
+    """The picture's width, and each text's box from its position, font size and length: a
+    character at most 0.67 em wide (Helvetica's widest bold capitals average less), from a
+    font-size above the baseline to a quarter below it."""
+    root = ET.fromstring(svg)
+    boxes = []
+    for t in root.iter(f"{SVG}text"):
+        words, size = "".join(t.itertext()), float(t.get("font-size"))
+        x, y, width = float(t.get("x")), float(t.get("y")), len(words) * size * 0.67
+        left = {"middle": x - width / 2, "end": x - width}.get(t.get("text-anchor"), x)
+        boxes.append((left, y - size, left + width, y + size / 4, words))
+    return float(root.get("width")), boxes
+
+
+@pytest.mark.parametrize("n", [3, 10])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_text_lies_over_other_text(n: int, seed: int) -> None:
+    report = run_simulation(n, 3, timeout=0.1, seed=seed, early=seed == 2, quiet=False)
+    width, boxes = text_boxes(report.sequence_diagram())
+    assert len(boxes) > 20 * n
+    for left, _, right, _, words in boxes:
+        assert 0 <= left and right <= width, f"{words!r} runs off the picture"
+    boxes.sort(key=lambda b: b[1])
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if b[1] >= a[3]:
+                break
+            assert not (a[0] < b[2] and b[0] < a[2]), f"{a[4]!r} and {b[4]!r} overlap"
+
+
+def test_the_picture_stays_a_sensible_size_at_n_10() -> None:
+    report = run_simulation(10, 5, timeout=0.2, seed=4, quiet=False)
+    root = ET.fromstring(report.sequence_diagram())
+    width, height = float(root.get("width")), float(root.get("height"))
+    assert width <= 2000 and height <= 3600, (width, height)
+    # The lifelines' heads come back down the page.
+    heads = [g for g in root.iter(f"{SVG}g") if g.get("class") == "head" and g.get("data-node") == "Central"]
+    assert len(heads) >= 1 + height // 1000
 
 
 def test_json_lines_are_the_report_events(capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,8 +215,9 @@ def test_the_command_line_writes_the_diagram(tmp_path: Path, suffix: str) -> Non
     result = run_cli("3", "--rounds", "1", "--timeout", "0.2", "--seed", "5", "--diagram", str(target))
     assert result.returncode == 0, result.stderr
     text = target.read_text(encoding="utf-8")
-    svg = text[text.index("<svg") : text.index("</svg>") + len("</svg>")]
-    assert len(arrows(svg)) > 0
+    svg = text[text.index('<svg id="chart"') if suffix == ".html" else 0 :]
+    svg = svg[: svg.index("</svg>") + len("</svg>")]
+    assert len(items(svg)) > 0
     assert "http" not in svg.replace("http://www.w3.org/2000/svg", ""), "the picture fetches nothing"
 
 
@@ -178,3 +247,48 @@ def test_a_quiet_report_has_no_diagram_and_says_why() -> None:
     report = run_simulation(2, 1, timeout=0.05, quiet=True)
     with pytest.raises(ValueError, match="a quiet run records none"):
         report.sequence_diagram()
+
+
+class Elements(HTMLParser):
+    """Each element's attributes, from the page as the browser left it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.found.append({k: v or "" for k, v in attrs})
+
+
+def page_after_script(path: Path, fragment: str) -> list[dict[str, str]]:
+    """The page's elements once headless Chromium has loaded it and run its script."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Chromium (Debian's chromium package) to run the page's script")
+    done = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"{path.as_uri()}#{fragment}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    parser = Elements()
+    parser.feed(done.stdout)
+    assert parser.found, done.stderr
+    return parser.found
+
+
+def test_the_page_highlights_exactly_one_request_or_one_node(tmp_path: Path) -> None:
+    from matchtracker._diagram import page
+
+    report = run_simulation(4, 3, timeout=0.1, seed=6, quiet=False)
+    path = tmp_path / "run.html"
+    path.write_text(page(report), encoding="utf-8")
+    assert "http" not in path.read_text().replace("http://www.w3.org/2000/svg", ""), "the page fetches nothing"
+    for fragment, belongs in [
+        ("req=C2.2", lambda e: e.get("data-req") == "C2.2"),
+        ("node=S3", lambda e: "S3" in e.get("data-nodes", "").split()),
+    ]:
+        elements = [e for e in page_after_script(path, fragment) if "data-nodes" in e]
+        lit = [e for e in elements if "hl" in e.get("class", "").split()]
+        assert lit, fragment
+        assert lit == [e for e in elements if belongs(e)], fragment

@@ -205,10 +205,9 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def write_diagram(report: Report, path: str, prog: str) -> None:
-    from ._diagram import html
+    from ._diagram import page
 
-    svg = report.sequence_diagram()
-    text = html(svg, f"matchtracker run, n={report.n}") if path.endswith(".html") else svg
+    text = page(report) if path.endswith(".html") else report.sequence_diagram()
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
