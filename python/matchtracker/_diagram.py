@@ -37,7 +37,8 @@ CENTRAL = "Central"
 MAX_NODES_PER_SIDE = 10
 MAX_ITEMS = 3000
 
-COLUMN = 84  # px between lifelines
+COLUMN = 84  # px between lifelines, up to six nodes a side
+NARROW = 70  # px between lifelines, for more
 ROW = 18  # px between rows
 GUTTER = 132  # px left of the first lifeline: round names and the time axis
 HEAD_EVERY = 45  # rows between repeated lifeline heads in the SVG
@@ -130,12 +131,16 @@ class Chart:
     bands: list[tuple[int, int, str]]  # first row, last row, name
     head_rows: list[int] = field(default_factory=list)  # rows kept free for repeated heads
 
+    @property
+    def column(self) -> int:
+        return COLUMN if len(self.columns) <= 13 else NARROW
+
     def x(self, name: str) -> float:
-        return GUTTER + 40 + self.columns.index(name) * COLUMN
+        return GUTTER + 40 + self.columns.index(name) * self.column
 
     @property
     def width(self) -> int:
-        lifelines = GUTTER + 40 + (len(self.columns) - 1) * COLUMN + 60
+        lifelines = GUTTER + 40 + (len(self.columns) - 1) * self.column + 60
         return int(max(lifelines, 24 + text_width(self.title, 15, bold=True), 24 + text_width(self.subtitle + SUBTITLE, 11, bold=True)))
 
 
@@ -392,11 +397,12 @@ def draw_item(chart: Chart, item: Item) -> str:
 
 def heads(chart: Chart, y: float) -> list[str]:
     out = []
+    box, size = chart.column - 12, 11 if chart.column == COLUMN else 10
     for name in chart.columns:
         x = chart.x(name)
         out.append(
-            f'<g class="head" data-node="{escape(name)}"><rect x="{x - 36:.1f}" y="{y:.1f}" width="72" height="20" rx="4"/>'
-            + text(x, y + 14, chart.heads[name], 11)
+            f'<g class="head" data-node="{escape(name)}"><rect x="{x - box / 2:.1f}" y="{y:.1f}" width="{box}" height="20" rx="4"/>'
+            + text(x, y + 14, chart.heads[name], size)
             + "</g>"
         )
     return out
@@ -529,6 +535,8 @@ document.getElementById("chart").addEventListener("click", () => pin(null));
 const asked = new URLSearchParams(location.hash.slice(1));
 if (asked.get("req")) pin({ req: asked.get("req") });
 else if (asked.get("node")) pin({ node: asked.get("node") });
+const first = items.find(g => g.classList.contains("hl"));
+if (first) first.scrollIntoView({ block: "center" });
 """
 
 
