@@ -16,7 +16,7 @@ async fn main() {
         duration: Duration::from_secs_f64(arg(2, 3.0)),
         deadline: Duration::from_secs(2),
         replies: ReplyMode::All,
-        tracker: None,
+        trackers: Vec::new(),
         token: None,
         tls: None,
     };

@@ -30,8 +30,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     pub deadline: Duration,
     pub replies: ReplyMode,
-    /// A tracker to load, whose own deadline and mode then apply; `None` starts one here.
-    pub tracker: Option<Target>,
+    /// Trackers to load (the nodes are spread over them in turn), whose own deadline and
+    /// mode then apply; none starts one here.
+    pub trackers: Vec<Target>,
     /// The token that tracker wants, if any.
     pub token: Option<Token>,
     /// TLS for a tracker started here: its certificate and key, and how its nodes check it.
@@ -77,36 +78,38 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     if config.servers == 0 || config.clients == 0 || config.duration.is_zero() {
         return Err(Error::InvalidArgument("servers, clients and duration must be more than 0".into()));
     }
-    let (tracker, endpoint) = match &config.tracker {
-        Some(target) => {
-            limits::ensure_open_files((config.servers + config.clients) as u64 + 1)?;
-            (None, target.resolve().await?)
+    let (tracker, endpoints) = if config.trackers.is_empty() {
+        limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
+        let tracker_config = TrackerConfig {
+            deadline: config.deadline,
+            replies: config.replies,
+            tls: config.tls.as_ref().map(|(tracker, _)| tracker.clone()),
+            ..TrackerConfig::default()
+        };
+        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
+        let tls = config.tls.as_ref().map(|(_, dial)| dial.clone());
+        let endpoint = Endpoint { addr: tracker.local_addr(), tls };
+        (Some(tracker), vec![endpoint])
+    } else {
+        limits::ensure_open_files((config.servers + config.clients) as u64 + 1)?;
+        let mut endpoints = Vec::with_capacity(config.trackers.len());
+        for target in &config.trackers {
+            endpoints.push(target.resolve().await?);
         }
-        None => {
-            limits::ensure_open_files(2 * (config.servers + config.clients) as u64 + 1)?;
-            let tracker_config = TrackerConfig {
-                deadline: config.deadline,
-                replies: config.replies,
-                tls: config.tls.as_ref().map(|(tracker, _)| tracker.clone()),
-                ..TrackerConfig::default()
-            };
-            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let tracker = Tracker::bind(local, tracker_config, Transcript::off()).await?;
-            let tls = config.tls.as_ref().map(|(_, dial)| dial.clone());
-            let endpoint = Endpoint { addr: tracker.local_addr(), tls };
-            (Some(tracker), endpoint)
-        }
+        (None, endpoints)
     };
+    let endpoint = |i: usize| endpoints[i % endpoints.len()].clone();
     let mut rng = StdRng::seed_from_u64(1);
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
         let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
-        servers.push(ServerNode::start(endpoint.clone(), name, number, config.token.clone(), Transcript::off()).await?);
+        servers.push(ServerNode::start(endpoint(i), name, number, config.token.clone(), Transcript::off()).await?);
     }
     let mut clients = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
         let name = Name::new(&format!("C{}", i + 1))?;
-        clients.push(ClientNode::connect(endpoint.clone(), name, config.token.clone(), Transcript::off()).await?);
+        clients.push(ClientNode::connect(endpoint(i), name, config.token.clone(), Transcript::off()).await?);
     }
     // The clock starts once every node is connected: connecting is not the load.
     let started = Instant::now();

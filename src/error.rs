@@ -29,6 +29,8 @@ pub enum Error {
     Io(io::Error),
     /// A TLS handshake failed; the text says why and what to do about it.
     Tls(String),
+    /// The cluster of trackers (NATS, or its key-value store) failed; the text says how.
+    Cluster(String),
     /// A node stopped trying to reach its tracker; the text says where and why.
     GaveUp(String),
     /// A task panicked; the panic was caught and turned into this.
@@ -58,6 +60,7 @@ impl fmt::Display for Error {
             Error::Timeout(what) => write!(f, "timed out {what}"),
             Error::Io(e) => write!(f, "network error: {e}"),
             Error::Tls(text) => write!(f, "TLS: {text}"),
+            Error::Cluster(text) => write!(f, "cluster: {text}"),
             Error::Panic(text) => write!(f, "internal error (a task panicked): {text}"),
             Error::NodeClosed => f.write_str("this node is closed"),
         }
@@ -85,6 +88,7 @@ impl Error {
             Error::Protocol(e) => Error::Protocol(*e),
             Error::Unexpected(text) => Error::Unexpected(text.clone()),
             Error::Tls(text) => Error::Tls(text.clone()),
+            Error::Cluster(text) => Error::Cluster(text.clone()),
             Error::NodeClosed => Error::NodeClosed,
             _ => Error::Closed,
         }

@@ -6,6 +6,7 @@
 //! - [`connection`]: reading messages from and writing lines to a socket.
 //! - [`tls`]: certificates, and TLS handshake failures in words.
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
+//! - [`cluster`]: trackers acting as one Central over NATS.
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
 //! - [`bench`]: the closed-loop load benchmark.
 //! - [`roles`]: a tracker, server or client running on its own, across processes and hosts.
@@ -29,6 +30,7 @@
 pub mod args;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod hash;

@@ -101,13 +101,14 @@ impl Default for Patience {
     }
 }
 
-/// Runs a server until `stop`, registering again whenever the tracker goes away.
+/// Runs a server until `stop`, registering again whenever the tracker goes away (with the
+/// next of `targets`, the trackers of one cluster, if there are several).
 ///
 /// # Errors
 /// A refusal (a wrong token, a name that is taken or not allowed); a tracker that could
 /// not be reached within `patience`.
 pub async fn run_server(
-    target: Target,
+    targets: Vec<Target>,
     name: Name,
     number: u8,
     token: Option<Token>,
@@ -115,14 +116,13 @@ pub async fn run_server(
     transcript: Transcript,
     mut stop: StopSignal,
 ) -> Result<()> {
-    let mut registered = false;
+    let mut reach = Reach::new(&targets, &name, &transcript, patience);
     loop {
         let attempt = |addr| ServerNode::start(addr, name.clone(), number, token.clone(), transcript.clone());
-        let reach = Reach { target: &target, name: &name, transcript: &transcript, patience, registered };
         let Some(mut node) = reach.connect(&mut stop, attempt).await? else {
             return Ok(());
         };
-        registered = true;
+        reach.registered();
         tokio::select! {
             ended = node.finished() => transcript.record(Event::TrackerLost { node: name.clone(), reason: lost(ended) }),
             () = stop.requested() => {
@@ -143,7 +143,7 @@ pub async fn run_server(
 /// again after its retry. `Ok` with fewer answers than `rounds` if stopped.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_client(
-    target: Target,
+    targets: Vec<Target>,
     name: Name,
     rounds: usize,
     number: Option<u8>,
@@ -159,12 +159,11 @@ pub async fn run_client(
     };
     let attempt = |addr| ClientNode::connect(addr, name.clone(), token.clone(), transcript.clone());
     let mut answers = Vec::with_capacity(rounds);
-    let mut reach =
-        Reach { target: &target, name: &name, transcript: &transcript, patience, registered: false };
+    let mut reach = Reach::new(&targets, &name, &transcript, patience);
     let Some(mut client) = reach.connect(&mut stop, attempt).await? else {
         return Ok(answers);
     };
-    reach.registered = true;
+    reach.registered();
     for _ in 0..rounds {
         let number = number.unwrap_or_else(|| rng.random_range(NUMBERS));
         let first = tokio::select! {
@@ -178,6 +177,7 @@ pub async fn run_client(
                     return Ok(answers);
                 };
                 client = again;
+                reach.registered();
                 client.find_match(number).await?
             }
             other => other?,
@@ -187,9 +187,11 @@ pub async fn run_client(
     Ok(answers)
 }
 
-/// One node's way to its tracker.
+/// One node's way to its tracker, or to one of several trackers of a cluster.
 struct Reach<'a> {
-    target: &'a Target,
+    targets: &'a [Target],
+    /// The target to try next.
+    next: usize,
     name: &'a Name,
     transcript: &'a Transcript,
     patience: Patience,
@@ -198,13 +200,29 @@ struct Reach<'a> {
     registered: bool,
 }
 
-impl Reach<'_> {
-    /// Connects with `attempt` until it succeeds, pausing with capped exponential backoff
-    /// after each failure; `None` if stopped first.
+impl<'a> Reach<'a> {
+    fn new(targets: &'a [Target], name: &'a Name, transcript: &'a Transcript, patience: Patience) -> Reach<'a> {
+        assert!(!targets.is_empty(), "a node needs a tracker to reach");
+        Reach { targets, next: 0, name, transcript, patience, registered: false }
+    }
+
+    /// The node is registered with the target it reached last. When it loses that tracker,
+    /// it tries the next one first.
+    fn registered(&mut self) {
+        self.registered = true;
+        self.next += 1;
+    }
+
+    /// `host:port` of every target.
+    fn places(&self) -> String {
+        self.targets.iter().map(|t| format!("{}:{}", t.host, t.port)).collect::<Vec<_>>().join(", ")
+    }
+    /// Connects with `attempt` until it succeeds, trying each target in turn and pausing with
+    /// capped exponential backoff after each round of them; `None` if stopped first.
     ///
     /// # Errors
     /// A refusal that trying again cannot mend; [`Error::GaveUp`] once patience runs out.
-    async fn connect<T, F, Fut>(&self, stop: &mut StopSignal, attempt: F) -> Result<Option<T>>
+    async fn connect<T, F, Fut>(&mut self, stop: &mut StopSignal, attempt: F) -> Result<Option<T>>
     where
         F: Fn(Endpoint) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -212,24 +230,33 @@ impl Reach<'_> {
         let limit = if self.registered { self.patience.again } else { Some(self.patience.first) };
         let give_up = limit.map(|limit| tokio::time::Instant::now() + limit);
         let mut pause = FIRST_RETRY;
+        let mut this_round = 0;
         loop {
-            let target = self.target;
+            let target = &self.targets[self.next % self.targets.len()];
             let tried = async { attempt(target.resolve().await?).await };
             let result = tokio::select! {
                 result = tried => result,
                 () = stop.requested() => return Ok(None),
             };
             let e = match result {
-                Ok(node) => return Ok(Some(node)),
+                Ok(node) => {
+                    self.next %= self.targets.len();
+                    return Ok(Some(node));
+                }
                 Err(e) if self.worth_retrying(&e) => e,
                 Err(e) => return Err(e),
             };
+            self.next += 1;
+            this_round += 1;
+            if this_round < self.targets.len() {
+                continue; // the next tracker at once
+            }
+            this_round = 0;
             if give_up.is_some_and(|at| tokio::time::Instant::now() + pause > at) {
                 let waited = limit.unwrap_or_default().as_secs_f64();
-                return Err(Error::GaveUp(format!(
-                    "cannot reach the tracker at {}:{} after trying for {waited} s ({e})",
-                    target.host, target.port
-                )));
+                let places = self.places();
+                let which = if self.targets.len() == 1 { "the tracker" } else { "any of the trackers" };
+                return Err(Error::GaveUp(format!("cannot reach {which} at {places} after trying for {waited} s ({e})")));
             }
             self.transcript.record(Event::Retrying { node: self.name.clone(), reason: e.to_string(), pause });
             tokio::select! {
@@ -245,10 +272,35 @@ impl Reach<'_> {
     /// it has not yet seen close. Any other refusal fails the same way every time.
     fn worth_retrying(&self, e: &Error) -> bool {
         match e {
-            Error::Refused { code, .. } => self.registered && *code == ErrorCode::NameTaken,
+            // `internal`: the tracker failed for now (say, its cluster's names were out of
+            // reach), not because of anything this node said.
+            Error::Refused { code, .. } => {
+                (self.registered && *code == ErrorCode::NameTaken) || *code == ErrorCode::Internal
+            }
             other => lost_tracker(other),
         }
     }
+}
+
+/// What `attempt` makes with the first of `targets` that answers, trying each once, in
+/// order.
+///
+/// # Errors
+/// A refusal at once; the last target's error if none could be reached.
+pub async fn first_of<T, F, Fut>(targets: &[Target], attempt: F) -> Result<T>
+where
+    F: Fn(Endpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut last = Error::InvalidArgument("no tracker address given".into());
+    for target in targets {
+        match async { attempt(target.resolve().await?).await }.await {
+            Ok(made) => return Ok(made),
+            Err(e) if lost_tracker(&e) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// Whether `e` means the tracker is gone or cannot be reached (rather than refusing us).

@@ -197,6 +197,9 @@ pub enum Event {
     Dropped { role: Role, node: Name, reason: String },
     /// A connection's TLS handshake failed or took too long, and the tracker closed it.
     TlsFailed { peer: String, reason: String },
+    /// Other trackers of the cluster did not report on a client's request in time: its
+    /// answer may lack their servers.
+    TrackersSilent { client: Name, trackers: usize },
     /// A tracker started on its own is listening.
     Listening { address: String },
     /// A node could not reach or register with the tracker and will try again.
@@ -261,6 +264,11 @@ impl fmt::Display for Event {
             Event::TlsFailed { peer, reason } => {
                 write!(f, "{CENTRAL}: closing {peer}: its TLS handshake failed: {reason}.")
             }
+            Event::TrackersSilent { client, trackers } => write!(
+                f,
+                "{CENTRAL}: {trackers} other tracker(s) did not report on the request from {client} in time; \
+                 its answer may be incomplete."
+            ),
             Event::Listening { address } => write!(f, "{CENTRAL}: listening on {address}."),
             Event::Retrying { node, reason, pause } => write!(
                 f,
@@ -307,6 +315,7 @@ impl Event {
             Event::ErrorSent { .. } => "error.sent",
             Event::Dropped { .. } => "node.dropped",
             Event::TlsFailed { .. } => "tls.failed",
+            Event::TrackersSilent { .. } => "cluster.silent",
             Event::Listening { .. } => "tracker.listening",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
@@ -337,6 +346,7 @@ impl Event {
             | Event::ErrorSent { .. }
             | Event::Dropped { .. }
             | Event::TlsFailed { .. }
+            | Event::TrackersSilent { .. }
             | Event::Listening { .. } => CENTRAL,
         }
     }
@@ -348,6 +358,7 @@ impl Event {
             | Event::DeadlineReached { .. }
             | Event::Dropped { .. }
             | Event::TlsFailed { .. }
+            | Event::TrackersSilent { .. }
             | Event::Listening { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -434,6 +445,9 @@ impl Event {
             ],
             Event::TlsFailed { peer, reason } => {
                 vec![("peer", Value::Text(peer)), ("reason", Value::Text(reason))]
+            }
+            Event::TrackersSilent { client, trackers } => {
+                vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]
             }
             Event::Listening { address } => vec![("address", Value::Text(address))],
             Event::Retrying { reason, pause, .. } => {

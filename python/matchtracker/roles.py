@@ -50,6 +50,17 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
         parser.add_argument("--tls-cert", metavar="FILE", help="speak TLS with this certificate chain (PEM)")
         parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
         parser.add_argument(
+            "--cluster",
+            metavar="URLS",
+            help="join the trackers of this NATS cluster (nats://HOST:PORT, comma-separated) "
+            "as one Central; see docs/CLUSTER.md",
+        )
+        parser.add_argument(
+            "--cluster-name",
+            metavar="NAME",
+            help="trackers with the same NATS and the same name are one Central (default matchtracker)",
+        )
+        parser.add_argument(
             "--insecure-plaintext",
             action="store_true",
             help="listen beyond loopback without TLS: the token, names and requests cross the network readable",
@@ -127,6 +138,8 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 insecure_plaintext=args.insecure_plaintext,
+                cluster=args.cluster.split(",") if args.cluster else None,
+                cluster_name=args.cluster_name,
             )
         else:
             patience = {"wait": args.wait, "reconnect_for": args.reconnect_for, "tls": args.tls, "tls_ca": args.tls_ca}

@@ -24,7 +24,8 @@ use super::nodes::{opening, Opening, Reach};
 use crate::client::{route, Received, Routed, ANSWER_MARGIN};
 use crate::error::Error;
 use crate::hash::FastMap;
-use crate::connection::{self, Stream, TlsStream};
+use crate::connection::{self, Endpoint, Stream, TlsStream};
+use crate::roles;
 use crate::node;
 use crate::protocol::{self, Message, Name, MAX_LINE};
 use crate::transcript::Transcript;
@@ -79,8 +80,12 @@ impl AsyncClient {
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
         opening(py, async move {
             let greeting = Message::Hi { name: name.clone(), token };
-            let node::Registered { reader, write, deadline, .. } =
-                node::register(&target.resolve().await?, &name, greeting, &Transcript::off(), || {}).await?;
+            let register = |to: Endpoint| {
+                let greeting = greeting.clone();
+                let name = name.clone();
+                async move { node::register(&to, &name, greeting, &Transcript::off(), || {}).await }
+            };
+            let node::Registered { reader, write, deadline, .. } = roles::first_of(&target, register).await?;
             let (read, inbuf) = reader.into_parts();
             let (stream, tls) = match connection::unsplit(read, write)? {
                 Stream::Plain(stream) => (stream, None),

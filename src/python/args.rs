@@ -11,6 +11,7 @@ use pyo3::types::{PyInt, PyTuple};
 use super::errors::{invalid, to_py};
 use crate::args;
 use crate::protocol::{Name, ReplyMode, Token};
+use crate::cluster::ClusterConfig;
 use crate::roles::Target;
 use crate::tls;
 use crate::tracker::TrackerConfig;
@@ -119,7 +120,8 @@ pub fn address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)
     Err(usage())
 }
 
-/// How a tracker guards its port, as the Python functions and classes take it.
+/// How a tracker guards its port, and the cluster it joins, as the Python functions and
+/// classes take them.
 #[derive(Default)]
 pub struct Guard<'a> {
     pub token: Option<&'a str>,
@@ -127,6 +129,9 @@ pub struct Guard<'a> {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: bool,
+    /// NATS urls of a cluster of trackers to join, and the cluster's name.
+    pub cluster: Option<Vec<String>>,
+    pub cluster_name: Option<&'a str>,
 }
 
 /// A tracker's settings from the arguments the Python functions and class take.
@@ -139,9 +144,17 @@ pub fn tracker_config(timeout: f64, early: bool, keepalive: f64, guard: Guard<'_
         insecure_no_token: guard.insecure_no_token,
         tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
         insecure_plaintext: guard.insecure_plaintext,
+        cluster: match guard.cluster {
+            Some(urls) => Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?),
+            None if guard.cluster_name.is_some() => return Err(invalid("cluster_name needs cluster (the NATS urls)")),
+            None => None,
+        },
         ..TrackerConfig::default()
     })
 }
+
+/// The cluster name when none is given.
+const DEFAULT_CLUSTER: &str = "matchtracker";
 
 /// TLS for a tracker from its certificate and key files: both, or neither for plain TCP.
 pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Option<Arc<rustls::ServerConfig>>> {
@@ -152,10 +165,23 @@ pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Opti
     }
 }
 
-/// Where a node finds its tracker: `address` (as [`address`] takes it), over TLS when `tls`
-/// is set or `tls_ca` names the CA to trust (the system's roots otherwise).
-pub fn target(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<&Path>) -> PyResult<Target> {
-    let (host, port) = self::address(address, "tracker address")?;
+/// Where a node finds its tracker, or the trackers of a cluster: `address` as [`address`]
+/// takes it, several of them comma-separated in one string, or a list of them; over TLS
+/// when `tls` is set or `tls_ca` names the CA to trust (the system's roots otherwise).
+pub fn targets(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<&Path>) -> PyResult<Vec<Target>> {
+    let what = "tracker address";
+    let places = if let Ok(text) = address.extract::<String>() {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let as_each = |part: &&str| self::address(&pyo3::types::PyString::new(address.py(), part).into_any(), what);
+        parts.iter().map(as_each).collect::<PyResult<Vec<_>>>()?
+    } else if let Ok(list) = address.cast::<pyo3::types::PyList>() {
+        list.iter().map(|item| self::address(&item, what)).collect::<PyResult<Vec<_>>>()?
+    } else {
+        vec![self::address(address, what)?]
+    };
+    if places.is_empty() {
+        return Err(invalid(format!("{what} must name at least one tracker")));
+    }
     let config = if tls || tls_ca.is_some() { Some(tls::node_config(tls_ca).map_err(to_py)?) } else { None };
-    Target::new(host, port, config).map_err(to_py)
+    places.into_iter().map(|(host, port)| Target::new(host, port, config.clone()).map_err(to_py)).collect()
 }

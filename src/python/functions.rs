@@ -89,7 +89,7 @@ pub fn run_simulation(
 /// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
 /// nodes, closes, and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false))]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
@@ -103,9 +103,11 @@ pub fn serve_tracker(
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_plaintext: bool,
+    cluster: Option<Vec<String>>,
+    cluster_name: Option<&str>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
-    let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+    let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
     let config = args::tracker_config(timeout, early, keepalive, guard)?;
     run_role(py, json, |transcript, stop| roles::run_tracker(Target::plain(host, port), config, transcript, stop))
 }
@@ -215,9 +217,9 @@ pub fn run_load<'py>(
         }
         None => None,
     };
-    let tracker = match tracker {
-        Some(address) => Some(Reach { address, token: None, tls, tls_ca }.checked()?.0),
-        None => None,
+    let trackers = match tracker {
+        Some(address) => Reach { address, token: None, tls, tls_ca }.checked()?.0,
+        None => Vec::new(),
     };
     let config = crate::bench::LoadConfig {
         servers: servers.count("servers", 1, crate::args::MAX_N)?,
@@ -225,7 +227,7 @@ pub fn run_load<'py>(
         duration: args::seconds(duration, "duration")?,
         deadline: args::seconds(timeout, "timeout")?,
         replies: ReplyMode::early(early),
-        tracker,
+        trackers,
         token: args::token(token)?,
         tls: own_tls,
     };

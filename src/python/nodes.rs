@@ -23,7 +23,7 @@ use super::errors::to_py;
 use crate::client::ClientNode;
 use crate::error::{Error, Result};
 use crate::protocol::{Name, Token};
-use crate::roles::Target;
+use crate::roles::{self, Target};
 use crate::server::ServerNode;
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
 use crate::transcript::Transcript;
@@ -98,8 +98,9 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    async fn open(name: Name, target: Target, number: u8, token: Option<Token>) -> Result<ServerHandle> {
-        let node = ServerNode::start(target.resolve().await?, name.clone(), number, token, Transcript::off()).await?;
+    async fn open(name: Name, targets: Vec<Target>, number: u8, token: Option<Token>) -> Result<ServerHandle> {
+        let start = |to| ServerNode::start(to, name.clone(), number, token.clone(), Transcript::off());
+        let node = roles::first_of(&targets, start).await?;
         Ok(ServerHandle { name: name.to_string(), number, node: Mutex::new(Some(node)) })
     }
 
@@ -124,8 +125,9 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    async fn open(name: Name, target: Target, token: Option<Token>) -> Result<ClientHandle> {
-        let node = ClientNode::connect(target.resolve().await?, name.clone(), token, Transcript::off()).await?;
+    async fn open(name: Name, targets: Vec<Target>, token: Option<Token>) -> Result<ClientHandle> {
+        let connect = |to| ClientNode::connect(to, name.clone(), token.clone(), Transcript::off());
+        let node = roles::first_of(&targets, connect).await?;
         Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(node))) })
     }
 
@@ -171,9 +173,10 @@ pub struct Reach<'a, 'py> {
 }
 
 impl Reach<'_, '_> {
-    /// The tracker to reach and the token to show it, checked.
-    pub fn checked(self) -> PyResult<(Target, Option<Token>)> {
-        Ok((args::target(self.address, self.tls, self.tls_ca.as_deref())?, args::token(self.token)?))
+    /// The trackers to reach (one, or several of a cluster) and the token to show them,
+    /// checked.
+    pub fn checked(self) -> PyResult<(Vec<Target>, Option<Token>)> {
+        Ok((args::targets(self.address, self.tls, self.tls_ca.as_deref())?, args::token(self.token)?))
     }
 }
 
@@ -223,8 +226,8 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -239,8 +242,10 @@ impl Tracker {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
+        cluster: Option<Vec<String>>,
+        cluster_name: Option<&str>,
     ) -> PyResult<Self> {
-        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
     }
@@ -416,8 +421,8 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -432,8 +437,10 @@ impl AsyncTracker {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
+        cluster: Option<Vec<String>>,
+        cluster_name: Option<&str>,
     ) -> PyResult<Opening> {
-        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext };
+        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
     }

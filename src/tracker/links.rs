@@ -19,9 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::federation::Gather;
 use super::registry::Listed;
 use super::requests::Reply;
 use super::{ServerSeat, Shared};
+use crate::cluster::Claim;
 use crate::connection::{self, LineReader, Stream, TlsStream, WriteHalf};
 use crate::error::Error;
 use crate::hash::FastMap;
@@ -209,6 +211,39 @@ async fn finish(shared: &Shared, role: Role, name: &Name, write: &mut WriteHalf,
     }
 }
 
+/// Takes `name` across the cluster, if there is one; `false` once the node is refused.
+/// (A name held by another node of this tracker counts as taken here, and is refused by the
+/// local registry next.)
+async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> bool {
+    let Some(federation) = shared.federation.as_ref().filter(|_| name.as_str() != CENTRAL) else {
+        return true;
+    };
+    match federation.cluster.claim(name).await {
+        Ok(Claim::Ours) => true,
+        Ok(Claim::Taken) => {
+            refuse_taken(shared, name, write).await;
+            false
+        }
+        Err(e) => {
+            refuse(shared, write, name.as_str(), ErrorCode::Internal, &e.to_string()).await;
+            false
+        }
+    }
+}
+
+/// Gives `name` back to the cluster once its node has left, unless another node of the
+/// same name has registered here meanwhile.
+fn release(shared: &Arc<Shared>, name: &Name) {
+    if shared.federation.is_some() {
+        let (shared, name) = (shared.clone(), name.clone());
+        tokio::spawn(async move {
+            if let Some(federation) = shared.federation.as_ref().filter(|_| !shared.holds(&name)) {
+                federation.cluster.release(&name).await;
+            }
+        });
+    }
+}
+
 async fn refuse_taken(shared: &Shared, name: &Name, write: &mut WriteHalf) {
     let text = if name.as_str() == CENTRAL {
         format!("the name {CENTRAL} is the tracker's")
@@ -226,6 +261,9 @@ async fn serve_server(
     mut stop: StopSignal,
 ) {
     shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
+    if !claim(shared, &name, &mut write).await {
+        return;
+    }
     let Some((seat, mut queries)) = shared.add_server(&name) else {
         return refuse_taken(shared, &name, &mut write).await;
     };
@@ -241,6 +279,7 @@ async fn serve_server(
     };
     shared.remove_server(&seat);
     drop(queries);
+    release(shared, &name);
     finish(shared, Role::Server, &name, &mut write, ending).await;
 }
 
@@ -353,6 +392,9 @@ async fn serve_client(
     mut stop: StopSignal,
 ) {
     shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
+    if !claim(shared, &name, &mut write).await {
+        return;
+    }
     if !shared.add_client(&name) {
         return refuse_taken(shared, &name, &mut write).await;
     }
@@ -388,6 +430,7 @@ async fn serve_client(
         other => other,
     };
     shared.remove_client(&name);
+    release(shared, &name);
     finish(shared, Role::Client, &name, &mut write, ending).await;
 }
 
@@ -477,20 +520,28 @@ async fn client_reads(
         shared.received.fetch_add(1, Ordering::Relaxed);
         shared.transcript.record_with(|| Event::FindReceived { client: name.clone() });
         link.open.fetch_add(1, Ordering::Relaxed);
-        match shared.fan_out(name, number) {
-            None => link.answer(shared.answer(name, client_id, End::NoServers, &Listed::default())),
-            Some((id, done)) => {
-                link.asked.lock().insert(client_id, id);
-                let waiter = Waiter {
-                    shared: shared.clone(),
-                    id,
-                    client: name.clone(),
-                    client_id,
-                    link: link.clone(),
-                };
-                tokio::spawn(waiter.wait(done, deadline, stop.clone()));
-            }
+        let local = shared.fan_out(name, number);
+        let remote = match &shared.federation {
+            Some(federation) => federation.ask(name, number, deadline).await,
+            None => None,
+        };
+        if local.is_none() && remote.is_none() {
+            link.answer(shared.answer(name, client_id, End::NoServers, &Listed::default()));
+            continue;
         }
+        if let Some((id, _)) = &local {
+            link.asked.lock().insert(client_id, *id);
+        }
+        let waiter = Waiter {
+            shared: shared.clone(),
+            id: local.as_ref().map(|(id, _)| *id),
+            remote: remote.as_ref().map(|(request, _)| *request),
+            client: name.clone(),
+            client_id,
+            link: link.clone(),
+        };
+        let done = (local.map(|(_, done)| done), remote.map(|(_, done)| done));
+        tokio::spawn(waiter.wait(done, deadline, stop.clone()));
     }
 }
 
@@ -524,17 +575,30 @@ impl ClientLink {
 /// Waits for one request to complete or reach its deadline, then answers the client.
 struct Waiter {
     shared: Arc<Shared>,
-    id: u64,
+    /// The request asked of this tracker's servers, if it has any.
+    id: Option<u64>,
+    /// The request asked of the other trackers, in a cluster.
+    remote: Option<u64>,
     client: Name,
     client_id: u64,
     link: ClientLink,
 }
 
 impl Waiter {
-    /// Holds `stop` while it waits, so the tracker's shutdown waits for it too.
-    async fn wait(self, done: oneshot::Receiver<()>, deadline: Instant, mut stop: StopSignal) {
+    /// Waits for `done` (this tracker's servers, then the other trackers', each that was
+    /// asked) or the deadline. Holds `stop` while it waits, so the tracker's shutdown waits
+    /// for it too.
+    async fn wait(self, done: Done, deadline: Instant, mut stop: StopSignal) {
+        let all_replied = async {
+            if let Some(local) = done.0 {
+                let _ = local.await;
+            }
+            if let Some(remote) = done.1 {
+                let _ = remote.await;
+            }
+        };
         let by_deadline = tokio::select! {
-            _ = done => false,
+            () = all_replied => false,
             () = tokio::time::sleep_until(deadline) => true,
             // The tracker is stopping, or the client's connection ended: nobody is waiting
             // for the answer.
@@ -542,19 +606,48 @@ impl Waiter {
             () = self.link.answers.closed() => true,
         };
         self.link.asked.lock().remove(&self.client_id);
-        let closed = self.shared.close(self.id);
-        let Some((request, servers)) =
-            closed.filter(|_| !stop.is_requested() && !self.link.answers.is_closed())
-        else {
+        let remote = self.remote.zip(self.shared.federation.as_ref()).and_then(|(r, f)| f.take(r));
+        // Closed already: the client cancelled it.
+        let local = self.id.map(|id| self.shared.close(id));
+        if matches!(local, Some(None)) || stop.is_requested() || self.link.answers.is_closed() {
             self.link.open.fetch_sub(1, Ordering::Relaxed);
             return;
-        };
-        if by_deadline && !request.all_replied() {
+        }
+        let local = local.flatten();
+        let complete = local.as_ref().is_none_or(|(request, _)| request.all_replied())
+            && remote.as_ref().is_none_or(Gather::complete);
+        if by_deadline && !complete {
             self.shared.transcript.record_with(|| Event::DeadlineReached { client: self.client.clone() });
         }
-        let end = if request.all_replied() { End::Replied } else { End::Deadline };
+        if let Some(silent) = remote.as_ref().map(|g| g.silent.len()).filter(|&n| n > 0) {
+            self.shared.transcript.record_with(|| Event::TrackersSilent { client: self.client.clone(), trackers: silent });
+        }
+        let none_asked = local.is_none() && remote.as_ref().is_none_or(|g| g.asked == 0 && g.complete());
+        let end = if none_asked {
+            End::NoServers
+        } else if complete {
+            End::Replied
+        } else {
+            End::Deadline
+        };
+        let servers = merged(local.map(|(_, listed)| listed), remote.map(|g| g.names).unwrap_or_default());
         self.link.answer(self.shared.answer(&self.client, self.client_id, end, &servers));
     }
+}
+
+/// What a request waits for: this tracker's servers, and the other trackers.
+type Done = (Option<oneshot::Receiver<()>>, Option<oneshot::Receiver<()>>);
+
+/// This tracker's matching servers with the other trackers', in index order.
+fn merged(local: Option<Listed>, remote: Vec<Name>) -> Listed {
+    if remote.is_empty() {
+        return local.unwrap_or_default();
+    }
+    let mut names: Vec<Name> = local.map(|listed| listed.names.to_vec()).unwrap_or_default();
+    names.extend(remote);
+    names.sort_unstable_by(Name::index_order);
+    names.dedup();
+    Listed::new(names)
 }
 
 /// Sends a last `ERROR` line and gives up on the peer.

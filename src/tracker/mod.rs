@@ -12,6 +12,7 @@
 //! Locks are `parking_lot` mutexes, never held across an `.await`; when both are taken, the
 //! board comes before the requests.
 
+mod federation;
 mod links;
 mod outbox;
 mod registry;
@@ -28,10 +29,12 @@ use tokio::net::TcpSocket;
 use tokio::sync::{broadcast, oneshot, watch, Notify, Semaphore};
 
 use crate::args::MAX_SECONDS;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{self, End, Message, Name, ReplyMode, Token};
 use crate::shutdown::Shutdown;
 use crate::transcript::{Event, Transcript};
+use federation::Federation;
 use outbox::Outbox;
 use registry::{Listed, Registry};
 use requests::{Pending, Reply, Requests};
@@ -77,6 +80,9 @@ pub struct TrackerConfig {
     /// Listen beyond loopback without TLS. Off, such a bind is refused: the token, the names
     /// and every request would cross the network readable by anyone on the path.
     pub insecure_plaintext: bool,
+    /// The NATS cluster to join as one of several trackers acting as one Central; `None`
+    /// works alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for TrackerConfig {
@@ -93,6 +99,7 @@ impl Default for TrackerConfig {
             keepalive: crate::connection::KEEPALIVE_IDLE,
             tls: None,
             insecure_plaintext: false,
+            cluster: None,
             token: None,
             insecure_no_token: false,
         }
@@ -190,7 +197,12 @@ impl Tracker {
         let local_addr = listener.local_addr()?;
 
         let shutdown = Shutdown::new();
+        let federation = match &config.cluster {
+            Some(cluster) => Some(Federation::new(Arc::new(Cluster::join(cluster).await?))),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            federation,
             limit: Arc::new(Semaphore::new(config.max_connections)),
             board: Mutex::new(Board {
                 registry: Registry::default(),
@@ -206,6 +218,10 @@ impl Tracker {
             outbox_ready: Notify::new(),
         });
         tokio::spawn(outbox::flush_loop(shared.clone(), shutdown.signal()));
+        if let Some(federation) = &shared.federation {
+            tokio::spawn(federation.cluster.clone().keep_alive(shutdown.signal()));
+            tokio::spawn(federation::serve(shared.clone(), shutdown.signal()));
+        }
         tokio::spawn(links::accept_loop(listener, shared.clone(), shutdown.signal()));
         Ok(Tracker { local_addr, shared, shutdown })
     }
@@ -268,6 +284,8 @@ struct Board {
 /// State shared by every task of one tracker.
 struct Shared {
     config: TrackerConfig,
+    /// Its part in a cluster of trackers, if it has joined one.
+    federation: Option<Federation>,
     transcript: Transcript,
     board: Mutex<Board>,
     requests: Mutex<Requests>,
@@ -325,6 +343,11 @@ impl Shared {
         let mut board = self.board.lock();
         board.registry.remove_client(name);
         self.counts.send_replace(board.registry.counts());
+    }
+
+    /// Whether a node of this name is registered here.
+    fn holds(&self, name: &Name) -> bool {
+        self.board.lock().registry.holds(name)
     }
 
     /// Opens a request and queues its query for every registered server. Returns the query

@@ -74,7 +74,7 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn new(names: Vec<Name>) -> Listed {
+    pub(super) fn new(names: Vec<Name>) -> Listed {
         let mut encoded = Vec::with_capacity(names.len() * 8);
         protocol::list_names(&names, &mut encoded);
         Listed { names: names.into(), encoded: encoded.into() }
@@ -151,6 +151,11 @@ impl Registry {
     }
 
     /// Registers a client; false if its name is taken.
+    /// Whether a node of this name is registered.
+    pub fn holds(&self, name: &Name) -> bool {
+        self.names.contains(name)
+    }
+
     pub fn add_client(&mut self, name: &Name) -> bool {
         let fresh = self.take_name(name);
         self.clients += usize::from(fresh);

@@ -99,7 +99,7 @@ async fn main() {
             duration: args.duration,
             deadline: GATHER_TIMEOUT,
             replies: ReplyMode::All,
-            tracker: None,
+            trackers: Vec::new(),
             token: None,
             tls: None,
         };

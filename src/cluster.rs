@@ -1,0 +1,372 @@
+//! Trackers acting as one Central over NATS (docs/CLUSTER.md). This module is the NATS side:
+//! joining the cluster, the lines trackers send each other, who is alive, and the
+//! cluster-wide names. What a tracker does with a request from another tracker lives with
+//! the tracker (`tracker::federation`).
+//!
+//! Subjects, under `mt.<cluster name>`:
+//! - `.ask`: `ASK <origin> <request> <client> <number> <deadline ms>`, published once by the
+//!   tracker a client asked; every other tracker asks its own servers.
+//! - `.told.<origin>`: `TOLD <request> <tracker> <complete 0|1> <servers asked> [names...]`,
+//!   each tracker's matches for the request, sent once (when all its servers replied, or
+//!   just before the deadline).
+//! - `.alive`: `ALIVE <tracker>` every [`BEAT`], so each tracker knows whom to wait for.
+//!
+//! Names live in the JetStream key-value bucket `mt-<name>-names` (name → owning tracker),
+//! each tracker holding a lease in `mt-<name>-trackers` that it renews every [`BEAT`] and that
+//! expires [`LEASE`] after its last renewal: a name whose owner's lease has expired is free.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::hash::FastMap;
+use crate::protocol::Name;
+use crate::shutdown::StopSignal;
+
+/// How often a tracker says it is alive and renews its lease.
+pub const BEAT: Duration = Duration::from_millis(500);
+/// How long a tracker's lease (and so its names) outlives its last renewal.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// A peer not heard from for this long is not waited for.
+const PEER_SILENCE: Duration = Duration::from_millis(1500);
+/// How long joining waits for JetStream (a cluster electing its leader after start).
+const JOIN_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Which NATS cluster to join, and under what name.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// NATS servers, e.g. `nats://10.0.0.1:4222`; any one is enough, the client learns the rest.
+    pub urls: Vec<String>,
+    /// Trackers with the same name (and NATS) are one Central.
+    pub name: String,
+}
+
+impl ClusterConfig {
+    /// Checks the name and the urls.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad value.
+    pub fn new(urls: Vec<String>, name: &str) -> Result<ClusterConfig> {
+        if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Error::InvalidArgument(format!(
+                "cluster name must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})"
+            )));
+        }
+        if urls.is_empty() {
+            return Err(Error::InvalidArgument("a cluster needs at least one NATS url".into()));
+        }
+        for url in &urls {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a NATS url: {e}")))?;
+        }
+        Ok(ClusterConfig { urls, name: name.to_owned() })
+    }
+}
+
+/// One request asked of the other trackers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub origin: String,
+    pub request: u64,
+    pub client: Name,
+    pub number: u8,
+    pub deadline_ms: u64,
+}
+
+/// One tracker's matches for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Told {
+    pub request: u64,
+    pub tracker: String,
+    /// Every server it asked has replied.
+    pub complete: bool,
+    pub asked: usize,
+    pub names: Vec<Name>,
+}
+
+impl Ask {
+    pub fn encode(&self) -> Bytes {
+        let Ask { origin, request, client, number, deadline_ms } = self;
+        Bytes::from(format!("ASK {origin} {request} {client} {number} {deadline_ms}"))
+    }
+
+    pub fn decode(line: &[u8]) -> Option<Ask> {
+        let text = std::str::from_utf8(line).ok()?;
+        let f: Vec<&str> = text.split(' ').collect();
+        match f.as_slice() {
+            ["ASK", origin, request, client, number, deadline_ms] => Some(Ask {
+                origin: (*origin).to_owned(),
+                request: request.parse().ok()?,
+                client: Name::new(client).ok()?,
+                number: number.parse().ok()?,
+                deadline_ms: deadline_ms.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Told {
+    pub fn encode(&self) -> Bytes {
+        let mut line = format!("TOLD {} {} {} {}", self.request, self.tracker, u8::from(self.complete), self.asked);
+        for name in &self.names {
+            let _ = write!(line, " {name}");
+        }
+        Bytes::from(line)
+    }
+
+    pub fn decode(line: &[u8]) -> Option<Told> {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut f = text.split(' ');
+        if f.next()? != "TOLD" {
+            return None;
+        }
+        let request = f.next()?.parse().ok()?;
+        let tracker = f.next()?.to_owned();
+        let complete = match f.next()? {
+            "1" => true,
+            "0" => false,
+            _ => return None,
+        };
+        let asked = f.next()?.parse().ok()?;
+        let names = f.map(Name::new).collect::<std::result::Result<_, _>>().ok()?;
+        Some(Told { request, tracker, complete, asked, names })
+    }
+}
+
+/// Whether a name could be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// It is this tracker's now.
+    Ours,
+    /// A live tracker holds it.
+    Taken,
+}
+
+/// This tracker's membership of a cluster.
+pub struct Cluster {
+    /// This tracker's id, fresh at every start.
+    pub id: String,
+    nats: async_nats::Client,
+    prefix: String,
+    names: kv::Store,
+    leases: kv::Store,
+    /// Peers by id, with when each was last heard from.
+    peers: Mutex<FastMap<String, Instant>>,
+}
+
+impl Cluster {
+    /// Connects to NATS and opens (or makes) the cluster's buckets, waiting a while for
+    /// JetStream to be ready.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] if NATS cannot be reached or JetStream does not answer in time.
+    pub async fn join(config: &ClusterConfig) -> Result<Cluster> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| Error::Cluster(format!("{what}: {e}"));
+        let addrs: Vec<async_nats::ServerAddr> = config.urls.iter().filter_map(|u| u.parse().ok()).collect();
+        let nats = tokio::time::timeout(
+            JOIN_PATIENCE,
+            async_nats::ConnectOptions::new().name("matchtracker tracker").retry_on_initial_connect().connect(addrs),
+        )
+        .await
+        .map_err(|_| Error::Cluster(format!("no NATS server answered at {}", config.urls.join(", "))))?
+        .map_err(|e| failed("cannot connect to NATS", &e))?;
+        let js = jetstream::new(nats.clone());
+        let prefix = format!("mt.{}", config.name);
+        let names = bucket(&js, &format!("mt-{}-names", config.name), None).await?;
+        let leases = bucket(&js, &format!("mt-{}-trackers", config.name), Some(LEASE)).await?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let cluster = Cluster { id, nats, prefix, names, leases, peers: Mutex::new(FastMap::default()) };
+        cluster.renew().await?;
+        Ok(cluster)
+    }
+
+    fn subject(&self, what: &str) -> String {
+        format!("{}.{what}", self.prefix)
+    }
+
+    /// Renews this tracker's lease.
+    async fn renew(&self) -> Result<()> {
+        self.leases
+            .put(&self.id, Bytes::new())
+            .await
+            .map(drop)
+            .map_err(|e| Error::Cluster(format!("cannot renew this tracker's lease: {e}")))
+    }
+
+    /// Says it is alive and renews its lease every [`BEAT`], and keeps the table of peers,
+    /// until `stop`. On stop it gives the lease up, so its names are free at once.
+    pub async fn keep_alive(self: Arc<Self>, mut stop: StopSignal) {
+        let Ok(mut heard) = self.nats.subscribe(self.subject("alive")).await else { return };
+        let mut beat = tokio::time::interval(BEAT);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    // A missed beat is made up by the next; a lease that lapses frees this
+                    // tracker's names, as if it had died.
+                    let _ = self.renew().await;
+                    let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
+                }
+                message = heard.next() => {
+                    let Some(message) = message else { break };
+                    if let Some(peer) = std::str::from_utf8(&message.payload).ok().and_then(|t| t.strip_prefix("ALIVE ")) {
+                        if peer != self.id {
+                            self.peers.lock().insert(peer.to_owned(), Instant::now());
+                        }
+                    }
+                }
+                () = stop.requested() => break,
+            }
+        }
+        let _ = self.leases.purge(&self.id).await;
+    }
+
+    /// The peers heard from lately: the trackers a request waits for.
+    pub fn live_peers(&self) -> Vec<String> {
+        let mut peers = self.peers.lock();
+        peers.retain(|_, seen| seen.elapsed() < PEER_SILENCE * 4);
+        peers.iter().filter(|(_, seen)| seen.elapsed() < PEER_SILENCE).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Asks the other trackers.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] if NATS does not take it.
+    pub async fn ask(&self, ask: &Ask) -> Result<()> {
+        let reply = self.subject(&format!("told.{}", self.id));
+        self.nats
+            .publish_with_reply(self.subject("ask"), reply, ask.encode())
+            .await
+            .map_err(|e| Error::Cluster(format!("cannot ask the other trackers: {e}")))
+    }
+
+    /// Answers an `ASK` from another tracker on `reply`.
+    pub async fn tell(&self, reply: async_nats::Subject, told: &Told) {
+        // A report that cannot be sent leaves that request incomplete at its origin, which
+        // its deadline covers.
+        let _ = self.nats.publish(reply, told.encode()).await;
+    }
+
+    /// Every `ASK` from the other trackers, with the subject to answer it on.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] if the subscription fails.
+    pub async fn asks(&self) -> Result<async_nats::Subscriber> {
+        self.nats.subscribe(self.subject("ask")).await.map_err(|e| Error::Cluster(e.to_string()))
+    }
+
+    /// Every `TOLD` sent to this tracker.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] if the subscription fails.
+    pub async fn reports(&self) -> Result<async_nats::Subscriber> {
+        self.nats.subscribe(self.subject(&format!("told.{}", self.id))).await.map_err(|e| Error::Cluster(e.to_string()))
+    }
+
+    /// Takes `name` for a node registering here, unless a live tracker holds it.
+    ///
+    /// # Errors
+    /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down).
+    pub async fn claim(&self, name: &Name) -> Result<Claim> {
+        let unreachable = |e: &dyn std::fmt::Display| Error::Cluster(format!("the cluster's names cannot be reached: {e}"));
+        let ours = Bytes::from(self.id.clone());
+        for _ in 0..3 {
+            match self.names.create(name.as_str(), ours.clone()).await {
+                Ok(_) => return Ok(Claim::Ours),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(unreachable(&e)),
+            }
+            let Some(entry) = self.names.entry(name.as_str()).await.map_err(|e| unreachable(&e))? else {
+                continue; // gone meanwhile: try again
+            };
+            if entry.operation == kv::Operation::Put {
+                let owner = String::from_utf8_lossy(&entry.value).into_owned();
+                if owner == self.id {
+                    return Ok(Claim::Ours);
+                }
+                if self.leases.get(owner).await.map_err(|e| unreachable(&e))?.is_some() {
+                    return Ok(Claim::Taken);
+                }
+            }
+            // Its owner's lease has lapsed (or it was deleted): take it over, unless another
+            // tracker did first.
+            if self.names.update(name.as_str(), ours.clone(), entry.revision).await.is_ok() {
+                return Ok(Claim::Ours);
+            }
+        }
+        Ok(Claim::Taken)
+    }
+
+    /// Gives `name` back when its node leaves, unless another tracker has taken it over.
+    pub async fn release(&self, name: &Name) {
+        if let Ok(Some(entry)) = self.names.entry(name.as_str()).await {
+            if entry.operation == kv::Operation::Put && entry.value == self.id.as_bytes() {
+                let _ = self.names.delete_expect_revision(name.as_str(), Some(entry.revision)).await;
+            }
+        }
+    }
+}
+
+/// The bucket `name`, made if it is not there yet; entries expire after `max_age` if given.
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Option<Duration>) -> Result<kv::Store> {
+    let until = Instant::now() + JOIN_PATIENCE;
+    loop {
+        if let Ok(store) = js.get_key_value(name).await {
+            return Ok(store);
+        }
+        let mut last = String::new();
+        // Three copies where the cluster has three servers; one on a single server.
+        for replicas in [3, 1] {
+            let config = kv::Config {
+                bucket: name.to_owned(),
+                history: 1,
+                max_age: max_age.unwrap_or_default(),
+                storage: jetstream::stream::StorageType::Memory,
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(store) => return Ok(store),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if Instant::now() >= until {
+            return Err(Error::Cluster(format!("JetStream did not make the bucket {name} (is nats-server running with -js?): {last}")));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_and_reports_round_trip() {
+        let ask = Ask { origin: "00ff".into(), request: 7, client: Name::new("C3").unwrap(), number: 4, deadline_ms: 1990 };
+        assert_eq!(Ask::decode(&ask.encode()), Some(ask));
+        let names = vec![Name::new("S2").unwrap(), Name::new("S10").unwrap()];
+        let told = Told { request: 7, tracker: "abcd".into(), complete: true, asked: 12, names };
+        assert_eq!(Told::decode(&told.encode()), Some(told));
+        let none = Told { request: 1, tracker: "x".into(), complete: false, asked: 0, names: vec![] };
+        assert_eq!(Told::decode(&none.encode()), Some(none));
+        for bad in ["ASK a 1 C1 4", "ASK a x C1 4 5", "TOLD 1 a 2 0", "TOLD 1 a 1 0 bad!name", "HELLO"] {
+            assert_eq!(Ask::decode(bad.as_bytes()), None, "{bad}");
+            assert_eq!(Told::decode(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_names_and_urls_are_checked() {
+        assert!(ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()], "mt_1-a").is_ok());
+        assert!(ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()], "a b").is_err());
+        assert!(ClusterConfig::new(vec![], "x").is_err());
+    }
+}

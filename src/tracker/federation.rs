@@ -1,0 +1,160 @@
+//! The tracker's part in a cluster (docs/CLUSTER.md): a request from one of its clients is
+//! asked of the other trackers too, and what they tell is gathered with its own servers'
+//! replies; a request asked by another tracker goes to its own servers, and their matches
+//! go back to the asking tracker once, when all have replied or just before the deadline.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::cluster::{Ask, Cluster, Told};
+use crate::hash::FastMap;
+use crate::protocol::Name;
+use crate::shutdown::StopSignal;
+
+/// What the other trackers have told about one request so far.
+pub(super) struct Gather {
+    /// Peers that have not yet told everything (all their servers replied).
+    incomplete: HashSet<String>,
+    /// Peers that have not told at all.
+    pub silent: HashSet<String>,
+    /// Their matching servers.
+    pub names: Vec<Name>,
+    /// Servers they asked.
+    pub asked: usize,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Gather {
+    /// Whether every peer asked has told, with all its servers replied.
+    pub fn complete(&self) -> bool {
+        self.incomplete.is_empty()
+    }
+}
+
+/// A tracker's membership of a cluster, with its requests out to the other trackers.
+pub(super) struct Federation {
+    pub cluster: Arc<Cluster>,
+    next: AtomicU64,
+    gathers: Mutex<FastMap<u64, Gather>>,
+}
+
+impl Federation {
+    pub fn new(cluster: Arc<Cluster>) -> Federation {
+        Federation { cluster, next: AtomicU64::new(1), gathers: Mutex::new(FastMap::default()) }
+    }
+
+    /// Asks the other trackers for `client`'s request, which ends at `deadline`. Returns the
+    /// request's id among them and a receiver that fires once every live peer has told all
+    /// (at once if there are none); `None` if NATS would not take it.
+    pub async fn ask(&self, client: &Name, number: u8, deadline: Instant) -> Option<(u64, oneshot::Receiver<()>)> {
+        let request = self.next.fetch_add(1, Ordering::Relaxed);
+        let peers: HashSet<String> = self.cluster.live_peers().into_iter().collect();
+        let (done, done_rx) = oneshot::channel();
+        let gather = Gather { incomplete: peers.clone(), silent: peers, names: Vec::new(), asked: 0, done: Some(done) };
+        let nobody = gather.complete();
+        self.gathers.lock().insert(request, gather);
+        if nobody {
+            self.settle(request);
+            return Some((request, done_rx));
+        }
+        let deadline_ms = u64::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX);
+        let ask = Ask { origin: self.cluster.id.clone(), request, client: client.clone(), number, deadline_ms };
+        if self.cluster.ask(&ask).await.is_err() {
+            self.gathers.lock().remove(&request);
+            return None;
+        }
+        Some((request, done_rx))
+    }
+
+    /// Fires a gather's receiver if every peer has told all.
+    fn settle(&self, request: u64) {
+        let mut gathers = self.gathers.lock();
+        if let Some(gather) = gathers.get_mut(&request).filter(|g| g.complete()) {
+            if let Some(done) = gather.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// What the other trackers told about `request`, which is over; `None` if it was taken.
+    pub fn take(&self, request: u64) -> Option<Gather> {
+        self.gathers.lock().remove(&request)
+    }
+
+    /// Adds one peer's report. A report for a request already answered is dropped.
+    fn told(&self, told: Told) {
+        {
+            let mut gathers = self.gathers.lock();
+            let Some(gather) = gathers.get_mut(&told.request) else { return };
+            if !gather.silent.remove(&told.tracker) && !gather.incomplete.contains(&told.tracker) {
+                return; // a peer not asked, or one telling twice
+            }
+            gather.names.extend(told.names);
+            gather.asked += told.asked;
+            if told.complete {
+                gather.incomplete.remove(&told.tracker);
+            }
+        }
+        self.settle(told.request);
+    }
+}
+
+/// Serves the cluster until `stop`: reports from the other trackers, and their requests.
+pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
+    let Some(federation) = shared.federation.as_ref() else { return };
+    let cluster = federation.cluster.clone();
+    let (Ok(mut reports), Ok(mut asks)) = (cluster.reports().await, cluster.asks().await) else { return };
+    loop {
+        tokio::select! {
+            report = reports.next() => match report {
+                Some(message) => {
+                    if let Some(told) = Told::decode(&message.payload) {
+                        federation.told(told);
+                    }
+                }
+                None => break,
+            },
+            asked = asks.next() => match asked {
+                Some(message) => {
+                    let (Some(ask), Some(reply)) = (Ask::decode(&message.payload), message.reply) else { continue };
+                    if ask.origin != cluster.id {
+                        tokio::spawn(answer_peer(shared.clone(), ask, reply, stop.clone()));
+                    }
+                }
+                None => break,
+            },
+            () = stop.requested() => break,
+        }
+    }
+}
+
+/// Asks this tracker's servers for another tracker's request and tells it their matches.
+async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, mut stop: StopSignal) {
+    let Some(federation) = shared.federation.as_ref() else { return };
+    let asked = shared.counts.borrow().0;
+    let mut told = Told { request: ask.request, tracker: federation.cluster.id.clone(), complete: true, asked: 0, names: Vec::new() };
+    if let Some((id, done)) = shared.fan_out(&ask.client, ask.number) {
+        // Told a little before the asking tracker's deadline, so that it arrives in time.
+        let deadline = Duration::from_millis(ask.deadline_ms);
+        let margin = (deadline / 10).min(Duration::from_millis(100));
+        let until = Instant::now() + deadline.saturating_sub(margin);
+        tokio::select! {
+            _ = done => {}
+            () = tokio::time::sleep_until(until) => {}
+            () = stop.requested() => {}
+        }
+        let Some((request, listed)) = shared.close(id) else { return };
+        told.complete = request.all_replied();
+        told.asked = asked;
+        told.names = listed.names.to_vec();
+    }
+    federation.cluster.tell(reply, &told).await;
+}
