@@ -184,7 +184,14 @@ impl Cluster {
         let leases = bucket(&js, &format!("mt-{}-trackers", config.name), Some(LEASE)).await?;
         let id = format!("{:016x}", rand::random::<u64>());
         let cluster = Cluster { id, nats, prefix, names, leases, peers: Mutex::new(FastMap::default()) };
-        cluster.renew().await?;
+        // A bucket another tracker has just made may take a moment to elect its leader.
+        let until = Instant::now() + JOIN_PATIENCE;
+        while let Err(e) = cluster.renew().await {
+            if Instant::now() >= until {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         Ok(cluster)
     }
 
