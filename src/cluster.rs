@@ -210,15 +210,31 @@ impl Cluster {
 
     /// Says it is alive and renews its lease every [`BEAT`], and keeps the table of peers,
     /// until `stop`. On stop it gives the lease up, so its names are free at once.
+    ///
+    /// The lease is renewed apart from the beat: JetStream may take seconds to answer while
+    /// it elects a new leader (a NATS server died), and the peers must keep hearing this
+    /// tracker meanwhile.
     pub async fn keep_alive(self: Arc<Self>, mut stop: StopSignal) {
         let Ok(mut heard) = self.nats.subscribe(self.subject("alive")).await else { return };
+        let renewing = tokio::spawn({
+            let cluster = self.clone();
+            let mut stop = stop.clone();
+            async move {
+                let mut beat = tokio::time::interval(BEAT);
+                loop {
+                    tokio::select! {
+                        // A missed renewal is made up by the next; a lease that lapses frees
+                        // this tracker's names, as if it had died.
+                        _ = beat.tick() => { let _ = cluster.renew().await; }
+                        () = stop.requested() => break,
+                    }
+                }
+            }
+        });
         let mut beat = tokio::time::interval(BEAT);
         loop {
             tokio::select! {
                 _ = beat.tick() => {
-                    // A missed beat is made up by the next; a lease that lapses frees this
-                    // tracker's names, as if it had died.
-                    let _ = self.renew().await;
                     let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
                 }
                 message = heard.next() => {
@@ -232,6 +248,7 @@ impl Cluster {
                 () = stop.requested() => break,
             }
         }
+        let _ = renewing.await;
         let _ = self.leases.purge(&self.id).await;
     }
 

@@ -1,0 +1,199 @@
+"""Trackers acting as one Central over a real NATS cluster (three nats-server processes with
+routes and JetStream, started here on free loopback ports): answers right across trackers,
+names unique across them, nodes moving to another tracker when theirs is killed, trackers
+carrying on when a NATS node is killed, and early mode ending with the cluster's last reply."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import matchtracker as mt
+from test_processes import PATIENCE, answers, roles, start_server  # noqa: F401 (roles is a fixture)
+
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now (bound to port 0, then let go): NATS routes must be
+    named before the servers start."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class NatsCluster:
+    """Three nats-server processes, routed to each other, with JetStream."""
+
+    def __init__(self, directory: Path) -> None:
+        if not Path(NATS).exists():
+            pytest.skip("needs nats-server (Debian's nats-server package)")
+        ports = free_ports(6)
+        self.client_ports, route_ports = ports[:3], ports[3:]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+        self.procs = []
+        for i in range(3):
+            log = open(directory / f"nats{i}.log", "w")
+            self.procs.append(
+                subprocess.Popen(
+                    [NATS, "-a", "127.0.0.1", "-p", str(self.client_ports[i]), "-n", f"n{i}", "-js",
+                     "-sd", str(directory / f"n{i}"), "--cluster_name", "mt-test",
+                     "--cluster", f"nats://127.0.0.1:{route_ports[i]}", "--routes", routes],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        self.logs = [directory / f"nats{i}.log" for i in range(3)]
+        # JetStream is ready once the servers have elected a metadata leader.
+        give_up = time.monotonic() + PATIENCE
+        while not any("metadata leader" in log.read_text() for log in self.logs):
+            assert time.monotonic() < give_up, "the NATS cluster elected no leader"
+            time.sleep(0.05)
+
+    def url(self, i: int) -> str:
+        return f"nats://127.0.0.1:{self.client_ports[i]}"
+
+    def kill(self, i: int) -> None:
+        self.procs[i].kill()
+        self.procs[i].wait(timeout=PATIENCE)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=PATIENCE)
+
+
+@pytest.fixture
+def nats(tmp_path: Path):
+    cluster = NatsCluster(tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+def start_trackers(roles, nats: NatsCluster, count: int = 3, *args: str) -> list[tuple[object, str]]:
+    """`count` trackers of one cluster, each on a NATS node of its own."""
+    started = []
+    for i in range(count):
+        tracker = roles("tracker", "--timeout", "0.5", "--cluster", nats.url(i), "--cluster-name", "t", *args)
+        started.append(tracker)
+    return [(t, t.wait_for(r"^Central: listening on (\S+)\.$")[1]) for t in started]
+
+
+def right(lines: list[str], client: str, numbers: dict[str, int]) -> list[tuple[int, list[str]]]:
+    """The client's answers, checked against the numbers the servers printed."""
+    got = answers(lines, client)
+    for asked, servers in got:
+        want = sorted((s for s, n in numbers.items() if n == asked), key=lambda s: int(s[1:]))
+        assert servers == want, (client, asked, servers, numbers)
+    return got
+
+
+def test_three_trackers_act_as_one_central(roles, nats) -> None:
+    trackers = start_trackers(roles, nats)
+    numbers = {}
+    for i in range(1, 10):
+        _, address = trackers[i % 3]
+        _, numbers[f"S{i}"] = start_server(roles, address, f"S{i}", "--number", str(i % 4 + 1))
+    clients = []
+    for i in range(1, 10):
+        _, address = trackers[(i + 1) % 3]
+        clients.append(roles("client", "--tracker", address, "--name", f"C{i}", "--rounds", "4", "--seed", str(i)))
+    for i, client in enumerate(clients, start=1):
+        assert client.finish() == 0, "\n".join(client.lines)
+        assert len(right(client.lines, f"C{i}", numbers)) == 4
+
+
+def test_a_name_is_unique_across_the_cluster_and_freed_when_its_node_leaves(roles, nats) -> None:
+    (_, a), (_, b), _ = start_trackers(roles, nats)
+    first, _ = start_server(roles, a, "S1")
+    taken = roles("server", "--tracker", b, "--name", "S1", "--wait", "2")
+    assert taken.finish() == 1
+    assert "name-taken" in taken.lines[-1], taken.lines
+    client = roles("client", "--tracker", b, "--name", "S1", "--rounds", "1", "--wait", "2")
+    assert client.finish() == 1 and "name-taken" in client.lines[-1]
+    first.stop()
+    again, _ = start_server(roles, b, "S1")  # free once its node has left
+    again.stop()
+
+
+def test_nodes_move_when_their_tracker_is_killed(roles, nats) -> None:
+    trackers = start_trackers(roles, nats)
+    addresses = ",".join(address for _, address in trackers)
+    numbers = {}
+    servers = {}
+    for i in range(1, 7):
+        # Each server knows every tracker and starts with a different one.
+        mine = ",".join(address for _, address in trackers[i % 3:] + trackers[: i % 3])
+        servers[f"S{i}"], numbers[f"S{i}"] = start_server(roles, mine, f"S{i}", "--number", str(i % 3 + 1))
+    victim, _ = trackers[1]
+    victim.kill()
+    moved = [s for i, s in servers.items() if int(i[1:]) % 3 == 1]
+    for server in moved:
+        server.wait_for(r"received “Welcome” from Central")
+    client = roles("client", "--tracker", addresses, "--name", "C1", "--rounds", "3", "--seed", "4")
+    assert client.finish() == 0, "\n".join(client.lines)
+    assert len(right(client.lines, "C1", numbers)) == 3
+
+
+def test_trackers_carry_on_when_a_nats_node_dies(roles, nats) -> None:
+    trackers = start_trackers(roles, nats)
+    for i in range(1, 4):
+        start_server(roles, trackers[i - 1][1], f"S{i}", "--number", "2")
+    nats.kill(1)  # the tracker on it moves to another NATS node by itself
+    everyone = ["S1", "S2", "S3"]
+    for i, (_, address) in enumerate(trackers):
+        # While the cluster recovers an answer may lack servers, but never names a wrong
+        # one; within a few seconds it is complete again.
+        give_up = time.monotonic() + 10
+        while True:
+            client = roles("client", "--tracker", address, "--name", f"C{i}", "--number", "2", "--rounds", "1")
+            assert client.finish() == 0, "\n".join(client.lines)
+            [(asked, servers)] = answers(client.lines, f"C{i}")
+            assert asked == 2 and set(servers) <= set(everyone), servers
+            if servers == everyone or time.monotonic() > give_up:
+                break
+        assert servers == everyone
+
+
+def test_early_mode_ends_with_the_clusters_last_reply(nats) -> None:
+    """A deadline far longer than the test: the answer says `replied`, so it came when the
+    last server of the cluster had replied, not at the deadline."""
+    options = {"timeout": 60.0, "early": True, "cluster_name": "early"}
+    with mt.Tracker(cluster=[nats.url(0)], **options) as a, mt.Tracker(cluster=[nats.url(2)], **options) as b:
+        with mt.Server("S1", a.address, 3), mt.Server("S2", b.address, 3), mt.Server("S3", b.address, 4):
+            host, port = a.address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=PATIENCE) as raw:
+                lines = raw.makefile("rw", encoding="utf-8", newline="\n")
+                lines.write("HI C1\n")
+                lines.flush()
+                assert lines.readline().startswith("WELCOME C1 ")
+                # The other tracker may take a moment to be heard from: ask until it is.
+                give_up = time.monotonic() + PATIENCE
+                while True:
+                    lines.write("FIND 1 3\n")
+                    lines.flush()
+                    answer = lines.readline().strip()
+                    if answer == "ANSWER 1 replied S1 S2" or time.monotonic() > give_up:
+                        break
+                assert answer == "ANSWER 1 replied S1 S2"
+
+
+def test_cluster_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="cluster name"):
+        mt.Tracker(cluster=["nats://127.0.0.1:1"], cluster_name="no spaces")
+    with pytest.raises(ValueError, match="needs cluster"):
+        mt.Tracker(cluster_name="x")
+    with pytest.raises(ValueError, match="not a NATS url"):
+        mt.Tracker(cluster=["nats://[bad"])
