@@ -152,7 +152,7 @@ def run_load(
     *,
     timeout: float = 2.0,
     early: bool = True,
-    tracker: str | tuple[str, int] | None = None,
+    tracker: str | tuple[str, int] | list[str | tuple[str, int]] | None = None,
     token: str | None = None,
     tls: bool = False,
     tls_cert: str | os.PathLike[str] | None = None,
@@ -187,6 +187,8 @@ def serve_tracker(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     insecure_plaintext: bool = False,
+    cluster: list[str] | None = None,
+    cluster_name: str | None = None,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
@@ -204,7 +206,7 @@ def serve_tracker(
 
 def serve_server(
     name: str,
-    tracker_address: str | tuple[str, int],
+    tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
     number: int | None = None,
     *,
     token: str | None = None,
@@ -229,7 +231,7 @@ def serve_server(
 
 def run_client(
     name: str,
-    tracker_address: str | tuple[str, int],
+    tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
     rounds: int = 5,
     number: int | None = None,
     *,
@@ -272,6 +274,8 @@ class Tracker:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         insecure_plaintext: bool = False,
+        cluster: list[str] | None = None,
+        cluster_name: str | None = None,
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
@@ -281,7 +285,9 @@ class Tracker:
         `tls_cert` and `tls_key` (PEM files: the certificate chain, and its private key) it
         speaks TLS, and nodes connect with `tls=True` or `tls_ca=`. Listening beyond loopback
         needs TLS and a token, unless `insecure_plaintext` and `insecure_no_token` accept the
-        risks.
+        risks. With `cluster` (NATS urls), it joins the trackers of that NATS cluster with
+        the same `cluster_name` (default "matchtracker") as one Central: requests reach every
+        server of every tracker, and names are unique across them (docs/CLUSTER.md).
 
         Raises:
             ValueError: a bad port, timeout or token; TLS files that cannot be read, or a key
@@ -317,7 +323,7 @@ class Server:
     def __new__(
         cls,
         name: str,
-        tracker_address: str | tuple[str, int],
+        tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
         number: int | None = None,
         *,
         token: str | None = None,
@@ -325,7 +331,9 @@ class Server:
         tls_ca: str | os.PathLike[str] | None = None,
     ) -> Server:
         """Connect to the tracker and register as `name`, holding `number` (drawn if None),
-        presenting `token` if the tracker wants one. With `tls` (trusting the system's CAs)
+        presenting `token` if the tracker wants one. `tracker_address` may name several
+        trackers of one cluster ("A:7000,B:7000", or a list): it registers with the first that
+        answers. With `tls` (trusting the system's CAs)
         or `tls_ca` (a PEM file of the CAs to trust) it speaks TLS, and the tracker's
         certificate must name the host in `tracker_address`.
 
@@ -352,7 +360,7 @@ class Client:
     def __new__(
         cls,
         name: str,
-        tracker_address: str | tuple[str, int],
+        tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
         *,
         token: str | None = None,
         tls: bool = False,
@@ -413,6 +421,8 @@ class AsyncTracker:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         insecure_plaintext: bool = False,
+        cluster: list[str] | None = None,
+        cluster_name: str | None = None,
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property
@@ -439,7 +449,7 @@ class AsyncServer:
     @staticmethod
     def start(
         name: str,
-        tracker_address: str | tuple[str, int],
+        tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
         number: int | None = None,
         *,
         token: str | None = None,
@@ -461,7 +471,7 @@ class AsyncClient:
     @staticmethod
     def connect(
         name: str,
-        tracker_address: str | tuple[str, int],
+        tracker_address: str | tuple[str, int] | list[str | tuple[str, int]],
         *,
         token: str | None = None,
         tls: bool = False,
