@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::protocol::Name;
 use crate::shutdown::StopSignal;
+use crate::transcript::{Event, Transcript};
 
 /// How often a tracker says it is alive and renews its lease.
 pub const BEAT: Duration = Duration::from_millis(500);
@@ -214,7 +215,7 @@ impl Cluster {
     /// The lease is renewed apart from the beat: JetStream may take seconds to answer while
     /// it elects a new leader (a NATS server died), and the peers must keep hearing this
     /// tracker meanwhile.
-    pub async fn keep_alive(self: Arc<Self>, mut stop: StopSignal) {
+    pub async fn keep_alive(self: Arc<Self>, transcript: Transcript, mut stop: StopSignal) {
         let Ok(mut heard) = self.nats.subscribe(self.subject("alive")).await else { return };
         let renewing = tokio::spawn({
             let cluster = self.clone();
@@ -236,12 +237,20 @@ impl Cluster {
             tokio::select! {
                 _ = beat.tick() => {
                     let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
+                    let mut peers = self.peers.lock();
+                    peers.retain(|peer, seen| {
+                        let alive = seen.elapsed() < PEER_SILENCE;
+                        if !alive {
+                            transcript.record(Event::TrackerLeft { tracker: peer.clone() });
+                        }
+                        alive
+                    });
                 }
                 message = heard.next() => {
                     let Some(message) = message else { break };
                     if let Some(peer) = std::str::from_utf8(&message.payload).ok().and_then(|t| t.strip_prefix("ALIVE ")) {
-                        if peer != self.id {
-                            self.peers.lock().insert(peer.to_owned(), Instant::now());
+                        if peer != self.id && self.peers.lock().insert(peer.to_owned(), Instant::now()).is_none() {
+                            transcript.record(Event::TrackerJoined { tracker: peer.to_owned() });
                         }
                     }
                 }
@@ -254,8 +263,7 @@ impl Cluster {
 
     /// The peers heard from lately: the trackers a request waits for.
     pub fn live_peers(&self) -> Vec<String> {
-        let mut peers = self.peers.lock();
-        peers.retain(|_, seen| seen.elapsed() < PEER_SILENCE * 4);
+        let peers = self.peers.lock();
         peers.iter().filter(|(_, seen)| seen.elapsed() < PEER_SILENCE).map(|(id, _)| id.clone()).collect()
     }
 

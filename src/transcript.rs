@@ -200,6 +200,11 @@ pub enum Event {
     /// Other trackers of the cluster did not report on a client's request in time: its
     /// answer may lack their servers.
     TrackersSilent { client: Name, trackers: usize },
+    /// Another tracker of the cluster was heard from for the first time: requests wait for it.
+    TrackerJoined { tracker: String },
+    /// Another tracker of the cluster has not been heard from for a while: requests no
+    /// longer wait for it.
+    TrackerLeft { tracker: String },
     /// A tracker started on its own is listening.
     Listening { address: String },
     /// A node could not reach or register with the tracker and will try again.
@@ -264,6 +269,8 @@ impl fmt::Display for Event {
             Event::TlsFailed { peer, reason } => {
                 write!(f, "{CENTRAL}: closing {peer}: its TLS handshake failed: {reason}.")
             }
+            Event::TrackerJoined { tracker } => write!(f, "{CENTRAL}: tracker {tracker} of the cluster is heard from."),
+            Event::TrackerLeft { tracker } => write!(f, "{CENTRAL}: tracker {tracker} of the cluster is no longer heard from."),
             Event::TrackersSilent { client, trackers } => write!(
                 f,
                 "{CENTRAL}: {trackers} other tracker(s) did not report on the request from {client} in time; \
@@ -316,6 +323,8 @@ impl Event {
             Event::Dropped { .. } => "node.dropped",
             Event::TlsFailed { .. } => "tls.failed",
             Event::TrackersSilent { .. } => "cluster.silent",
+            Event::TrackerJoined { .. } => "cluster.joined",
+            Event::TrackerLeft { .. } => "cluster.left",
             Event::Listening { .. } => "tracker.listening",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
@@ -347,6 +356,8 @@ impl Event {
             | Event::Dropped { .. }
             | Event::TlsFailed { .. }
             | Event::TrackersSilent { .. }
+            | Event::TrackerJoined { .. }
+            | Event::TrackerLeft { .. }
             | Event::Listening { .. } => CENTRAL,
         }
     }
@@ -359,6 +370,8 @@ impl Event {
             | Event::Dropped { .. }
             | Event::TlsFailed { .. }
             | Event::TrackersSilent { .. }
+            | Event::TrackerJoined { .. }
+            | Event::TrackerLeft { .. }
             | Event::Listening { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -445,6 +458,9 @@ impl Event {
             ],
             Event::TlsFailed { peer, reason } => {
                 vec![("peer", Value::Text(peer)), ("reason", Value::Text(reason))]
+            }
+            Event::TrackerJoined { tracker } | Event::TrackerLeft { tracker } => {
+                vec![("tracker", Value::Text(tracker))]
             }
             Event::TrackersSilent { client, trackers } => {
                 vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]

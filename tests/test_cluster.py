@@ -5,78 +5,20 @@ carrying on when a NATS node is killed, and early mode ending with the cluster's
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 import matchtracker as mt
+from nats_cluster import NATS, NatsCluster
 from test_processes import PATIENCE, answers, roles, start_server  # noqa: F401 (roles is a fixture)
-
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out now (bound to port 0, then let go): NATS routes must be
-    named before the servers start."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class NatsCluster:
-    """Three nats-server processes, routed to each other, with JetStream."""
-
-    def __init__(self, directory: Path) -> None:
-        if not Path(NATS).exists():
-            pytest.skip("needs nats-server (Debian's nats-server package)")
-        ports = free_ports(6)
-        self.client_ports, route_ports = ports[:3], ports[3:]
-        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
-        self.procs = []
-        for i in range(3):
-            log = open(directory / f"nats{i}.log", "w")
-            self.procs.append(
-                subprocess.Popen(
-                    [NATS, "-a", "127.0.0.1", "-p", str(self.client_ports[i]), "-n", f"n{i}", "-js",
-                     "-sd", str(directory / f"n{i}"), "--cluster_name", "mt-test",
-                     "--cluster", f"nats://127.0.0.1:{route_ports[i]}", "--routes", routes],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        self.logs = [directory / f"nats{i}.log" for i in range(3)]
-        # JetStream is ready once the servers have elected a metadata leader.
-        give_up = time.monotonic() + PATIENCE
-        while not any("metadata leader" in log.read_text() for log in self.logs):
-            assert time.monotonic() < give_up, "the NATS cluster elected no leader"
-            time.sleep(0.05)
-
-    def url(self, i: int) -> str:
-        return f"nats://127.0.0.1:{self.client_ports[i]}"
-
-    def kill(self, i: int) -> None:
-        self.procs[i].kill()
-        self.procs[i].wait(timeout=PATIENCE)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            proc.wait(timeout=PATIENCE)
-
 
 @pytest.fixture
 def nats(tmp_path: Path):
+    if not Path(NATS).exists():
+        pytest.skip("needs nats-server (Debian's nats-server package)")
     cluster = NatsCluster(tmp_path)
     yield cluster
     cluster.stop()

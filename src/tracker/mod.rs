@@ -219,7 +219,8 @@ impl Tracker {
         });
         tokio::spawn(outbox::flush_loop(shared.clone(), shutdown.signal()));
         if let Some(federation) = &shared.federation {
-            tokio::spawn(federation.cluster.clone().keep_alive(shutdown.signal()));
+            let transcript = shared.transcript.clone();
+            tokio::spawn(federation.cluster.clone().keep_alive(transcript, shutdown.signal()));
             tokio::spawn(federation::serve(shared.clone(), shutdown.signal()));
         }
         tokio::spawn(links::accept_loop(listener, shared.clone(), shutdown.signal()));
