@@ -57,7 +57,8 @@ def hear_each_other(trackers: list[subprocess.Popen]) -> None:
             line = proc.stdout.readline()
             assert line, "a tracker ended"
             heard += "of the cluster is heard from" in line
-        threading.Thread(target=lambda p=proc: [None for _ in p.stdout], daemon=True).start()
+        log = open(f"{tempfile.gettempdir()}/cluster-bench-tracker-{proc.pid}.log", "w")
+        threading.Thread(target=lambda p=proc, log=log: [log.write(line) for line in p.stdout], daemon=True).start()
 
 
 HERD = """
@@ -118,7 +119,13 @@ def scale(args: argparse.Namespace) -> None:
                     t.start()
                 for t in threads:
                     t.join()
-                wrong += sum(1 for i, names in enumerate(got) if names != holders[picks[i]])
+                for i, names in enumerate(got):
+                    if names != holders[picks[i]]:
+                        wrong += 1
+                        want = holders[picks[i]]
+                        extra, missing = set(names) - set(want), set(want) - set(names)
+                        print(f"C{i} asked {picks[i]}: {len(names)} names, {len(extra)} not holding it, "
+                              f"{len(missing)} missing", file=sys.stderr)
             rounds = time.perf_counter() - started
             print(f"{len(numbers)} servers over {args.trackers} trackers, registered in {registered:.1f} s")
             print(f"5 rounds of 10 clients: {rounds:.2f} s ({rounds - 10:.2f} s above the 10 s floor); "

@@ -7,8 +7,9 @@
 //! - `.ask`: `ASK <origin> <request> <client> <number> <deadline ms>`, published once by the
 //!   tracker a client asked; every other tracker asks its own servers.
 //! - `.told.<origin>`: `TOLD <request> <tracker> <complete 0|1> <servers asked> [names...]`,
-//!   each tracker's matches for the request, sent once (when all its servers replied, or
-//!   just before the deadline).
+//!   each tracker's last word on the request (when all its servers replied, or just before
+//!   the deadline), and before it `SOME <request> <tracker> [names...]` as its servers
+//!   match, so that a match reaches the asking tracker at once whenever it comes.
 //! - `.alive`: `ALIVE <tracker>` every [`BEAT`], so each tracker knows whom to wait for.
 //!
 //! Names live in the JetStream key-value bucket `mt-<name>-names` (name → owning tracker),
@@ -36,7 +37,7 @@ pub const BEAT: Duration = Duration::from_millis(500);
 /// How long a tracker's lease (and so its names) outlives its last renewal.
 pub const LEASE: Duration = Duration::from_secs(2);
 /// A peer not heard from for this long is not waited for.
-const PEER_SILENCE: Duration = Duration::from_millis(1500);
+const PEER_SILENCE: Duration = Duration::from_secs(3);
 /// How long joining waits for JetStream (a cluster electing its leader after start).
 const JOIN_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -81,12 +82,14 @@ pub struct Ask {
     pub deadline_ms: u64,
 }
 
-/// One tracker's matches for a request.
+/// One tracker's matches for a request: some as they come (`last` false), then its last
+/// word (`last` true) with the rest, whether all its servers replied and how many it asked.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Told {
     pub request: u64,
     pub tracker: String,
-    /// Every server it asked has replied.
+    pub last: bool,
+    /// Every server it asked has replied (in its last word).
     pub complete: bool,
     pub asked: usize,
     pub names: Vec<Name>,
@@ -116,7 +119,11 @@ impl Ask {
 
 impl Told {
     pub fn encode(&self) -> Bytes {
-        let mut line = format!("TOLD {} {} {} {}", self.request, self.tracker, u8::from(self.complete), self.asked);
+        let mut line = if self.last {
+            format!("TOLD {} {} {} {}", self.request, self.tracker, u8::from(self.complete), self.asked)
+        } else {
+            format!("SOME {} {}", self.request, self.tracker)
+        };
         for name in &self.names {
             let _ = write!(line, " {name}");
         }
@@ -126,19 +133,25 @@ impl Told {
     pub fn decode(line: &[u8]) -> Option<Told> {
         let text = std::str::from_utf8(line).ok()?;
         let mut f = text.split(' ');
-        if f.next()? != "TOLD" {
-            return None;
-        }
-        let request = f.next()?.parse().ok()?;
-        let tracker = f.next()?.to_owned();
-        let complete = match f.next()? {
-            "1" => true,
-            "0" => false,
+        let last = match f.next()? {
+            "TOLD" => true,
+            "SOME" => false,
             _ => return None,
         };
-        let asked = f.next()?.parse().ok()?;
+        let request = f.next()?.parse().ok()?;
+        let tracker = f.next()?.to_owned();
+        let (complete, asked) = if last {
+            let complete = match f.next()? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            };
+            (complete, f.next()?.parse().ok()?)
+        } else {
+            (false, 0)
+        };
         let names = f.map(Name::new).collect::<std::result::Result<_, _>>().ok()?;
-        Some(Told { request, tracker, complete, asked, names })
+        Some(Told { request, tracker, last, complete, asked, names })
     }
 }
 
@@ -385,10 +398,12 @@ mod tests {
         let ask = Ask { origin: "00ff".into(), request: 7, client: Name::new("C3").unwrap(), number: 4, deadline_ms: 1990 };
         assert_eq!(Ask::decode(&ask.encode()), Some(ask));
         let names = vec![Name::new("S2").unwrap(), Name::new("S10").unwrap()];
-        let told = Told { request: 7, tracker: "abcd".into(), complete: true, asked: 12, names };
+        let told = Told { request: 7, tracker: "abcd".into(), last: true, complete: true, asked: 12, names };
         assert_eq!(Told::decode(&told.encode()), Some(told));
-        let none = Told { request: 1, tracker: "x".into(), complete: false, asked: 0, names: vec![] };
+        let none = Told { request: 1, tracker: "x".into(), last: true, complete: false, asked: 0, names: vec![] };
         assert_eq!(Told::decode(&none.encode()), Some(none));
+        let some = Told { request: 2, tracker: "y".into(), last: false, complete: false, asked: 0, names: vec![Name::new("S4").unwrap()] };
+        assert_eq!(Told::decode(&some.encode()), Some(some));
         for bad in ["ASK a 1 C1 4", "ASK a x C1 4 5", "TOLD 1 a 2 0", "TOLD 1 a 1 0 bad!name", "HELLO"] {
             assert_eq!(Ask::decode(bad.as_bytes()), None, "{bad}");
             assert_eq!(Told::decode(bad.as_bytes()), None, "{bad}");

@@ -94,10 +94,13 @@ impl Federation {
         {
             let mut gathers = self.gathers.lock();
             let Some(gather) = gathers.get_mut(&told.request) else { return };
-            if !gather.silent.remove(&told.tracker) && !gather.incomplete.contains(&told.tracker) {
-                return; // a peer not asked, or one telling twice
-            }
+            // A tracker that was not waited for (not heard from lately when the request
+            // went out) is welcome all the same: its names are right.
             gather.names.extend(told.names);
+            if !told.last {
+                return;
+            }
+            gather.silent.remove(&told.tracker);
             gather.asked += told.asked;
             if told.complete {
                 gather.incomplete.remove(&told.tracker);
@@ -136,25 +139,43 @@ pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
     }
 }
 
-/// Asks this tracker's servers for another tracker's request and tells it their matches.
+/// How often a tracker passes on its servers' new matches for another tracker's request.
+const PASS_ON_EVERY: Duration = Duration::from_millis(20);
+
+/// Asks this tracker's servers for another tracker's request, and tells it their matches as
+/// they come, then its last word when all have replied or just before the deadline.
 async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, mut stop: StopSignal) {
     let Some(federation) = shared.federation.as_ref() else { return };
+    let cluster = &federation.cluster;
     let asked = shared.counts.borrow().0;
-    let mut told = Told { request: ask.request, tracker: federation.cluster.id.clone(), complete: true, asked: 0, names: Vec::new() };
-    if let Some((id, done)) = shared.fan_out(&ask.client, ask.number) {
-        // Told a little before the asking tracker's deadline, so that it arrives in time.
-        let deadline = Duration::from_millis(ask.deadline_ms);
-        let margin = (deadline / 10).min(Duration::from_millis(100));
-        let until = Instant::now() + deadline.saturating_sub(margin);
+    let told = |last, names| Told { request: ask.request, tracker: cluster.id.clone(), last, complete: true, asked: 0, names };
+    let Some((id, mut done)) = shared.fan_out(&ask.client, ask.number) else {
+        return cluster.tell(reply, &told(true, Vec::new())).await;
+    };
+    // The last word goes a little before the asking tracker's deadline, so that it arrives
+    // in time.
+    let deadline = Duration::from_millis(ask.deadline_ms);
+    let margin = (deadline / 10).min(Duration::from_millis(200));
+    let until = Instant::now() + deadline.saturating_sub(margin);
+    let mut sent: HashSet<Name> = HashSet::new();
+    let mut known = 0;
+    let mut every = tokio::time::interval(PASS_ON_EVERY);
+    loop {
         tokio::select! {
-            _ = done => {}
-            () = tokio::time::sleep_until(until) => {}
-            () = stop.requested() => {}
+            _ = &mut done => break,
+            () = tokio::time::sleep_until(until) => break,
+            () = stop.requested() => break,
+            _ = every.tick() => {}
         }
-        let Some((request, listed)) = shared.close(id) else { return };
-        told.complete = request.all_replied();
-        told.asked = asked;
-        told.names = listed.names.to_vec();
+        if let Some((count, names)) = shared.matched_beyond(id, known) {
+            known = count;
+            let new: Vec<Name> = names.into_iter().filter(|name| sent.insert(name.clone())).collect();
+            cluster.tell(reply.clone(), &told(false, new)).await;
+        }
     }
-    federation.cluster.tell(reply, &told).await;
+    let Some((request, listed)) = shared.close(id) else { return };
+    let mut last = told(true, listed.names.iter().filter(|name| !sent.contains(*name)).cloned().collect());
+    last.complete = request.all_replied();
+    last.asked = asked;
+    cluster.tell(reply, &last).await;
 }

@@ -412,6 +412,21 @@ impl Shared {
         Some((request, listed))
     }
 
+    /// The servers that have matched request `id` so far, if it is open and more have matched
+    /// than `known`; with how many that is.
+    fn matched_beyond(&self, id: u64, known: usize) -> Option<(usize, Vec<Name>)> {
+        let board = self.board.lock();
+        let requests = self.requests.lock();
+        let request = requests.get(id)?;
+        let count = request.matched.len() + request.departed.len();
+        if count <= known {
+            return None;
+        }
+        let mut names = board.registry.names_of(&request.matched);
+        names.extend_from_slice(&request.departed);
+        Some((count, names))
+    }
+
     /// Frees request `id` at its client's word: its waiter wakes and, finding it gone, sends
     /// no answer; a reply that comes for it later is late.
     fn cancel(&self, id: u64) {

@@ -55,7 +55,6 @@ impl Slots {
     }
 
     /// How many slots are in the set.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -199,7 +198,7 @@ impl Registry {
 
     /// The names of the servers in `slots`, in index order. Walking the registry's order
     /// costs a bit test per server, less than sorting hundreds of names per answer.
-    fn names_of(&self, slots: &Slots) -> Vec<Name> {
+    pub(super) fn names_of(&self, slots: &Slots) -> Vec<Name> {
         let listed = self.ordered.iter().filter(|&&slot| slots.contains(slot));
         listed.filter_map(|&slot| self.servers[slot].clone()).collect()
     }

@@ -132,6 +132,11 @@ impl Requests {
     }
 
     /// How many requests are open.
+    /// Request `id`, while it is open.
+    pub fn get(&self, id: u64) -> Option<&Pending> {
+        self.open.get(&id)
+    }
+
     pub fn len(&self) -> usize {
         self.open.len()
     }
