@@ -19,6 +19,7 @@ them, each request asked of the other tracker over NATS), alternating, in one ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import random
 import statistics
@@ -76,104 +77,102 @@ asyncio.run(main())
 """
 
 
-def scale(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def nats_and_processes():
+    """A NATS cluster, and a list for the processes started on it; all stopped at the end."""
     with tempfile.TemporaryDirectory() as directory:
         nats = NatsCluster(Path(directory))
-        procs = []
+        procs: list[subprocess.Popen] = []
         try:
-            trackers = []
-            for i in range(args.trackers):
-                proc, address = start_tracker(nats.url(i % 3), "--timeout", "2")
-                procs.append(proc)
-                trackers.append(address)
-            hear_each_other(procs)
-            share = args.servers // args.trackers
-            started = time.perf_counter()
-            herds = []
-            for i, address in enumerate(trackers):
-                herd = subprocess.Popen(
-                    [sys.executable, "-c", HERD, str(i * share + 1), str(share), address],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                )
-                herds.append(herd)
-                procs.append(herd)
-            for herd in herds:
-                line = herd.stdout.readline()
-                assert line.startswith("registered"), line
-            registered = time.perf_counter() - started
-            numbers = {f"S{i}": i % 10 + 1 for i in range(1, share * args.trackers + 1)}
-            holders = {k: sorted((s for s, n in numbers.items() if n == k), key=lambda s: int(s[1:])) for k in range(1, 11)}
-            clients = [mt.Client(f"C{i}", trackers[i % len(trackers)]) for i in range(10)]
-            rng = random.Random(1)
-            wrong = 0
-            started = time.perf_counter()
-            for _ in range(5):
-                picks = [rng.randint(1, 10) for _ in clients]
-                got = [None] * len(clients)
-
-                def ask(i: int) -> None:
-                    got[i] = clients[i].find_match(picks[i])
-
-                threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(clients))]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                for i, names in enumerate(got):
-                    if names != holders[picks[i]]:
-                        wrong += 1
-                        want = holders[picks[i]]
-                        extra, missing = set(names) - set(want), set(want) - set(names)
-                        print(f"C{i} asked {picks[i]}: {len(names)} names, {len(extra)} not holding it, "
-                              f"{len(missing)} missing", file=sys.stderr)
-            rounds = time.perf_counter() - started
-            print(f"{len(numbers)} servers over {args.trackers} trackers, registered in {registered:.1f} s")
-            print(f"5 rounds of 10 clients: {rounds:.2f} s ({rounds - 10:.2f} s above the 10 s floor); "
-                  f"{50 - wrong} of 50 answers complete and right")
-            for client in clients:
-                client.close()
+            yield nats, procs
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
             nats.stop()
+
+
+def scale(args: argparse.Namespace) -> None:
+    with nats_and_processes() as (nats, procs):
+        trackers = []
+        for i in range(args.trackers):
+            proc, address = start_tracker(nats.url(i % 3), "--timeout", "2")
+            procs.append(proc)
+            trackers.append(address)
+        hear_each_other(procs)
+        share = args.servers // args.trackers
+        started = time.perf_counter()
+        herds = []
+        for i, address in enumerate(trackers):
+            herd = subprocess.Popen(
+                [sys.executable, "-c", HERD, str(i * share + 1), str(share), address],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+            herds.append(herd)
+            procs.append(herd)
+        for herd in herds:
+            line = herd.stdout.readline()
+            assert line.startswith("registered"), line
+        registered = time.perf_counter() - started
+        numbers = {f"S{i}": i % 10 + 1 for i in range(1, share * args.trackers + 1)}
+        holders = {k: sorted((s for s, n in numbers.items() if n == k), key=lambda s: int(s[1:])) for k in range(1, 11)}
+        clients = [mt.Client(f"C{i}", trackers[i % len(trackers)]) for i in range(10)]
+        rng = random.Random(1)
+        wrong = 0
+        started = time.perf_counter()
+        for _ in range(5):
+            picks = [rng.randint(1, 10) for _ in clients]
+            got = [None] * len(clients)
+
+            def ask(i: int) -> None:
+                got[i] = clients[i].find_match(picks[i])
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(clients))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for i, names in enumerate(got):
+                if names != holders[picks[i]]:
+                    wrong += 1
+                    want = holders[picks[i]]
+                    extra, missing = set(names) - set(want), set(want) - set(names)
+                    print(f"C{i} asked {picks[i]}: {len(names)} names, {len(extra)} not holding it, "
+                          f"{len(missing)} missing", file=sys.stderr)
+        rounds = time.perf_counter() - started
+        print(f"{len(numbers)} servers over {args.trackers} trackers, registered in {registered:.1f} s")
+        print(f"5 rounds of 10 clients: {rounds:.2f} s ({rounds - 10:.2f} s above the 10 s floor); "
+              f"{50 - wrong} of 50 answers complete and right")
+        for client in clients:
+            client.close()
 
 
 def throughput(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        nats = NatsCluster(Path(directory))
-        procs = []
-        try:
-            lone = subprocess.Popen(
-                [sys.executable, "-m", "matchtracker", "tracker", "--early"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
-            procs.append(lone)
-            lone_address = next(line for line in lone.stdout if "listening on" in line).split()[-1].rstrip(".")
-            threading.Thread(target=lambda: [None for _ in lone.stdout], daemon=True).start()
-            a, a_address = start_tracker(nats.url(0), "--early")
-            b, b_address = start_tracker(nats.url(1), "--early")
-            procs += [a, b]
-            hear_each_other([a, b])
-            runs = {"lone tracker": lone_address, "one tracker of a cluster": a_address,
-                    "two trackers of a cluster": f"{a_address},{b_address}"}
-            rates: dict[str, list[float]] = {name: [] for name in runs}
-            p50: dict[str, list[float]] = {name: [] for name in runs}
-            for _ in range(args.repeat):
-                for name, address in runs.items():
-                    result = mt.run_load(10, 10, args.duration, tracker=address)
-                    rates[name].append(result["rate"])
-                    p50[name].append(result["p50"])
-            for name in runs:
-                print(f"{name:>28}: {statistics.median(rates[name]):8.0f} req/s (runs: "
-                      f"{', '.join(f'{r:.0f}' for r in rates[name])}), p50 {statistics.median(p50[name]) * 1e6:.0f} µs")
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=30)
-            nats.stop()
+    with nats_and_processes() as (nats, procs):
+        lone = subprocess.Popen(
+            [sys.executable, "-m", "matchtracker", "tracker", "--early"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        procs.append(lone)
+        lone_address = next(line for line in lone.stdout if "listening on" in line).split()[-1].rstrip(".")
+        threading.Thread(target=lambda: [None for _ in lone.stdout], daemon=True).start()
+        a, a_address = start_tracker(nats.url(0), "--early")
+        b, b_address = start_tracker(nats.url(1), "--early")
+        procs += [a, b]
+        hear_each_other([a, b])
+        runs = {"lone tracker": lone_address, "one tracker of a cluster": a_address,
+                "two trackers of a cluster": f"{a_address},{b_address}"}
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        p50: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeat):
+            for name, address in runs.items():
+                result = mt.run_load(10, 10, args.duration, tracker=address)
+                rates[name].append(result["rate"])
+                p50[name].append(result["p50"])
+        for name in runs:
+            print(f"{name:>28}: {statistics.median(rates[name]):8.0f} req/s (runs: "
+                  f"{', '.join(f'{r:.0f}' for r in rates[name])}), p50 {statistics.median(p50[name]) * 1e6:.0f} µs")
 
 
 def main() -> None:

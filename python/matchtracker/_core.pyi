@@ -187,7 +187,7 @@ def serve_tracker(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     insecure_plaintext: bool = False,
-    cluster: list[str] | None = None,
+    cluster: str | list[str] | None = None,
     cluster_name: str | None = None,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
@@ -274,7 +274,7 @@ class Tracker:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         insecure_plaintext: bool = False,
-        cluster: list[str] | None = None,
+        cluster: str | list[str] | None = None,
         cluster_name: str | None = None,
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
@@ -421,7 +421,7 @@ class AsyncTracker:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         insecure_plaintext: bool = False,
-        cluster: list[str] | None = None,
+        cluster: str | list[str] | None = None,
         cluster_name: str | None = None,
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""

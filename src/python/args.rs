@@ -130,7 +130,7 @@ pub struct Guard<'a> {
     pub tls_key: Option<PathBuf>,
     pub insecure_plaintext: bool,
     /// NATS urls of a cluster of trackers to join, and the cluster's name.
-    pub cluster: Option<Vec<String>>,
+    pub cluster: Option<Urls>,
     pub cluster_name: Option<&'a str>,
 }
 
@@ -145,12 +145,28 @@ pub fn tracker_config(timeout: f64, early: bool, keepalive: f64, guard: Guard<'_
         tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
         insecure_plaintext: guard.insecure_plaintext,
         cluster: match guard.cluster {
-            Some(urls) => Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?),
+            Some(Urls(urls)) => Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?),
             None if guard.cluster_name.is_some() => return Err(invalid("cluster_name needs cluster (the NATS urls)")),
             None => None,
         },
         ..TrackerConfig::default()
     })
+}
+
+/// NATS urls as Python gives them: one string (several comma-separated) or a list.
+pub struct Urls(pub Vec<String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Urls {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Urls> {
+        if let Ok(text) = obj.extract::<String>() {
+            return Ok(Urls(text.split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()));
+        }
+        obj.extract::<Vec<String>>()
+            .map(Urls)
+            .map_err(|_| invalid("cluster must be NATS urls: a string (comma-separated) or a list of strings"))
+    }
 }
 
 /// The cluster name when none is given.

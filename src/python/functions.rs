@@ -103,7 +103,7 @@ pub fn serve_tracker(
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_plaintext: bool,
-    cluster: Option<Vec<String>>,
+    cluster: Option<args::Urls>,
     cluster_name: Option<&str>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;

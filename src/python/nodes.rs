@@ -242,7 +242,7 @@ impl Tracker {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
-        cluster: Option<Vec<String>>,
+        cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
     ) -> PyResult<Self> {
         let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
@@ -437,7 +437,7 @@ impl AsyncTracker {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
-        cluster: Option<Vec<String>>,
+        cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
     ) -> PyResult<Opening> {
         let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
