@@ -19,6 +19,9 @@ use crate::hash::FastMap;
 use crate::protocol::Name;
 use crate::shutdown::StopSignal;
 
+/// How long asking the other trackers may take before a request goes without them.
+const ASK_PATIENCE: Duration = Duration::from_millis(250);
+
 /// What the other trackers have told about one request so far.
 pub(super) struct Gather {
     /// Peers that have not yet told everything (all their servers replied).
@@ -67,7 +70,9 @@ impl Federation {
         }
         let deadline_ms = u64::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX);
         let ask = Ask { origin: self.cluster.id.clone(), request, client: client.clone(), number, deadline_ms };
-        if self.cluster.ask(&ask).await.is_err() {
+        // NATS out of reach for long fills the client's buffer and would stall this client's
+        // reading: past a moment the request goes to this tracker's servers alone.
+        if !matches!(tokio::time::timeout(ASK_PATIENCE, self.cluster.ask(&ask)).await, Ok(Ok(()))) {
             self.gathers.lock().remove(&request);
             return None;
         }
