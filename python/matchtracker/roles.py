@@ -79,7 +79,13 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             if role == "server"
             else "Run a client that makes its requests, then exits."
         )
-        parser.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker's address")
+        parser.add_argument(
+            "--tracker",
+            required=True,
+            metavar="HOST:PORT",
+            help="the tracker's address, or several trackers of one cluster, comma-separated: "
+            "the node registers with the first that answers, and moves to another if it goes away",
+        )
         parser.add_argument("--name", required=True, help="this node's name, such as S1 or C1")
         parser.add_argument(
             "--number",
