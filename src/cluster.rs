@@ -24,6 +24,7 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -36,6 +37,13 @@ use crate::transcript::{Event, Transcript};
 pub const BEAT: Duration = Duration::from_millis(500);
 /// How long a tracker's lease (and so its names) outlives its last renewal.
 pub const LEASE: Duration = Duration::from_secs(2);
+/// A tracker stops serving its nodes once this long has passed since it sent its last lease
+/// renewal that JetStream acknowledged: well before the lease can expire (it runs from when
+/// JetStream stored the renewal, which is later), so no other tracker can hand out the
+/// name of a node it still serves.
+const FENCE: Duration = Duration::from_millis(1200);
+/// How long one renewal may take before it counts as failed.
+const RENEW_PATIENCE: Duration = Duration::from_millis(400);
 /// A peer not heard from for this long is not waited for.
 const PEER_SILENCE: Duration = Duration::from_secs(3);
 /// How long joining waits for JetStream (a cluster electing its leader after start).
@@ -174,6 +182,9 @@ pub struct Cluster {
     leases: kv::Store,
     /// Peers by id, with when each was last heard from.
     peers: Mutex<FastMap<String, Instant>>,
+    /// Whether this tracker holds a lease it has renewed lately: while it does not, it
+    /// serves no nodes (it cannot keep their names).
+    standing: watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -197,7 +208,8 @@ impl Cluster {
         let names = bucket(&js, &format!("mt-{}-names", config.name), None).await?;
         let leases = bucket(&js, &format!("mt-{}-trackers", config.name), Some(LEASE)).await?;
         let id = format!("{:016x}", rand::random::<u64>());
-        let cluster = Cluster { id, nats, prefix, names, leases, peers: Mutex::new(FastMap::default()) };
+        let standing = watch::channel(true).0;
+        let cluster = Cluster { id, nats, prefix, names, leases, peers: Mutex::new(FastMap::default()), standing };
         // A bucket another tracker has just made may take a moment to elect its leader.
         let until = Instant::now() + JOIN_PATIENCE;
         while let Err(e) = cluster.renew().await {
@@ -230,21 +242,7 @@ impl Cluster {
     /// tracker meanwhile.
     pub async fn keep_alive(self: Arc<Self>, transcript: Transcript, mut stop: StopSignal) {
         let Ok(mut heard) = self.nats.subscribe(self.subject("alive")).await else { return };
-        let renewing = tokio::spawn({
-            let cluster = self.clone();
-            let mut stop = stop.clone();
-            async move {
-                let mut beat = tokio::time::interval(BEAT);
-                loop {
-                    tokio::select! {
-                        // A missed renewal is made up by the next; a lease that lapses frees
-                        // this tracker's names, as if it had died.
-                        _ = beat.tick() => { let _ = cluster.renew().await; }
-                        () = stop.requested() => break,
-                    }
-                }
-            }
-        });
+        let renewing = tokio::spawn(self.clone().keep_lease(transcript.clone(), stop.clone()));
         let mut beat = tokio::time::interval(BEAT);
         loop {
             tokio::select! {
@@ -272,6 +270,33 @@ impl Cluster {
         }
         let _ = renewing.await;
         let _ = self.leases.purge(&self.id).await;
+    }
+
+    /// Renews the lease every [`BEAT`] until `stop`. A missed renewal is made up by the next;
+    /// past [`FENCE`] without one, the tracker loses its standing (and drops its nodes) until
+    /// a renewal goes through again.
+    async fn keep_lease(self: Arc<Self>, transcript: Transcript, mut stop: StopSignal) {
+        let mut renewed = Instant::now();
+        let mut beat = tokio::time::interval(BEAT);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {}
+                () = stop.requested() => break,
+            }
+            let sent = Instant::now();
+            if matches!(tokio::time::timeout(RENEW_PATIENCE, self.renew()).await, Ok(Ok(()))) {
+                renewed = sent;
+            }
+            let standing = renewed.elapsed() < FENCE;
+            if self.standing.send_if_modified(|now| std::mem::replace(now, standing) != standing) {
+                transcript.record(Event::Standing { standing });
+            }
+        }
+    }
+
+    /// Whether this tracker holds its lease, as it changes.
+    pub fn standing(&self) -> watch::Receiver<bool> {
+        self.standing.subscribe()
     }
 
     /// The peers heard from lately: the trackers a request waits for.

@@ -200,6 +200,9 @@ pub enum Event {
     /// Other trackers of the cluster did not report on a client's request in time: its
     /// answer may lack their servers.
     TrackersSilent { client: Name, trackers: usize },
+    /// This tracker lost its lease in the cluster (it could not renew it in time) and drops
+    /// its nodes, or holds it again.
+    Standing { standing: bool },
     /// Another tracker of the cluster was heard from for the first time: requests wait for it.
     TrackerJoined { tracker: String },
     /// Another tracker of the cluster has not been heard from for a while: requests no
@@ -269,6 +272,11 @@ impl fmt::Display for Event {
             Event::TlsFailed { peer, reason } => {
                 write!(f, "{CENTRAL}: closing {peer}: its TLS handshake failed: {reason}.")
             }
+            Event::Standing { standing: true } => write!(f, "{CENTRAL}: holding its place in the cluster again."),
+            Event::Standing { standing: false } => write!(
+                f,
+                "{CENTRAL}: cannot renew its place in the cluster; dropping its nodes so that none keeps a name another tracker may give out."
+            ),
             Event::TrackerJoined { tracker } => write!(f, "{CENTRAL}: tracker {tracker} of the cluster is heard from."),
             Event::TrackerLeft { tracker } => write!(f, "{CENTRAL}: tracker {tracker} of the cluster is no longer heard from."),
             Event::TrackersSilent { client, trackers } => write!(
@@ -324,6 +332,7 @@ impl Event {
             Event::TlsFailed { .. } => "tls.failed",
             Event::TrackersSilent { .. } => "cluster.silent",
             Event::TrackerJoined { .. } => "cluster.joined",
+            Event::Standing { .. } => "cluster.standing",
             Event::TrackerLeft { .. } => "cluster.left",
             Event::Listening { .. } => "tracker.listening",
             Event::Retrying { .. } => "node.retrying",
@@ -358,6 +367,7 @@ impl Event {
             | Event::TrackersSilent { .. }
             | Event::TrackerJoined { .. }
             | Event::TrackerLeft { .. }
+            | Event::Standing { .. }
             | Event::Listening { .. } => CENTRAL,
         }
     }
@@ -372,6 +382,7 @@ impl Event {
             | Event::TrackersSilent { .. }
             | Event::TrackerJoined { .. }
             | Event::TrackerLeft { .. }
+            | Event::Standing { .. }
             | Event::Listening { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -459,6 +470,7 @@ impl Event {
             Event::TlsFailed { peer, reason } => {
                 vec![("peer", Value::Text(peer)), ("reason", Value::Text(reason))]
             }
+            Event::Standing { standing } => vec![("standing", Value::Bool(*standing))],
             Event::TrackerJoined { tracker } | Event::TrackerLeft { tracker } => {
                 vec![("tracker", Value::Text(tracker))]
             }

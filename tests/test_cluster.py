@@ -109,6 +109,19 @@ def test_trackers_carry_on_when_a_nats_node_dies(roles, nats) -> None:
         assert servers == everyone
 
 
+def test_a_tracker_cut_off_from_the_cluster_drops_its_nodes(roles, nats) -> None:
+    """Without its lease a tracker may not keep a name that another tracker could give out:
+    it drops its nodes, and refuses new ones, until it holds its lease again."""
+    (tracker, address), = start_trackers(roles, nats, 1)
+    server, _ = start_server(roles, address, "S1")
+    for i in range(3):
+        nats.kill(i)
+    tracker.wait_for(r"cannot renew its place in the cluster; dropping its nodes")
+    server.wait_for(r"^S1: lost Central \(refused by the tracker: internal: this tracker is cut off from its cluster")
+    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--wait", "1")
+    assert client.finish() == 1 and "cut off from its cluster" in client.lines[-1], client.lines
+
+
 def test_early_mode_ends_with_the_clusters_last_reply(nats) -> None:
     """A deadline far longer than the test: the answer says `replied`, so it came when the
     last server of the cluster had replied, not at the deadline."""

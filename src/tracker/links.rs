@@ -184,6 +184,11 @@ impl Ending {
         Ending::Dropped { last: Some((ErrorCode::SlowConsumer, reason.clone())), reason }
     }
 
+    /// The ending for a node of a tracker that lost its place in its cluster.
+    fn cut_off() -> Ending {
+        Ending::Dropped { last: Some((ErrorCode::Internal, CUT_OFF.to_owned())), reason: CUT_OFF.to_owned() }
+    }
+
     /// The ending for a read that failed with `e`.
     fn failed(e: &Error) -> Ending {
         let (code, text, _) = error_for(e);
@@ -218,6 +223,10 @@ async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> bool {
     let Some(federation) = shared.federation.as_ref().filter(|_| name.as_str() != CENTRAL) else {
         return true;
     };
+    if !*federation.cluster.standing().borrow() {
+        refuse(shared, write, name.as_str(), ErrorCode::Internal, CUT_OFF).await;
+        return false;
+    }
     match federation.cluster.claim(name).await {
         Ok(Claim::Ours) => true,
         Ok(Claim::Taken) => {
@@ -228,6 +237,22 @@ async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> bool {
             refuse(shared, write, name.as_str(), ErrorCode::Internal, &e.to_string()).await;
             false
         }
+    }
+}
+
+/// Why a tracker cut off from its cluster's names refuses and drops nodes.
+const CUT_OFF: &str = "this tracker is cut off from its cluster for now; register with another";
+
+/// Resolves when this tracker loses its place in its cluster (never, alone): then it must
+/// serve no node, whose name another tracker may soon give out.
+async fn cut_off(shared: &Shared) {
+    match shared.federation.as_ref() {
+        Some(federation) => {
+            let mut standing = federation.cluster.standing();
+            // The sender lives as long as the tracker: an error is the tracker going away.
+            let _ = standing.wait_for(|standing| !standing).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -275,6 +300,7 @@ async fn serve_server(
             ending = server_reads(shared, &seat, &mut reader, &errors) => ending,
             ending = server_writes(&mut write, &mut queries, &mut errors_rx, stall) => ending,
             () = stop.requested() => Ending::Stopped,
+            () = cut_off(shared) => Ending::cut_off(),
         },
     };
     shared.remove_server(&seat);
@@ -412,6 +438,7 @@ async fn serve_client(
             ending = client_reads(shared, &name, &mut reader, &link, &requests_stop) => ending,
             ending = client_writes(&mut write, &mut answers_rx, &mut errors_rx, &open, stall) => ending,
             () = stop.requested() => Ending::Stopped,
+            () = cut_off(shared) => Ending::cut_off(),
         },
     };
     let ending = match ending {
