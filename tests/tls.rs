@@ -88,6 +88,12 @@ fn config(tls: Arc<rustls::ServerConfig>) -> TrackerConfig {
     TrackerConfig { deadline: SHORT, replies: ReplyMode::All, tls: Some(tls), ..TrackerConfig::default() }
 }
 
+/// A TLS tracker for `localhost` that wants `token`.
+async fn tracker_wanting(pki: &Pki, token: &Token) -> matchtracker::tracker::Tracker {
+    let tls = pki.tracker(&["localhost"], false);
+    tracker_with(TrackerConfig { token: Some(token.clone()), ..config(tls) }).await.0
+}
+
 fn name(text: &str) -> Name {
     Name::new(text).unwrap()
 }
@@ -110,8 +116,7 @@ async fn every_answer_is_exactly_right_over_tls() {
 async fn the_token_is_checked_inside_tls() {
     let pki = Pki::new();
     let token = Token::new("s3cret-Token").unwrap();
-    let tls = pki.tracker(&["localhost"], false);
-    let (tracker, _events) = tracker_with(TrackerConfig { token: Some(token.clone()), ..config(tls) }).await;
+    let tracker = tracker_wanting(&pki, &token).await;
     let to = pki.dial(tracker.local_addr(), "localhost");
     let server = ServerNode::start(to.clone(), name("S1"), 4, Some(token.clone()), Transcript::off()).await.unwrap();
     let client = ClientNode::connect(to.clone(), name("C1"), Some(token), Transcript::off()).await.unwrap();
@@ -215,8 +220,7 @@ async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + 
 async fn nothing_readable_crosses_the_wire() {
     let pki = Pki::new();
     let token = Token::new("Sesame-7f3a9").unwrap();
-    let tls = pki.tracker(&["localhost"], false);
-    let (tracker, _events) = tracker_with(TrackerConfig { token: Some(token.clone()), ..config(tls) }).await;
+    let tracker = tracker_wanting(&pki, &token).await;
     let (proxy, seen) = recording_proxy(tracker.local_addr()).await;
     let to = pki.dial(proxy, "localhost");
     let server =
