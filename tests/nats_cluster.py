@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -25,6 +25,17 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def keep_log(proc: subprocess.Popen, path: Path, elected: threading.Event) -> None:
+    """Writes a server's lines to `path` as they come, and sets `elected` at the line that
+    says JetStream has a leader."""
+    with open(path, "w") as log:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if "metadata leader" in line:
+                elected.set()
+
+
 class NatsCluster:
     """Three nats-server processes, routed to each other, with JetStream; ready once they
     have elected a JetStream leader."""
@@ -35,22 +46,22 @@ class NatsCluster:
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
         self.procs = []
         self.logs = [directory / f"nats{i}.log" for i in range(size)]
+        elected = threading.Event()
         for i in range(size):
-            self.procs.append(
-                subprocess.Popen(
-                    [NATS, "-a", "127.0.0.1", "-p", str(self.client_ports[i]), "-n", f"n{i}", "-js",
-                     "-sd", str(directory / f"n{i}"), "--cluster_name", "mt-test",
-                     "--cluster", f"nats://127.0.0.1:{route_ports[i]}", "--routes", routes],
-                    stdout=open(self.logs[i], "w"),
-                    stderr=subprocess.STDOUT,
-                )
+            proc = subprocess.Popen(
+                [NATS, "-a", "127.0.0.1", "-p", str(self.client_ports[i]), "-n", f"n{i}", "-js",
+                 "-sd", str(directory / f"n{i}"), "--cluster_name", "mt-test",
+                 "--cluster", f"nats://127.0.0.1:{route_ports[i]}", "--routes", routes],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
-        give_up = time.monotonic() + PATIENCE
-        while not any("metadata leader" in log.read_text() for log in self.logs):
-            if time.monotonic() > give_up:
-                self.stop()
-                raise RuntimeError("the NATS cluster elected no JetStream leader")
-            time.sleep(0.05)
+            self.procs.append(proc)
+            threading.Thread(target=keep_log, args=(proc, self.logs[i], elected), daemon=True).start()
+        # JetStream is ready once the servers have elected a metadata leader.
+        if not elected.wait(PATIENCE):
+            self.stop()
+            raise RuntimeError("the NATS cluster elected no JetStream leader")
 
     def url(self, i: int) -> str:
         return f"nats://127.0.0.1:{self.client_ports[i]}"
