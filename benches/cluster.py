@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import asyncio
 import random
 import statistics
@@ -146,6 +147,31 @@ def scale(args: argparse.Namespace) -> None:
               f"{50 - wrong} of 50 answers complete and right")
         for client in clients:
             client.close()
+        users_command(trackers, holders)
+
+
+def users_command(trackers: list[str], holders: dict[int, list[str]]) -> None:
+    """The same five rounds as a user runs them: ten `./project.py client` processes at once,
+    each timed as `/usr/bin/time -f "%e %M"` times it, every answer checked."""
+    project = Path(__file__).resolve().parent.parent / "project.py"
+    runs = []
+    for i in range(10):
+        command = ["/usr/bin/time", "-f", "%e %M", sys.executable, str(project), "client", "--tracker",
+                   trackers[i % len(trackers)], "--name", f"U{i}", "--rounds", "5", "--seed", str(i), "--json"]
+        runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    times, right = [], 0
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        wall, kib = err.strip().splitlines()[-1].split()
+        times.append((float(wall), int(kib)))
+        events = [json.loads(line) for line in out.splitlines()]
+        asked = [e["fields"]["number"] for e in events if e["kind"] == "find.sent"]
+        answered = [e["fields"]["servers"] for e in events if e["kind"] == "answer.received"]
+        right += sum(1 for number, names in zip(asked, answered) if names == holders[number])
+    walls = sorted(t for t, _ in times)
+    print(f"the user's command, ten `project.py client --rounds 5` at once: {walls[0]:.2f}-{walls[-1]:.2f} s "
+          f"(median {statistics.median(walls):.2f} s), {max(k for _, k in times) / 1024:.0f} MiB at most; "
+          f"{right} of 50 answers complete and right")
 
 
 def throughput(args: argparse.Namespace) -> None:

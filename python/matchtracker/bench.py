@@ -44,6 +44,18 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
         "(without it every request lasts the full deadline)",
     )
     parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="the tracker's deadline (default 2)")
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="the closed loop over TLS: the tracker started here uses this certificate (for localhost) "
+        "with --tls-key, and its nodes trust --tls-ca",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="the CA the nodes trust: with --tls-cert, or to reach a --tracker over TLS",
+    )
     parser.add_argument("--scale", type=int, metavar="N", help="instead, run the assignment with n = N, quiet")
     parser.add_argument("--rounds", type=int, default=5, metavar="R", help="rounds for --scale (default 5)")
     parser.add_argument(
@@ -68,8 +80,9 @@ def closed_loop(args: argparse.Namespace) -> dict:
         return ru.ru_utime + ru.ru_stime, ru.ru_maxrss
 
     cpu_before, _ = usage()
+    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": args.tls_ca}
     result = run_load(
-        args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early, tracker=args.tracker
+        args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early, tracker=args.tracker, **tls
     )
     cpu_after, peak = usage()
     return {
@@ -77,6 +90,7 @@ def closed_loop(args: argparse.Namespace) -> dict:
         "servers": args.servers,
         "clients": args.clients,
         "early": args.early,
+        "tls": bool(args.tls_cert or args.tls_ca),
         "duration": args.duration,
         # What the rate divides by: from the first request to the last answer.
         "elapsed_seconds": result["elapsed"],
@@ -208,8 +222,9 @@ def main(argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentPar
     parser = build_parser(prog, parser_class)
     args = parser.parse_args(argv)
     closed_loop_flags = [f"--{k}" for k in CLOSED_LOOP_DEFAULTS if getattr(args, k) is not None]
-    if args.python and (args.scale is not None or args.tracker):
-        parser.error("--python measures on its own: not with --scale or --tracker")
+    closed_loop_flags += [f"--{k.replace('_', '-')}" for k in ("tls_cert", "tls_key", "tls_ca") if getattr(args, k)]
+    if args.python and (args.scale is not None or args.tracker or args.tls_cert or args.tls_ca):
+        parser.error("--python measures on its own: not with --scale, --tracker or TLS")
     if args.scale is not None and (closed_loop_flags or args.tracker):
         parser.error(f"{', '.join(closed_loop_flags or ['--tracker'])}: for the closed loop, not --scale")
     for key, default in CLOSED_LOOP_DEFAULTS.items():
