@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import socket
 import ssl
@@ -183,3 +184,13 @@ def test_thousands_of_handshakes_leave_no_descriptor_behind(roles, pki: Pki) -> 
         list(pool.map(one, range(2000)))
     assert descriptors(pid) <= before, (before, descriptors(pid))
     assert tracker.proc.poll() is None
+
+
+def test_the_benchmark_runs_its_closed_loop_over_tls(pki: Pki) -> None:
+    tls = ["--tls-cert", pki.cert, "--tls-key", pki.key, "--tls-ca", pki.ca]
+    done = run_role("bench", "--servers", "2", "--clients", "2", "--duration", "0.2", "--early", "--json", *tls)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["tls"] is True and result["requests"] > 0
+    refused = run_role("bench", "--scale", "3", *tls)
+    assert refused.returncode == 2 and "for the closed loop" in refused.stderr
