@@ -102,22 +102,31 @@ pub fn patience(wait: f64, reconnect_for: Option<f64>) -> PyResult<crate::roles:
 
 /// `"host:port"`, `"[v6]:port"` or `(host, port)` into a host and a port.
 pub fn address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)> {
-    let usage = || invalid(format!("{what} must be \"host:port\" or a (host, port) tuple (got {address})"));
     if let Ok(text) = address.extract::<String>() {
-        let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port.parse().map_err(|_| usage())?;
-        if host.is_empty() {
-            return Err(usage());
-        }
-        return Ok((host.to_owned(), port));
+        return address_text(&text, what);
     }
     if let Ok(tuple) = address.cast::<PyTuple>() {
-        if let Ok((host, port)) = tuple.extract::<(String, u16)>() {
-            return Ok((host, port));
+        if let Ok(pair) = tuple.extract::<(String, u16)>() {
+            return Ok(pair);
         }
     }
-    Err(usage())
+    Err(address_usage(what, &address.to_string()))
+}
+
+/// `"host:port"` or `"[v6]:port"` into a host and a port.
+fn address_text(text: &str, what: &str) -> PyResult<(String, u16)> {
+    let usage = || address_usage(what, text);
+    let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().map_err(|_| usage())?;
+    if host.is_empty() {
+        return Err(usage());
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn address_usage(what: &str, got: &str) -> PyErr {
+    invalid(format!("{what} must be \"host:port\" or a (host, port) tuple (got {got})"))
 }
 
 /// How a tracker guards its port, and the cluster it joins, as the Python functions and
@@ -187,9 +196,7 @@ pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Opti
 pub fn targets(address: &Bound<'_, PyAny>, tls: bool, tls_ca: Option<&Path>) -> PyResult<Vec<Target>> {
     let what = "tracker address";
     let places = if let Ok(text) = address.extract::<String>() {
-        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-        let as_each = |part: &&str| self::address(&pyo3::types::PyString::new(address.py(), part).into_any(), what);
-        parts.iter().map(as_each).collect::<PyResult<Vec<_>>>()?
+        text.split(',').map(|part| address_text(part.trim(), what)).collect::<PyResult<Vec<_>>>()?
     } else if let Ok(list) = address.cast::<pyo3::types::PyList>() {
         list.iter().map(|item| self::address(&item, what)).collect::<PyResult<Vec<_>>>()?
     } else {
