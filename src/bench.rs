@@ -104,7 +104,9 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     let mut servers = Vec::with_capacity(config.servers);
     for i in 0..config.servers {
         let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
-        servers.push(ServerNode::start(endpoint(i), name, number, config.token.clone(), Transcript::off()).await?);
+        servers.push(
+            ServerNode::start(endpoint(i), name, number, config.token.clone(), Transcript::off()).await?,
+        );
     }
     let mut clients = Vec::with_capacity(config.clients);
     for i in 0..config.clients {

@@ -152,11 +152,9 @@ pub(crate) enum Routed {
 pub(crate) fn route(line: std::result::Result<Received, ProtocolError>) -> Routed {
     match line {
         Ok(Received::Answer { id, end, servers }) => Routed::One(id, Ok((end, servers))),
-        Ok(Received::Other(Message::Error { code, text })) => match protocol::refused_request(code, &text) {
-            // One request refused; the connection goes on.
-            Some(id) => Routed::One(id, Err(Error::Refused { code, text })),
-            None => Routed::All(Error::Refused { code, text }),
-        },
+        // The tracker never refuses a request on its own (it reads more slowly instead), so
+        // an error is about the connection.
+        Ok(Received::Other(Message::Error { code, text })) => Routed::All(Error::Refused { code, text }),
         Ok(Received::Other(Message::Bye)) => Routed::All(Error::Closed),
         Ok(Received::Other(other)) => Routed::All(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
         Err(e) => Routed::All(Error::Protocol(e)),

@@ -10,13 +10,15 @@
 //!   each tracker's last word on the request (when all its servers replied, or just before
 //!   the deadline), and before it `SOME <request> <tracker> [names...]` as its servers
 //!   match, so that a match reaches the asking tracker at once whenever it comes.
-//! - `.alive`: `ALIVE <tracker>` every [`BEAT`], so each tracker knows whom to wait for.
+//! - `.alive`: `ALIVE <tracker>` every [`BEAT`], so each tracker knows whom to wait for, and
+//!   `LEAVING <tracker>` once from a tracker that is stopping: it is no longer waited for.
 //!
 //! Names live in the JetStream key-value bucket `mt-<name>-names` (name → owning tracker),
 //! each tracker holding a lease in `mt-<name>-trackers` that it renews every [`BEAT`] and that
 //! expires [`LEASE`] after its last renewal: a name whose owner's lease has expired is free.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +66,10 @@ impl ClusterConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the bad value.
     pub fn new(urls: Vec<String>, name: &str) -> Result<ClusterConfig> {
-        if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if name.is_empty()
+            || name.len() > 32
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(Error::InvalidArgument(format!(
                 "cluster name must be 1 to 32 characters from A-Z a-z 0-9 _ - (got {name:?})"
             )));
@@ -185,6 +190,8 @@ pub struct Cluster {
     /// Whether this tracker holds a lease it has renewed lately: while it does not, it
     /// serves no nodes (it cannot keep their names).
     standing: watch::Sender<bool>,
+    /// Set once this tracker has said it is leaving: it says `ALIVE` no more.
+    leaving: AtomicBool,
 }
 
 impl Cluster {
@@ -198,7 +205,10 @@ impl Cluster {
         let addrs: Vec<async_nats::ServerAddr> = config.urls.iter().filter_map(|u| u.parse().ok()).collect();
         let nats = tokio::time::timeout(
             JOIN_PATIENCE,
-            async_nats::ConnectOptions::new().name("matchtracker tracker").retry_on_initial_connect().connect(addrs),
+            async_nats::ConnectOptions::new()
+                .name("matchtracker tracker")
+                .retry_on_initial_connect()
+                .connect(addrs),
         )
         .await
         .map_err(|_| Error::Cluster(format!("no NATS server answered at {}", config.urls.join(", "))))?
@@ -209,7 +219,9 @@ impl Cluster {
         let leases = bucket(&js, &format!("mt-{}-trackers", config.name), Some(LEASE)).await?;
         let id = format!("{:016x}", rand::random::<u64>());
         let standing = watch::channel(true).0;
-        let cluster = Cluster { id, nats, prefix, names, leases, peers: Mutex::new(FastMap::default()), standing };
+        let peers = Mutex::new(FastMap::default());
+        let cluster =
+            Cluster { id, nats, prefix, names, leases, peers, standing, leaving: AtomicBool::new(false) };
         // A bucket another tracker has just made may take a moment to elect its leader.
         let until = Instant::now() + JOIN_PATIENCE;
         while let Err(e) = cluster.renew().await {
@@ -247,7 +259,9 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = beat.tick() => {
-                    let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
+                    if !self.leaving.load(Ordering::Relaxed) {
+                        let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
+                    }
                     let mut peers = self.peers.lock();
                     peers.retain(|peer, seen| {
                         let alive = seen.elapsed() < PEER_SILENCE;
@@ -259,10 +273,16 @@ impl Cluster {
                 }
                 message = heard.next() => {
                     let Some(message) = message else { break };
-                    if let Some(peer) = std::str::from_utf8(&message.payload).ok().and_then(|t| t.strip_prefix("ALIVE ")) {
-                        if peer != self.id && self.peers.lock().insert(peer.to_owned(), Instant::now()).is_none() {
+                    match std::str::from_utf8(&message.payload).map(|text| text.split_once(' ')) {
+                        Ok(Some(("ALIVE", peer)))
+                            if peer != self.id && self.peers.lock().insert(peer.to_owned(), Instant::now()).is_none() =>
+                        {
                             transcript.record(Event::TrackerJoined { tracker: peer.to_owned() });
                         }
+                        Ok(Some(("LEAVING", peer))) if self.peers.lock().remove(peer).is_some() => {
+                            transcript.record(Event::TrackerLeft { tracker: peer.to_owned() });
+                        }
+                        _ => {}
                     }
                 }
                 () = stop.requested() => break,
@@ -292,6 +312,15 @@ impl Cluster {
                 transcript.record(Event::Standing { standing });
             }
         }
+    }
+
+    /// Tells the other trackers that this one is stopping, so that no request of theirs
+    /// waits for it from now on; it says `ALIVE` no more. Its lease stays until it stops, so
+    /// the names of its nodes are kept until they leave.
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("LEAVING {}", self.id))).await;
+        let _ = self.nats.flush().await;
     }
 
     /// Whether this tracker holds its lease, as it changes.
@@ -337,7 +366,10 @@ impl Cluster {
     /// # Errors
     /// [`Error::Cluster`] if the subscription fails.
     pub async fn reports(&self) -> Result<async_nats::Subscriber> {
-        self.nats.subscribe(self.subject(&format!("told.{}", self.id))).await.map_err(|e| Error::Cluster(e.to_string()))
+        self.nats
+            .subscribe(self.subject(&format!("told.{}", self.id)))
+            .await
+            .map_err(|e| Error::Cluster(e.to_string()))
     }
 
     /// Takes `name` for a node registering here, unless a live tracker holds it.
@@ -345,7 +377,8 @@ impl Cluster {
     /// # Errors
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down).
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
-        let unreachable = |e: &dyn std::fmt::Display| Error::Cluster(format!("the cluster's names cannot be reached: {e}"));
+        let unreachable =
+            |e: &dyn std::fmt::Display| Error::Cluster(format!("the cluster's names cannot be reached: {e}"));
         let ours = Bytes::from(self.id.clone());
         for _ in 0..3 {
             match self.names.create(name.as_str(), ours.clone()).await {
@@ -408,7 +441,9 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Option<Duration>) 
             }
         }
         if Instant::now() >= until {
-            return Err(Error::Cluster(format!("JetStream did not make the bucket {name} (is nats-server running with -js?): {last}")));
+            return Err(Error::Cluster(format!(
+                "JetStream did not make the bucket {name} (is nats-server running with -js?): {last}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -420,14 +455,28 @@ mod tests {
 
     #[test]
     fn asks_and_reports_round_trip() {
-        let ask = Ask { origin: "00ff".into(), request: 7, client: Name::new("C3").unwrap(), number: 4, deadline_ms: 1990 };
+        let ask = Ask {
+            origin: "00ff".into(),
+            request: 7,
+            client: Name::new("C3").unwrap(),
+            number: 4,
+            deadline_ms: 1990,
+        };
         assert_eq!(Ask::decode(&ask.encode()), Some(ask));
         let names = vec![Name::new("S2").unwrap(), Name::new("S10").unwrap()];
         let told = Told { request: 7, tracker: "abcd".into(), last: true, complete: true, asked: 12, names };
         assert_eq!(Told::decode(&told.encode()), Some(told));
-        let none = Told { request: 1, tracker: "x".into(), last: true, complete: false, asked: 0, names: vec![] };
+        let none =
+            Told { request: 1, tracker: "x".into(), last: true, complete: false, asked: 0, names: vec![] };
         assert_eq!(Told::decode(&none.encode()), Some(none));
-        let some = Told { request: 2, tracker: "y".into(), last: false, complete: false, asked: 0, names: vec![Name::new("S4").unwrap()] };
+        let some = Told {
+            request: 2,
+            tracker: "y".into(),
+            last: false,
+            complete: false,
+            asked: 0,
+            names: vec![Name::new("S4").unwrap()],
+        };
         assert_eq!(Told::decode(&some.encode()), Some(some));
         for bad in ["ASK a 1 C1 4", "ASK a x C1 4 5", "TOLD 1 a 2 0", "TOLD 1 a 1 0 bad!name", "HELLO"] {
             assert_eq!(Ask::decode(bad.as_bytes()), None, "{bad}");

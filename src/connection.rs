@@ -51,9 +51,10 @@ impl Stream {
 /// [`Error::Unexpected`] if they are halves of different streams.
 pub fn unsplit(read: ReadHalf, write: WriteHalf) -> Result<Stream> {
     match (read, write) {
-        (ReadHalf::Plain(read), WriteHalf::Plain(write)) => {
-            read.reunite(write).map(Stream::Plain).map_err(|_| Error::Unexpected("halves of two streams".into()))
-        }
+        (ReadHalf::Plain(read), WriteHalf::Plain(write)) => read
+            .reunite(write)
+            .map(Stream::Plain)
+            .map_err(|_| Error::Unexpected("halves of two streams".into())),
         (ReadHalf::Tls(read), WriteHalf::Tls(write)) if read.is_pair_of(&write) => {
             Ok(Stream::Tls(Box::new(read.unsplit(write))))
         }
@@ -324,7 +325,8 @@ pub async fn connect(to: &Endpoint) -> Result<Stream> {
     let tcp = connect_tcp(to.addr).await?;
     let Some(dial) = &to.tls else { return Ok(Stream::Plain(tcp)) };
     // Boxed, so that a plain node's futures do not carry a handshake's large state.
-    let handshake = Box::pin(tokio_rustls::TlsConnector::from(dial.config.clone()).connect(dial.name.clone(), tcp));
+    let handshake =
+        Box::pin(tokio_rustls::TlsConnector::from(dial.config.clone()).connect(dial.name.clone(), tcp));
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| Error::Timeout(format!("for the TLS handshake with the tracker at {}", to.addr)))?

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 use crate::connection::{self, Endpoint, LineReader, WriteHalf};
 use crate::error::{Error, Result};
 use crate::protocol::{Message, Name, ReplyMode, MAX_LINE};

@@ -201,7 +201,12 @@ struct Reach<'a> {
 }
 
 impl<'a> Reach<'a> {
-    fn new(targets: &'a [Target], name: &'a Name, transcript: &'a Transcript, patience: Patience) -> Reach<'a> {
+    fn new(
+        targets: &'a [Target],
+        name: &'a Name,
+        transcript: &'a Transcript,
+        patience: Patience,
+    ) -> Reach<'a> {
         assert!(!targets.is_empty(), "a node needs a tracker to reach");
         Reach { targets, next: 0, name, transcript, patience, registered: false }
     }
@@ -256,7 +261,9 @@ impl<'a> Reach<'a> {
                 let waited = limit.unwrap_or_default().as_secs_f64();
                 let places = self.places();
                 let which = if self.targets.len() == 1 { "the tracker" } else { "any of the trackers" };
-                return Err(Error::GaveUp(format!("cannot reach {which} at {places} after trying for {waited} s ({e})")));
+                return Err(Error::GaveUp(format!(
+                    "cannot reach {which} at {places} after trying for {waited} s ({e})"
+                )));
             }
             self.transcript.record(Event::Retrying { node: self.name.clone(), reason: e.to_string(), pause });
             tokio::select! {

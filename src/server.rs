@@ -91,12 +91,7 @@ struct Serving {
 }
 
 impl Serving {
-    async fn run(
-        self,
-        mut reader: LineReader,
-        mut write: WriteHalf,
-        mut stop: StopSignal,
-    ) -> Result<()> {
+    async fn run(self, mut reader: LineReader, mut write: WriteHalf, mut stop: StopSignal) -> Result<()> {
         tokio::select! {
             result = self.answer_queries(&mut reader, &mut write) => result,
             () = stop.requested() => Ok(()),

@@ -47,7 +47,11 @@ pub fn tracker_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
                 key.display(),
                 cert.display()
             )),
-            other => Error::InvalidArgument(format!("cannot use {} and {}: {other}", cert.display(), key.display())),
+            other => Error::InvalidArgument(format!(
+                "cannot use {} and {}: {other}",
+                cert.display(),
+                key.display()
+            )),
         })?;
     Ok(Arc::new(config))
 }
@@ -64,7 +68,10 @@ pub fn node_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| unreadable("CA certificate", ca, &e))? {
                 let cert = cert.map_err(|e| unreadable("CA certificate", ca, &e))?;
                 roots.add(cert).map_err(|e| {
-                    Error::InvalidArgument(format!("{} holds a certificate that cannot be used: {e}", ca.display()))
+                    Error::InvalidArgument(format!(
+                        "{} holds a certificate that cannot be used: {e}",
+                        ca.display()
+                    ))
                 })?;
             }
             if roots.is_empty() {
@@ -75,7 +82,8 @@ pub fn node_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             if roots.is_empty() {
                 return Err(Error::InvalidArgument(
-                    "this system has no root certificates to trust the tracker by; give its CA with --tls-ca".into(),
+                    "this system has no root certificates to trust the tracker by; give its CA with --tls-ca"
+                        .into(),
                 ));
             }
         }
@@ -112,8 +120,9 @@ impl Dial {
     /// # Errors
     /// [`Error::InvalidArgument`] if `host` is neither.
     pub fn new(config: Arc<ClientConfig>, host: &str) -> Result<Dial> {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|_| Error::InvalidArgument(format!("{host} is not a host name or address TLS can check")))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            Error::InvalidArgument(format!("{host} is not a host name or address TLS can check"))
+        })?;
         Ok(Dial { config, name })
     }
 

@@ -19,10 +19,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub use crate::protocol::CENTRAL;
 use crate::protocol::{ErrorCode, Name};
-
-/// The tracker's name in every line.
-pub const CENTRAL: &str = "Central";
 
 /// Where events go; `off` drops them without formatting anything (a quiet run of thousands
 /// of nodes must not pay for millions of lines nobody reads).

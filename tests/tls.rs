@@ -118,7 +118,8 @@ async fn the_token_is_checked_inside_tls() {
     let token = Token::new("s3cret-Token").unwrap();
     let tracker = tracker_wanting(&pki, &token).await;
     let to = pki.dial(tracker.local_addr(), "localhost");
-    let server = ServerNode::start(to.clone(), name("S1"), 4, Some(token.clone()), Transcript::off()).await.unwrap();
+    let server =
+        ServerNode::start(to.clone(), name("S1"), 4, Some(token.clone()), Transcript::off()).await.unwrap();
     let client = ClientNode::connect(to.clone(), name("C1"), Some(token), Transcript::off()).await.unwrap();
     let answer = client.find_match(4).await.unwrap();
     assert_eq!(answer.servers.iter().map(Name::as_str).collect::<Vec<_>>(), ["S1"]);
@@ -148,7 +149,10 @@ async fn each_failed_handshake_says_what_to_do() {
 
     let stranger = Pki::new();
     let untrusted = refusal(stranger.dial(addr, "localhost")).await;
-    assert!(untrusted.contains("not signed by a CA this node trusts") && untrusted.contains("--tls-ca"), "{untrusted}");
+    assert!(
+        untrusted.contains("not signed by a CA this node trusts") && untrusted.contains("--tls-ca"),
+        "{untrusted}"
+    );
 
     let wrong_name = refusal(pki.dial(addr, "127.0.0.1")).await;
     assert!(wrong_name.contains("not valid for the name 127.0.0.1"), "{wrong_name}");
@@ -206,7 +210,11 @@ async fn recording_proxy(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
-async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin, seen: Arc<Mutex<Vec<u8>>>) {
+async fn pump(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    seen: Arc<Mutex<Vec<u8>>>,
+) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 || to.write_all(&buf[..n]).await.is_err() {
@@ -223,8 +231,9 @@ async fn nothing_readable_crosses_the_wire() {
     let tracker = tracker_wanting(&pki, &token).await;
     let (proxy, seen) = recording_proxy(tracker.local_addr()).await;
     let to = pki.dial(proxy, "localhost");
-    let server =
-        ServerNode::start(to.clone(), name("Zanzibar"), 6, Some(token.clone()), Transcript::off()).await.unwrap();
+    let server = ServerNode::start(to.clone(), name("Zanzibar"), 6, Some(token.clone()), Transcript::off())
+        .await
+        .unwrap();
     let client = ClientNode::connect(to, name("Quetzal"), Some(token), Transcript::off()).await.unwrap();
     let answer = client.find_match(6).await.unwrap();
     assert_eq!(answer.servers.iter().map(Name::as_str).collect::<Vec<_>>(), ["Zanzibar"]);
@@ -252,7 +261,8 @@ async fn stalled_and_garbage_handshakes_are_cut_off_and_counted() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(PATIENCE, stalled.read_to_end(&mut rest)).await.expect("not cut off");
     assert!(read.is_ok_and(|n| n == 0) || rest.is_empty(), "closed without a word");
-    wait_event(&mut events, |e| matches!(e, Event::TlsFailed { reason, .. } if reason.contains("in time"))).await;
+    wait_event(&mut events, |e| matches!(e, Event::TlsFailed { reason, .. } if reason.contains("in time")))
+        .await;
 
     // A TLS record type followed by garbage: refused as a bad handshake.
     let mut garbage = TcpStream::connect(addr).await.unwrap();

@@ -26,7 +26,6 @@ ErrorCode = Literal[
     "unexpected",
     "not-asked",
     "unknown-request",
-    "too-many-requests",
     "handshake-timeout",
     "tls-required",
     "line-timeout",

@@ -11,7 +11,7 @@
 mod name;
 mod words;
 
-pub use name::{Name, Token, MAX_NAME_LEN, MAX_TOKEN_LEN};
+pub use name::{Name, Token, CENTRAL, MAX_NAME_LEN, MAX_TOKEN_LEN};
 pub use words::{End, ErrorCode, ProtocolError, ReplyMode, NAME_RULE, NUMBER_RULE, TOKEN_RULE};
 
 use name::is_name_byte;
@@ -136,6 +136,41 @@ pub fn parse(line: &[u8]) -> Result<Message, ProtocolError> {
     };
     fields.end()?;
     Ok(message)
+}
+
+/// Who sent a line to the tracker, for [`parse_from`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// A connection's first line: `HELLO` or `HI`.
+    Greeting,
+    /// A registered server: `MATCH`, `MISS`, `BYE`.
+    Server,
+    /// A registered client: `FIND`, `CANCEL`, `BYE`.
+    Client,
+}
+
+impl Sender {
+    fn may_send(self, verb: Verb) -> bool {
+        match self {
+            Sender::Greeting => matches!(verb, Verb::Hello | Verb::Hi),
+            Sender::Server => matches!(verb, Verb::Match | Verb::Miss | Verb::Bye),
+            Sender::Client => matches!(verb, Verb::Find | Verb::Cancel | Verb::Bye),
+        }
+    }
+}
+
+/// As [`parse`], for a line the tracker reads from `sender`.
+///
+/// # Errors
+/// `None` for a verb of the protocol that `sender` may not send, whatever its fields (an
+/// `ERROR` from a node is out of place, not a malformed `ERROR`); the [`ProtocolError`] of
+/// [`parse`] for any other line that does not parse.
+pub fn parse_from(line: &[u8], sender: Sender) -> Result<Message, Option<ProtocolError>> {
+    let verb = std::str::from_utf8(line).ok().and_then(|text| Words(text).next()).and_then(Verb::from_word);
+    match verb {
+        Some(verb) if !sender.may_send(verb) => Err(None),
+        _ => parse(line).map_err(Some),
+    }
 }
 
 /// A fast path for the line a server receives most: `QUERY <id> <client> <number>`, parsed
@@ -275,21 +310,6 @@ fn push_decimal(mut value: u64, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&digits[start..]);
-}
-
-/// The text of the `too-many-requests` error refusing request `id` (of a client that has
-/// `most` open): it names the id, so that a client with many requests open knows which.
-pub fn too_many_requests(id: u64, most: usize) -> String {
-    format!("request {id} refused: {most} requests are already open")
-}
-
-/// The request an `ERROR` refuses on its own, leaving the connection as it was (the
-/// `too-many-requests` of [`too_many_requests`]); `None` for an error about the connection.
-pub fn refused_request(code: ErrorCode, text: &str) -> Option<u64> {
-    if code != ErrorCode::TooManyRequests {
-        return None;
-    }
-    text.strip_prefix("request ")?.split(' ').next()?.parse().ok()
 }
 
 /// `message` as one encoded line, newline included.

@@ -9,6 +9,9 @@ use super::words::ProtocolError;
 /// Longest node name, in bytes.
 pub const MAX_NAME_LEN: usize = 32;
 
+/// The tracker's own name: every transcript calls the tracker so, and no node may take it.
+pub const CENTRAL: &str = "Central";
+
 use super::decimal;
 
 /// A node's name: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 _ -`.
@@ -24,7 +27,8 @@ pub struct Name {
     len: u8,
     /// Length of the name without its trailing digits.
     stem: u8,
-    /// The number the trailing digits make (0 if none, or too many to be one).
+    /// The number the trailing digits make (0 if none; `u64::MAX` for that or more, when
+    /// the digits themselves decide).
     index: u64,
     /// The stem's first eight bytes as a number that orders like them (zero-padded), so that
     /// sorting an answer mostly compares numbers.
@@ -49,7 +53,8 @@ impl Name {
             return Err(ProtocolError::BadName);
         }
         let stem = text.iter().rposition(|b| !b.is_ascii_digit()).map_or(0, |last| last + 1);
-        let index = decimal(&text[stem..]).unwrap_or(0);
+        let digits = &text[stem..];
+        let index = if digits.is_empty() { 0 } else { decimal(digits).unwrap_or(u64::MAX) };
         let mut head = [0; 8];
         head[..stem.min(8)].copy_from_slice(&text[..stem.min(8)]);
         let mut bytes = [0; MAX_NAME_LEN];
@@ -82,7 +87,24 @@ impl Name {
                 Ordering::Equal
             }
         });
-        stems.then(self.index.cmp(&other.index)).then_with(|| self.cmp(other))
+        stems
+            .then(self.index.cmp(&other.index))
+            .then_with(|| {
+                if self.index == u64::MAX {
+                    self.big_index().cmp(&other.big_index())
+                } else {
+                    Ordering::Equal
+                }
+            })
+            .then_with(|| self.cmp(other))
+    }
+
+    /// The trailing digits as a number of any size, in a form that orders like the number:
+    /// how many digits without leading zeros, then those digits.
+    fn big_index(&self) -> (usize, &[u8]) {
+        let digits = &self.as_bytes()[usize::from(self.stem)..];
+        let start = digits.iter().position(|&b| b != b'0').unwrap_or(digits.len());
+        (digits.len() - start, &digits[start..])
     }
 }
 
@@ -243,11 +265,19 @@ mod tests {
             "_",
             "-x",
             "a-b_c99",
+            "Z2",
+            "Z18446744073709551615",
+            "Z18446744073709551616",
+            "Z018446744073709551616",
+            "Z99999999999999999999999",
         ];
+        // The number as digits without leading zeros, ordered by length then digits: a
+        // number of any size.
         let plain = |n: &Name| {
             let text = n.as_str();
             let stem = text.trim_end_matches(|c: char| c.is_ascii_digit());
-            (stem.to_owned(), text[stem.len()..].parse::<u64>().unwrap_or(0), text.to_owned())
+            let digits = text[stem.len()..].trim_start_matches('0');
+            (stem.to_owned(), digits.len(), digits.to_owned(), text.to_owned())
         };
         for a in texts.map(name) {
             for b in texts.map(name) {

@@ -82,7 +82,6 @@ pub enum ErrorCode {
     Unexpected,
     NotAsked,
     UnknownRequest,
-    TooManyRequests,
     HandshakeTimeout,
     TlsRequired,
     LineTimeout,
@@ -93,7 +92,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code with its word, in the order docs/PROTOCOL.md lists them.
-    pub const WORDS: [(ErrorCode, &'static str); 23] = [
+    pub const WORDS: [(ErrorCode, &'static str); 22] = [
         (ErrorCode::LineTooLong, "line-too-long"),
         (ErrorCode::NotUtf8, "not-utf8"),
         (ErrorCode::EmptyLine, "empty-line"),
@@ -110,7 +109,6 @@ impl ErrorCode {
         (ErrorCode::Unexpected, "unexpected"),
         (ErrorCode::NotAsked, "not-asked"),
         (ErrorCode::UnknownRequest, "unknown-request"),
-        (ErrorCode::TooManyRequests, "too-many-requests"),
         (ErrorCode::HandshakeTimeout, "handshake-timeout"),
         (ErrorCode::TlsRequired, "tls-required"),
         (ErrorCode::LineTimeout, "line-timeout"),

@@ -22,12 +22,12 @@ use super::args::{self, Int};
 use super::errors::to_py;
 use super::nodes::{opening, Opening, Reach};
 use crate::client::{route, Received, Routed, ANSWER_MARGIN};
+use crate::connection::{self, Endpoint, Stream, TlsStream};
 use crate::error::Error;
 use crate::hash::FastMap;
-use crate::connection::{self, Endpoint, Stream, TlsStream};
-use crate::roles;
 use crate::node;
 use crate::protocol::{self, Message, Name, MAX_LINE};
+use crate::roles;
 use crate::transcript::Transcript;
 
 /// A future and what to settle it with.

@@ -10,8 +10,8 @@ use pyo3::types::{PyInt, PyTuple};
 
 use super::errors::{invalid, to_py};
 use crate::args;
-use crate::protocol::{Name, ReplyMode, Token};
 use crate::cluster::ClusterConfig;
+use crate::protocol::{Name, ReplyMode, Token};
 use crate::roles::Target;
 use crate::tls;
 use crate::tracker::TrackerConfig;
@@ -144,7 +144,12 @@ pub struct Guard<'a> {
 }
 
 /// A tracker's settings from the arguments the Python functions and class take.
-pub fn tracker_config(timeout: f64, early: bool, keepalive: f64, guard: Guard<'_>) -> PyResult<TrackerConfig> {
+pub fn tracker_config(
+    timeout: f64,
+    early: bool,
+    keepalive: f64,
+    guard: Guard<'_>,
+) -> PyResult<TrackerConfig> {
     Ok(TrackerConfig {
         deadline: seconds(timeout, "timeout")?,
         keepalive: seconds(keepalive, "keepalive")?,
@@ -154,8 +159,12 @@ pub fn tracker_config(timeout: f64, early: bool, keepalive: f64, guard: Guard<'_
         tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
         insecure_plaintext: guard.insecure_plaintext,
         cluster: match guard.cluster {
-            Some(Urls(urls)) => Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?),
-            None if guard.cluster_name.is_some() => return Err(invalid("cluster_name needs cluster (the NATS urls)")),
+            Some(Urls(urls)) => {
+                Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?)
+            }
+            None if guard.cluster_name.is_some() => {
+                return Err(invalid("cluster_name needs cluster (the NATS urls)"))
+            }
             None => None,
         },
         ..TrackerConfig::default()
@@ -170,11 +179,13 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Urls {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Urls> {
         if let Ok(text) = obj.extract::<String>() {
-            return Ok(Urls(text.split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect()));
+            return Ok(Urls(
+                text.split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty()).collect(),
+            ));
         }
-        obj.extract::<Vec<String>>()
-            .map(Urls)
-            .map_err(|_| invalid("cluster must be NATS urls: a string (comma-separated) or a list of strings"))
+        obj.extract::<Vec<String>>().map(Urls).map_err(|_| {
+            invalid("cluster must be NATS urls: a string (comma-separated) or a list of strings")
+        })
     }
 }
 
@@ -182,7 +193,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Urls {
 const DEFAULT_CLUSTER: &str = "matchtracker";
 
 /// TLS for a tracker from its certificate and key files: both, or neither for plain TCP.
-pub fn tracker_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Option<Arc<rustls::ServerConfig>>> {
+pub fn tracker_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> PyResult<Option<Arc<rustls::ServerConfig>>> {
     match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => tls::tracker_config(&cert, &key).map(Some).map_err(to_py),

@@ -46,7 +46,9 @@ pub fn to_py(e: Error) -> PyErr {
         Error::InvalidArgument(_) | Error::TooManyFiles { .. } | Error::TooFewPorts { .. } => {
             return PyValueError::new_err(text)
         }
-        Error::Io(_) | Error::Tls(_) | Error::Cluster(_) | Error::Closed | Error::GaveUp(_) => NetworkError::new_err(text),
+        Error::Io(_) | Error::Tls(_) | Error::Cluster(_) | Error::Closed | Error::GaveUp(_) => {
+            NetworkError::new_err(text)
+        }
         Error::Refused { .. } => RefusedError::new_err(text),
         Error::Timeout(_) => ResponseTimeout::new_err(text),
         Error::Protocol(_) | Error::Unexpected(_) | Error::Panic(_) | Error::NodeClosed => {

@@ -107,9 +107,19 @@ pub fn serve_tracker(
     cluster_name: Option<&str>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
-    let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
+    let guard = args::Guard {
+        token,
+        insecure_no_token,
+        tls_cert,
+        tls_key,
+        insecure_plaintext,
+        cluster,
+        cluster_name,
+    };
     let config = args::tracker_config(timeout, early, keepalive, guard)?;
-    run_role(py, json, |transcript, stop| roles::run_tracker(Target::plain(host, port), config, transcript, stop))
+    run_role(py, json, |transcript, stop| {
+        roles::run_tracker(Target::plain(host, port), config, transcript, stop)
+    })
 }
 
 /// Runs the role `start` makes until it ends or Ctrl-C stops it, printing its lines (as
@@ -210,7 +220,11 @@ pub fn run_load<'py>(
     tls_ca: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let own_tls = match args::tracker_tls(tls_cert, tls_key)? {
-        Some(_) if tracker.is_some() => return Err(invalid("tls_cert and tls_key are for a tracker of the load's own; give tracker or them")),
+        Some(_) if tracker.is_some() => {
+            return Err(invalid(
+                "tls_cert and tls_key are for a tracker of the load's own; give tracker or them",
+            ))
+        }
         Some(config) => {
             let nodes = crate::tls::node_config(tls_ca.as_deref()).map_err(to_py)?;
             Some((config, crate::tls::Dial::new(nodes, "localhost").map_err(to_py)?))

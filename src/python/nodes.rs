@@ -98,7 +98,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    async fn open(name: Name, targets: Vec<Target>, number: u8, token: Option<Token>) -> Result<ServerHandle> {
+    async fn open(
+        name: Name,
+        targets: Vec<Target>,
+        number: u8,
+        token: Option<Token>,
+    ) -> Result<ServerHandle> {
         let start = |to| ServerNode::start(to, name.clone(), number, token.clone(), Transcript::off());
         let node = roles::first_of(&targets, start).await?;
         Ok(ServerHandle { name: name.to_string(), number, node: Mutex::new(Some(node)) })
@@ -245,7 +250,15 @@ impl Tracker {
         cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
     ) -> PyResult<Self> {
-        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
+        let guard = args::Guard {
+            token,
+            insecure_no_token,
+            tls_cert,
+            tls_key,
+            insecure_plaintext,
+            cluster,
+            cluster_name,
+        };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
     }
@@ -440,7 +453,15 @@ impl AsyncTracker {
         cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
     ) -> PyResult<Opening> {
-        let guard = args::Guard { token, insecure_no_token, tls_cert, tls_key, insecure_plaintext, cluster, cluster_name };
+        let guard = args::Guard {
+            token,
+            insecure_no_token,
+            tls_cert,
+            tls_key,
+            insecure_plaintext,
+            cluster,
+            cluster_name,
+        };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
     }

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::requests::{Done, Part};
 use super::Shared;
 use crate::cluster::{Ask, Cluster, Told};
 use crate::hash::FastMap;
@@ -32,7 +33,7 @@ pub(super) struct Gather {
     pub names: Vec<Name>,
     /// Servers they asked.
     pub asked: usize,
-    done: Option<oneshot::Sender<()>>,
+    done: Option<Done>,
 }
 
 impl Gather {
@@ -55,28 +56,35 @@ impl Federation {
     }
 
     /// Asks the other trackers for `client`'s request, which ends at `deadline`. Returns the
-    /// request's id among them and a receiver that fires once every live peer has told all
-    /// (at once if there are none); `None` if NATS would not take it.
-    pub async fn ask(&self, client: &Name, number: u8, deadline: Instant) -> Option<(u64, oneshot::Receiver<()>)> {
+    /// request's id among them; `done` fires once every live peer has told all (at once if
+    /// there are none). `None` if NATS would not take it.
+    pub async fn ask(&self, client: &Name, number: u8, deadline: Instant, done: Done) -> Option<u64> {
         let request = self.next.fetch_add(1, Ordering::Relaxed);
         let peers: HashSet<String> = self.cluster.live_peers().into_iter().collect();
-        let (done, done_rx) = oneshot::channel();
-        let gather = Gather { incomplete: peers.clone(), silent: peers, names: Vec::new(), asked: 0, done: Some(done) };
+        let gather = Gather {
+            incomplete: peers.clone(),
+            silent: peers,
+            names: Vec::new(),
+            asked: 0,
+            done: Some(done),
+        };
         let nobody = gather.complete();
         self.gathers.lock().insert(request, gather);
         if nobody {
             self.settle(request);
-            return Some((request, done_rx));
+            return Some(request);
         }
-        let deadline_ms = u64::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX);
-        let ask = Ask { origin: self.cluster.id.clone(), request, client: client.clone(), number, deadline_ms };
+        let deadline_ms =
+            u64::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u64::MAX);
+        let ask =
+            Ask { origin: self.cluster.id.clone(), request, client: client.clone(), number, deadline_ms };
         // NATS out of reach for long fills the client's buffer and would stall this client's
         // reading: past a moment the request goes to this tracker's servers alone.
         if !matches!(tokio::time::timeout(ASK_PATIENCE, self.cluster.ask(&ask)).await, Ok(Ok(()))) {
             self.gathers.lock().remove(&request);
             return None;
         }
-        Some((request, done_rx))
+        Some(request)
     }
 
     /// Fires a gather's receiver if every peer has told all.
@@ -84,7 +92,7 @@ impl Federation {
         let mut gathers = self.gathers.lock();
         if let Some(gather) = gathers.get_mut(&request).filter(|g| g.complete()) {
             if let Some(done) = gather.done.take() {
-                let _ = done.send(());
+                done.fire();
             }
         }
     }
@@ -117,7 +125,7 @@ impl Federation {
 
 /// Serves the cluster until `stop`: reports from the other trackers, and their requests.
 pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
-    let Some(federation) = shared.federation.as_ref() else { return };
+    let Some(federation) = shared.peers.federation() else { return };
     let cluster = federation.cluster.clone();
     let (Ok(mut reports), Ok(mut asks)) = (cluster.reports().await, cluster.asks().await) else { return };
     loop {
@@ -133,9 +141,18 @@ pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
             asked = asks.next() => match asked {
                 Some(message) => {
                     let (Some(ask), Some(reply)) = (Ask::decode(&message.payload), message.reply) else { continue };
-                    if ask.origin != cluster.id {
-                        tokio::spawn(answer_peer(shared.clone(), ask, reply, stop.clone()));
+                    if ask.origin == cluster.id {
+                        continue;
                     }
+                    if shared.is_draining() {
+                        // A stopping tracker takes no new requests: it tells at once that it
+                        // has nothing, so that a peer that had not yet heard it is leaving
+                        // does not wait for it.
+                        let told = Told { request: ask.request, tracker: cluster.id.clone(), last: true, complete: true, asked: 0, names: Vec::new() };
+                        cluster.tell(reply, &told).await;
+                        continue;
+                    }
+                    tokio::spawn(answer_peer(shared.clone(), ask, reply, stop.clone()));
                 }
                 None => break,
             },
@@ -150,11 +167,19 @@ const PASS_ON_EVERY: Duration = Duration::from_millis(20);
 /// Asks this tracker's servers for another tracker's request, and tells it their matches as
 /// they come, then its last word when all have replied or just before the deadline.
 async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, mut stop: StopSignal) {
-    let Some(federation) = shared.federation.as_ref() else { return };
+    let Some(federation) = shared.peers.federation() else { return };
     let cluster = &federation.cluster;
     let asked = shared.counts.borrow().0;
-    let told = |last, names| Told { request: ask.request, tracker: cluster.id.clone(), last, complete: true, asked: 0, names };
-    let Some((id, mut done)) = shared.fan_out(&ask.client, ask.number) else {
+    let told = |last, names| Told {
+        request: ask.request,
+        tracker: cluster.id.clone(),
+        last,
+        complete: true,
+        asked: 0,
+        names,
+    };
+    let (done, mut done_rx) = mpsc::unbounded_channel();
+    let Some(id) = shared.fan_out(&ask.client, ask.number, Done::new(done, 0, Part::Local)) else {
         return cluster.tell(reply, &told(true, Vec::new())).await;
     };
     // The last word goes a little before the asking tracker's deadline, so that it arrives
@@ -167,7 +192,7 @@ async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, 
     let mut every = tokio::time::interval(PASS_ON_EVERY);
     loop {
         tokio::select! {
-            _ = &mut done => break,
+            _ = done_rx.recv() => break,
             () = tokio::time::sleep_until(until) => break,
             () = stop.requested() => break,
             _ = every.tick() => {}

@@ -2,46 +2,61 @@
 //! each client's request out to every server and gathers the replies until every queried
 //! server has answered or the deadline passes.
 //!
-//! - this file: the handle ([`Tracker`]) and its settings, and the tracker's decisions
-//!   (register, open a request, count a reply, answer), each under short locks;
+//! - this file: the handle ([`Tracker`]) and its settings, its stop (a drain, then `BYE`),
+//!   and the tracker's decisions (register, open a request, count a reply, answer), each
+//!   under short locks;
+//! - [`accept`]: the accept loop, TLS, the greeting;
+//! - [`seat`]: a node's registration, undone when it is dropped;
+//! - [`server_link`], [`client_link`]: one task per connection of each kind;
+//! - [`waiter`]: a client's open requests until their end, and how each ended;
 //! - [`registry`]: who is registered, and the server lists of answers;
 //! - [`requests`]: the open requests and what became of each reply;
 //! - [`outbox`]: queries on their way to every server, in batches;
-//! - [`links`]: the tasks: the accept loop, one task per connection, one per open request.
+//! - [`peers`]: the one seam to the cluster (`Alone` does nothing), and [`federation`]
+//!   behind it.
 //!
 //! Locks are `parking_lot` mutexes, never held across an `.await`; when both are taken, the
 //! board comes before the requests.
 
+mod accept;
+mod client_link;
 mod federation;
-mod links;
 mod outbox;
+mod peers;
 mod registry;
 mod requests;
+mod seat;
+mod server_link;
+mod waiter;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpSocket;
-use tokio::sync::{broadcast, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
 
 use crate::args::MAX_SECONDS;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{self, End, Message, Name, ReplyMode, Token};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StopSignal};
 use crate::transcript::{Event, Transcript};
-use federation::Federation;
 use outbox::Outbox;
+use peers::Peers;
 use registry::{Listed, Registry};
-use requests::{Pending, Reply, Requests};
+use requests::{Done, Pending, Reply, Requests};
 
 /// Listen backlog. The default of 128 makes a burst of thousands of connections stall for
 /// seconds on SYN retries.
 const BACKLOG: u32 = 4096;
+
+/// How much longer than the deadline a drain may take by default: the last answers are
+/// written after their requests' deadlines.
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 
 /// Settings of a tracker.
 #[derive(Clone, Debug)]
@@ -68,9 +83,14 @@ pub struct TrackerConfig {
     /// The kernel's send buffer for each connection, in bytes: with `server_queue`, what a
     /// node that stops reading can hold before it is found out.
     pub send_buffer: usize,
-    /// Most requests one client may have open at once; more are refused with an `ERROR`.
-    /// Bounds how fast one client can push queries at the servers.
+    /// Most requests one client may have open at once (read, and not yet answered on the
+    /// wire). At the bound the tracker reads no more from that client until an answer has
+    /// been written: the client is slowed down, never refused. Bounds how fast one client
+    /// can push queries at the servers.
     pub max_open_per_client: usize,
+    /// How long a stop may wait for the open requests to be answered before it closes every
+    /// connection regardless; `None` is the deadline plus a second.
+    pub drain_timeout: Option<Duration>,
     /// How long a connection may be silent before TCP keepalive probes it: a node whose
     /// host vanished without closing is dropped about 2.5 times this long after it went
     /// quiet, while a live idle node answers the probes and stays.
@@ -95,6 +115,7 @@ impl Default for TrackerConfig {
             max_connections: 16_384,
             server_queue: 65_536,
             max_open_per_client: 1024,
+            drain_timeout: None,
             send_buffer: 256 * 1024,
             keepalive: crate::connection::KEEPALIVE_IDLE,
             tls: None,
@@ -120,6 +141,9 @@ impl TrackerConfig {
             return bad(
                 "handshake_timeout and stall_timeout must be more than 0, keepalive at least 1 s".into()
             );
+        }
+        if self.drain_timeout.is_some_and(|drain| drain > cap) {
+            return bad(format!("drain_timeout must be at most {MAX_SECONDS} seconds"));
         }
         if self.max_connections == 0 || self.max_open_per_client == 0 {
             return bad("max_connections and max_open_per_client must be at least 1".into());
@@ -168,11 +192,32 @@ pub struct Stats {
     pub open_requests: usize,
 }
 
-/// A running tracker. Dropping it stops every task; [`Tracker::shutdown`] also waits for them.
+/// A running tracker. Dropping it stops every task at once; [`Tracker::shutdown`] first
+/// answers every open request, then says `BYE` and waits for them.
 pub struct Tracker {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Shutdown,
+    /// The tasks a drain waits for: the accept loop, greetings under way, client links.
+    drain: Shutdown,
+}
+
+/// What a connection's task listens to: a drain (read no more requests, answer the open
+/// ones) and a stop (end now).
+#[derive(Clone)]
+struct Signals {
+    drain: StopSignal,
+    stop: StopSignal,
+}
+
+impl Signals {
+    /// Resolves at a drain or a stop, whichever comes first.
+    async fn ending(&mut self) {
+        tokio::select! {
+            () = self.drain.requested() => {}
+            () = self.stop.requested() => {}
+        }
+    }
 }
 
 impl Tracker {
@@ -196,13 +241,15 @@ impl Tracker {
         let listener = socket.listen(BACKLOG)?;
         let local_addr = listener.local_addr()?;
 
-        let shutdown = Shutdown::new();
-        let federation = match &config.cluster {
-            Some(cluster) => Some(Federation::new(Arc::new(Cluster::join(cluster).await?))),
+        let (shutdown, drain) = (Shutdown::new(), Shutdown::new());
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Arc::new(Cluster::join(cluster).await?)),
             None => None,
         };
         let shared = Arc::new(Shared {
-            federation,
+            peers: Peers::new(cluster),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
             limit: Arc::new(Semaphore::new(config.max_connections)),
             board: Mutex::new(Board {
                 registry: Registry::default(),
@@ -218,13 +265,14 @@ impl Tracker {
             outbox_ready: Notify::new(),
         });
         tokio::spawn(outbox::flush_loop(shared.clone(), shutdown.signal()));
-        if let Some(federation) = &shared.federation {
+        if let Some(federation) = shared.peers.federation() {
             let transcript = shared.transcript.clone();
             tokio::spawn(federation.cluster.clone().keep_alive(transcript, shutdown.signal()));
             tokio::spawn(federation::serve(shared.clone(), shutdown.signal()));
         }
-        tokio::spawn(links::accept_loop(listener, shared.clone(), shutdown.signal()));
-        Ok(Tracker { local_addr, shared, shutdown })
+        let signals = Signals { drain: drain.signal(), stop: shutdown.signal() };
+        tokio::spawn(accept::accept_loop(listener, shared.clone(), signals));
+        Ok(Tracker { local_addr, shared, shutdown, drain })
     }
 
     /// The address the tracker listens on, with the port it was given.
@@ -257,10 +305,28 @@ impl Tracker {
         self.shared.counts.subscribe()
     }
 
-    /// Tells every node the tracker is leaving (`BYE`), closes every connection and waits for
-    /// every task to end. Tasks still running after `grace` are left to end on their own.
-    pub async fn shutdown(self, grace: Duration) {
-        self.shutdown.stop(grace).await;
+    /// Stops the tracker without losing an answer: it stops accepting, reads no more
+    /// requests, lets every open request end as usual (every server replied, or its
+    /// deadline) and writes its answer, tells its cluster it is leaving, then says `BYE` to
+    /// every node, closes every connection and waits for every task to end. The drain takes
+    /// at most the config's `drain_timeout`; tasks still running `grace` after that are left
+    /// to end on their own. Dropping the future stops at once (a second Ctrl-C).
+    ///
+    /// Returns whether every open request was answered in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let Tracker { shared, shutdown, drain, .. } = self;
+        let bound = shared.config.drain_timeout.unwrap_or(shared.config.deadline + DRAIN_MARGIN);
+        let until = tokio::time::Instant::now() + bound;
+        shared.draining.store(true, Ordering::Relaxed);
+        let drained = async {
+            shared.peers.leave().await;
+            // The clients' links, each ending once its requests are answered on the wire,
+            // then the requests of the other trackers, which this tracker's servers answer.
+            drain.stop(bound).await && shared.requests_done().await
+        };
+        let drained = tokio::time::timeout_at(until, drained).await.unwrap_or(false);
+        shutdown.stop(grace).await;
+        drained
     }
 }
 
@@ -285,8 +351,12 @@ struct Board {
 /// State shared by every task of one tracker.
 struct Shared {
     config: TrackerConfig,
-    /// Its part in a cluster of trackers, if it has joined one.
-    federation: Option<Federation>,
+    /// The other trackers of its cluster, if it has joined one.
+    peers: Peers,
+    /// Set when a stop begins: the tracker takes no new requests.
+    draining: AtomicBool,
+    /// Raised when the last open request closes during a drain.
+    idle: Notify,
     transcript: Transcript,
     board: Mutex<Board>,
     requests: Mutex<Requests>,
@@ -351,16 +421,34 @@ impl Shared {
         self.board.lock().registry.holds(name)
     }
 
+    /// Whether a stop has begun.
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no request is open. Only during a drain, when no new one opens.
+    async fn requests_done(&self) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.requests.lock().len() == 0 {
+                return true;
+            }
+            idle.await;
+        }
+    }
+
     /// Opens a request and queues its query for every registered server. Returns the query
-    /// id and the receiver that fires when every server has replied, or `None` if there are
-    /// no servers to ask.
-    fn fan_out(&self, client: &Name, number: u8) -> Option<(u64, oneshot::Receiver<()>)> {
+    /// id, or `None` if there are no servers to ask; `done` fires when every server asked
+    /// has replied.
+    fn fan_out(&self, client: &Name, number: u8, done: Done) -> Option<u64> {
         let mut board = self.board.lock();
         if board.registry.live().is_empty() {
             return None;
         }
         // Opened before the query is queued, so that no reply, however fast, finds nothing.
-        let (id, done) = self.requests.lock().open(client.clone(), board.registry.live().clone());
+        let id = self.requests.lock().open(client.clone(), board.registry.live().clone(), done);
         // Recorded before the query goes out, so no server's line about it can come first.
         if self.transcript.is_on() {
             for server in board.registry.servers() {
@@ -374,7 +462,7 @@ impl Shared {
         if board.outbox.push(&Message::Query { id, client: client.clone(), number }) {
             self.outbox_ready.notify_one();
         }
-        Some((id, done))
+        Some(id)
     }
 
     /// Counts a burst of one server's replies (`true` for `MATCH`) under one lock, adding to
@@ -407,9 +495,18 @@ impl Shared {
     /// The board is held too, so that no matched server's slot changes hands meanwhile.
     fn close(&self, id: u64) -> Option<(Pending, Listed)> {
         let mut board = self.board.lock();
-        let request = self.requests.lock().close(id)?;
+        let request = self.requests.lock().close(id);
+        let request = self.closed(request)?;
         let listed = board.registry.listed(&request.matched, &request.departed);
         Some((request, listed))
+    }
+
+    /// Passes on a request just taken out of the table, telling a drain when it was the last.
+    fn closed(&self, request: Option<Pending>) -> Option<Pending> {
+        if self.is_draining() && self.requests.lock().len() == 0 {
+            self.idle.notify_waiters();
+        }
+        request
     }
 
     /// The servers that have matched request `id` so far, if it is open and more have matched
@@ -430,7 +527,8 @@ impl Shared {
     /// Frees request `id` at its client's word: its waiter wakes and, finding it gone, sends
     /// no answer; a reply that comes for it later is late.
     fn cancel(&self, id: u64) {
-        self.requests.lock().close(id);
+        let request = self.requests.lock().close(id);
+        self.closed(request);
     }
 
     /// The `ANSWER` line for a client, recorded as sent.

@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::hash::FastMap;
-use crate::protocol::{self, Name};
-use crate::transcript::CENTRAL;
+use crate::protocol::{self, Name, CENTRAL};
 
 /// Most bytes of server lists kept encoded (see [`Registry::listed`]; their names take up to
 /// about 25 times as much).

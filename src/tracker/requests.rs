@@ -4,7 +4,7 @@
 //!
 //! Pure state with no I/O; the tracker holds it under one short lock.
 
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::registry::Slots;
 use crate::hash::FastMap;
@@ -21,7 +21,35 @@ pub struct Pending {
     /// The servers that replied `MATCH` and have left since.
     pub departed: Vec<Name>,
     /// Fired when the last server asked has replied, to end the wait before the deadline.
-    done: Option<oneshot::Sender<()>>,
+    done: Option<Done>,
+}
+
+/// Which part of a client's request has heard from everyone it asked: this tracker's
+/// servers, or the other trackers of its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Local,
+    Peers,
+}
+
+/// Where to say that one part of a request is complete: the channel of the connection that
+/// waits for it, and the request's key there. Fired at most once.
+pub struct Done {
+    to: mpsc::UnboundedSender<(u64, Part)>,
+    key: u64,
+    part: Part,
+}
+
+impl Done {
+    /// Says part `part` of request `key` is complete on `to`, when fired.
+    pub fn new(to: mpsc::UnboundedSender<(u64, Part)>, key: u64, part: Part) -> Done {
+        Done { to, key, part }
+    }
+
+    /// Tells the waiting connection. It may have gone (its client left): nobody is told.
+    pub fn fire(self) {
+        let _ = self.to.send((self.key, self.part));
+    }
 }
 
 impl Pending {
@@ -37,8 +65,7 @@ impl Pending {
         }
         if self.waiting.is_empty() {
             if let Some(done) = self.done.take() {
-                // The waiter may have gone (its client left); nobody is then told.
-                let _ = done.send(());
+                done.fire();
             }
         }
         true
@@ -73,12 +100,11 @@ impl Default for Requests {
 }
 
 impl Requests {
-    /// Opens a request of `client` that asks the servers in `asked`, and returns its id and
-    /// a receiver that fires once all of them have replied. `asked` must not be empty.
-    pub fn open(&mut self, client: Name, asked: Slots) -> (u64, oneshot::Receiver<()>) {
+    /// Opens a request of `client` that asks the servers in `asked`, and returns its id;
+    /// `done` fires once all of them have replied. `asked` must not be empty.
+    pub fn open(&mut self, client: Name, asked: Slots, done: Done) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let (done, done_rx) = oneshot::channel();
         let pending = Pending {
             client,
             waiting: asked,
@@ -87,7 +113,7 @@ impl Requests {
             done: Some(done),
         };
         self.open.insert(id, pending);
-        (id, done_rx)
+        id
     }
 
     /// The id the next request will have: a server that registers now is asked every request
@@ -131,12 +157,12 @@ impl Requests {
         self.open.remove(&id)
     }
 
-    /// How many requests are open.
     /// Request `id`, while it is open.
     pub fn get(&self, id: u64) -> Option<&Pending> {
         self.open.get(&id)
     }
 
+    /// How many requests are open.
     pub fn len(&self) -> usize {
         self.open.len()
     }
@@ -150,6 +176,12 @@ mod tests {
         Name::new(text).unwrap()
     }
 
+    /// A `Done` and the receiver it fires on.
+    fn done() -> (Done, mpsc::UnboundedReceiver<(u64, Part)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Done::new(tx, 9, Part::Local), rx)
+    }
+
     fn slots(list: &[usize]) -> Slots {
         let mut set = Slots::default();
         for &slot in list {
@@ -161,13 +193,14 @@ mod tests {
     #[test]
     fn a_request_is_done_when_every_server_asked_has_replied() {
         let mut requests = Requests::default();
-        let (id, mut done) = requests.open(name("C1"), slots(&[0, 1]));
+        let (fire, mut done) = done();
+        let id = requests.open(name("C1"), slots(&[0, 1]), fire);
         assert_eq!(requests.reply(id, 0, 1, true), Reply::Counted { client: name("C1") });
         assert!(done.try_recv().is_err(), "one server still to reply");
         assert_eq!(requests.reply(id, 0, 1, true), Reply::NotAsked, "a second reply");
         assert_eq!(requests.reply(id, 7, 1, true), Reply::NotAsked, "never asked");
         assert_eq!(requests.reply(id, 1, 1, false), Reply::Counted { client: name("C1") });
-        assert!(done.try_recv().is_ok());
+        assert_eq!(done.try_recv().ok(), Some((9, Part::Local)));
         let closed = requests.close(id).unwrap();
         assert!(closed.all_replied());
         assert_eq!(closed.matched, slots(&[0]));
@@ -177,9 +210,9 @@ mod tests {
     #[test]
     fn ids_are_never_reused_and_replies_after_the_answer_are_late() {
         let mut requests = Requests::default();
-        let (first, _) = requests.open(name("C1"), slots(&[0]));
+        let first = requests.open(name("C1"), slots(&[0]), done().0);
         requests.close(first);
-        let (second, _) = requests.open(name("C1"), slots(&[0]));
+        let second = requests.open(name("C1"), slots(&[0]), done().0);
         assert!(second > first);
         assert_eq!(requests.reply(first, 0, 1, true), Reply::Late);
         assert_eq!(requests.reply(second + 1, 0, 1, true), Reply::Unknown);
@@ -193,12 +226,14 @@ mod tests {
     #[test]
     fn a_server_that_leaves_is_no_longer_waited_for_and_keeps_its_match() {
         let mut requests = Requests::default();
-        let (id, mut done) = requests.open(name("C1"), slots(&[0, 1]));
+        let (fire, mut done) = done();
+        let id = requests.open(name("C1"), slots(&[0, 1]), fire);
         requests.reply(id, 0, 1, true);
         requests.server_left(0, &name("S1"));
         assert!(done.try_recv().is_err());
         requests.server_left(1, &name("S2"));
         assert!(done.try_recv().is_ok(), "nobody left to wait for");
+        assert!(done.try_recv().is_err(), "told once");
         let closed = requests.close(id).unwrap();
         assert!(closed.matched.is_empty(), "the slot may change hands");
         assert_eq!(closed.departed, [name("S1")]);
