@@ -310,3 +310,22 @@ def test_the_error_code_type_lists_the_documented_codes() -> None:
     table = doc.split("| code | when | closes |")[1].split("\n\n")[0]
     documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
     assert set(typing.get_args(ErrorCode)) == documented
+
+
+def test_closing_a_tracker_answers_the_requests_it_has_open() -> None:
+    tracker = Tracker(timeout=0.5)
+    with Server("S1", tracker.address, number=4), socket.create_connection((tracker.host, tracker.port)) as silent:
+        # A server that never replies: the request lasts its deadline.
+        silent.sendall(b"HELLO S2\n")
+        lines = silent.makefile("r")
+        assert lines.readline().startswith("WELCOME S2 ")
+        tracker.wait_for_nodes(2)
+        with Client("C1", tracker.address) as client:
+            answer: list = []
+            asking = threading.Thread(target=lambda: answer.append(client.find_match(4)))
+            asking.start()
+            assert lines.readline().startswith("QUERY ")  # the request is open at the tracker
+            tracker.close()
+            asking.join()
+            assert answer == [["S1"]]
+            assert lines.readline() == "BYE\n"

@@ -244,3 +244,29 @@ def test_across_two_hosts(roles, two_hosts, tmp_path) -> None:
     tracker.stop()
     server.wait_for(r"lost Central")
     server.stop()
+
+
+def test_sigterm_to_a_tracker_answers_the_open_request_first(roles) -> None:
+    tracker, address = start_tracker(roles, "--timeout", "1.5")
+    server, number = start_server(roles, address, "S1")
+    client = roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", str(number))
+    # The request has reached the server: it is open at the tracker, which now stops.
+    server.wait_for(r"^S1: received match request of \d+ from C1$")
+    tracker.proc.send_signal(signal.SIGTERM)
+    assert client.finish() == 0, "\n".join(client.lines)
+    assert answers(client.lines, "C1") == [(number, ["S1"])]
+    assert tracker.finish() == 0
+    server.wait_for(r"lost Central \(it said goodbye\)")
+    server.stop()
+
+
+def test_a_second_signal_stops_a_draining_tracker_at_once(roles) -> None:
+    # A request that waits out a long deadline holds the drain; the second signal ends it.
+    tracker, address = start_tracker(roles, "--timeout", "60")
+    server, number = start_server(roles, address, "S1")
+    roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", str(number % 10 + 1))
+    server.wait_for(r"^S1: received match request of \d+ from C1$")
+    tracker.proc.send_signal(signal.SIGTERM)
+    tracker.proc.send_signal(signal.SIGTERM)
+    assert tracker.finish() == 0
+    assert any("stopped" in line for line in tracker.lines)

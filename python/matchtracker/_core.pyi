@@ -189,11 +189,14 @@ def serve_tracker(
     insecure_plaintext: bool = False,
     cluster: str | list[str] | None = None,
     cluster_name: str | None = None,
+    drain_timeout: float | None = None,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
-    The first line says where it listens. On Ctrl-C it says BYE to its nodes, closes every
-    connection, then raises KeyboardInterrupt. A connection silent for `keepalive` seconds
+    The first line says where it listens. On Ctrl-C it drains: it stops accepting and
+    reading requests, answers every open one (for at most `drain_timeout` seconds, by
+    default the deadline plus 1), then says BYE to its nodes, closes every connection and
+    raises KeyboardInterrupt; a second Ctrl-C stops at once. A connection silent for `keepalive` seconds
     is probed (TCP keepalive): a node whose host vanished is dropped about 2.5 times that
     long after it went quiet. Lines are printed as they come and kept nowhere; if the output
     falls behind, they are counted and dropped ("… N lines not printed").
@@ -312,7 +315,10 @@ class Tracker:
             ResponseTimeout: not reached within `timeout` seconds.
         """
     def close(self) -> None:
-        """Say BYE to every node, close every connection, stop. Safe to call twice."""
+        """Stop without losing an answer: stop accepting and reading requests, answer every
+        open one (as usual: every server replied, or its deadline; at most the deadline plus
+        a second), then say BYE to every node, close every connection, stop. Safe to call
+        twice."""
     def __enter__(self) -> "Tracker": ...
     def __exit__(self, exc_type: object, exc_value: object, traceback: object) -> bool: ...
 

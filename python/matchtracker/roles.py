@@ -73,6 +73,13 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             help="probe a connection silent this long (TCP keepalive); a node whose host vanished "
             "without closing is dropped about 2.5 times this long after it went quiet (default 5)",
         )
+        parser.add_argument(
+            "--drain-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="on SIGTERM or Ctrl-C, answer the open requests for at most this long before saying BYE "
+            "(default: the deadline plus 1); a second signal stops at once",
+        )
     else:
         parser.description = (
             "Run a server that answers the tracker's queries until stopped."
@@ -146,6 +153,7 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 insecure_plaintext=args.insecure_plaintext,
                 cluster=args.cluster.split(",") if args.cluster else None,
                 cluster_name=args.cluster_name,
+                drain_timeout=args.drain_timeout,
             )
         else:
             patience = {"wait": args.wait, "reconnect_for": args.reconnect_for, "tls": args.tls, "tls_ca": args.tls_ca}

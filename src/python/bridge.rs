@@ -20,7 +20,7 @@ use crate::transcript::{Event, Events};
 const POLL: Duration = Duration::from_millis(100);
 
 /// How long a stopped role gets to finish cleanly (say BYE, close) after Ctrl-C.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Most events printed in one go, so that a flood of them is printed as it comes rather
 /// than gathered first.
@@ -97,6 +97,9 @@ pub struct Output<'a> {
     pub progress: Option<&'a dyn Fn() -> String>,
     /// Flipped on Ctrl-C so the task can end cleanly; without it the task is cancelled.
     pub stop: Option<&'a Shutdown>,
+    /// How long a stopping task may take after the first Ctrl-C before it is cancelled (a
+    /// tracker drains its open requests first); a second Ctrl-C cancels it at once.
+    pub grace: Duration,
     /// Keep every event and return them (a simulation's report needs them); a role that
     /// runs for weeks prints its events and keeps none.
     pub record: bool,
@@ -104,8 +107,9 @@ pub struct Output<'a> {
 
 /// Waits for `task` on the runtime, detached, printing its events through Python as they
 /// come and checking for signals between batches. On Ctrl-C (or SIGTERM turned into an
-/// exception by the caller), a task with a stop signal gets [`STOP_GRACE`] to finish
-/// cleanly and is cancelled after; the signal's exception is raised once it is done.
+/// exception by the caller), a task with a stop signal gets its `grace` to finish cleanly
+/// and is cancelled after, or at once on a second signal; the signal's exception is raised
+/// once it is done.
 pub fn drive<T: Send + 'static>(
     py: Python<'_>,
     task: tokio::task::JoinHandle<Result<T, Error>>,
@@ -166,10 +170,12 @@ pub fn drive<T: Send + 'static>(
             return Ok((value, recorded));
         }
         if let Some((_, since)) = &interrupted {
-            if since.elapsed() <= STOP_GRACE {
+            // A second signal, or a task that did not end in time: give up on it (dropping
+            // it cancels it).
+            let again = py.check_signals().is_err();
+            if since.elapsed() <= output.grace && !again {
                 continue;
             }
-            // The task did not end in time: give up on it (dropping it cancels it).
             if let Some((interrupt, _)) = interrupted {
                 return Err(interrupt);
             }

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::args::{self, Int};
-use super::bridge::{drive, runtime, wait, Output};
+use super::bridge::{drive, runtime, wait, Output, STOP_GRACE};
 use super::errors::{invalid, to_py};
 use super::nodes::Reach;
 use super::report::Report;
@@ -81,15 +82,16 @@ pub fn run_simulation(
         py,
         task,
         events,
-        Output { json, progress: progress.then_some(&show), stop: None, record: true },
+        Output { json, progress: progress.then_some(&show), stop: None, grace: STOP_GRACE, record: true },
     )?;
     Ok(Report::new(inner, events))
 }
 
-/// Runs a tracker on its own, printing its lines, until Ctrl-C; then it says BYE to its
-/// nodes, closes, and raises `KeyboardInterrupt`.
+/// Runs a tracker on its own, printing its lines, until Ctrl-C; then it answers every open
+/// request, says BYE to its nodes, closes, and raises `KeyboardInterrupt` (a second Ctrl-C
+/// stops at once).
 #[pyfunction]
-#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None))]
+#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
@@ -105,6 +107,7 @@ pub fn serve_tracker(
     insecure_plaintext: bool,
     cluster: Option<args::Urls>,
     cluster_name: Option<&str>,
+    drain_timeout: Option<f64>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
     let guard = args::Guard {
@@ -116,15 +119,21 @@ pub fn serve_tracker(
         cluster,
         cluster_name,
     };
-    let config = args::tracker_config(timeout, early, keepalive, guard)?;
-    run_role(py, json, |transcript, stop| {
-        roles::run_tracker(Target::plain(host, port), config, transcript, stop)
-    })
+    let mut config = args::tracker_config(timeout, early, keepalive, guard)?;
+    config.drain_timeout = drain_timeout.map(|t| args::seconds(t, "drain_timeout")).transpose()?;
+    // A stopping tracker first answers its open requests.
+    let grace = config.drain_bound() + STOP_GRACE;
+    run_role(py, json, grace, |transcript, stop| roles::run_tracker(Target::plain(host, port), config, transcript, stop))
 }
 
 /// Runs the role `start` makes until it ends or Ctrl-C stops it, printing its lines (as
 /// JSON objects with `json`) and keeping none: the way of every command-line role.
-fn run_role<T, F>(py: Python<'_>, json: bool, start: impl FnOnce(Transcript, StopSignal) -> F) -> PyResult<T>
+fn run_role<T, F>(
+    py: Python<'_>,
+    json: bool,
+    grace: Duration,
+    start: impl FnOnce(Transcript, StopSignal) -> F,
+) -> PyResult<T>
 where
     T: Send + 'static,
     F: Future<Output = crate::Result<T>> + Send + 'static,
@@ -133,7 +142,7 @@ where
     let stop = Shutdown::new();
     let task = runtime()?.spawn(start(transcript, stop.signal()));
     let (value, _) =
-        drive(py, task, events, Output { json, progress: None, stop: Some(&stop), record: false })?;
+        drive(py, task, events, Output { json, progress: None, stop: Some(&stop), grace, record: false })?;
     Ok(value)
 }
 
@@ -158,7 +167,7 @@ pub fn serve_server(
     let number = args::number_or_random(number)?;
     let patience = args::patience(wait, reconnect_for)?;
     let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-    run_role(py, json, |transcript, stop| {
+    run_role(py, json, STOP_GRACE, |transcript, stop| {
         roles::run_server(target, name, number, token, patience, transcript, stop)
     })
 }
@@ -190,7 +199,7 @@ pub fn run_client(
     let number = number.map(args::number).transpose()?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
     let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-    let answers = run_role(py, json, |transcript, stop| {
+    let answers = run_role(py, json, STOP_GRACE, |transcript, stop| {
         roles::run_client(target, name, rounds, number, seed, token, patience, transcript, stop)
     })?;
     Ok(answers.into_iter().map(|a| a.servers.iter().map(Name::to_string).collect()).collect())

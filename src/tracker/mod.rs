@@ -128,6 +128,11 @@ impl Default for TrackerConfig {
 }
 
 impl TrackerConfig {
+    /// The most a stop waits for open requests to be answered.
+    pub fn drain_bound(&self) -> Duration {
+        self.drain_timeout.unwrap_or(self.deadline + DRAIN_MARGIN)
+    }
+
     fn validate(&self, addr: SocketAddr) -> Result<()> {
         let bad = |text: String| Err(Error::InvalidArgument(text));
         let cap = Duration::from_secs_f64(MAX_SECONDS);
@@ -315,7 +320,7 @@ impl Tracker {
     /// Returns whether every open request was answered in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
         let Tracker { shared, shutdown, drain, .. } = self;
-        let bound = shared.config.drain_timeout.unwrap_or(shared.config.deadline + DRAIN_MARGIN);
+        let bound = shared.config.drain_bound();
         let until = tokio::time::Instant::now() + bound;
         shared.draining.store(true, Ordering::Relaxed);
         let drained = async {
