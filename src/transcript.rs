@@ -208,6 +208,8 @@ pub enum Event {
     TrackerLeft { tracker: String },
     /// A tracker started on its own is listening.
     Listening { address: String },
+    /// The tracker is stopping: it takes no new requests and answers the open ones first.
+    Draining { open: usize },
     /// A node could not reach or register with the tracker and will try again.
     Retrying { node: Name, reason: String, pause: std::time::Duration },
     /// A node lost its tracker (it left, or the connection broke).
@@ -283,6 +285,10 @@ impl fmt::Display for Event {
                  its answer may be incomplete."
             ),
             Event::Listening { address } => write!(f, "{CENTRAL}: listening on {address}."),
+            Event::Draining { open } => {
+                let requests = if *open == 1 { "request" } else { "requests" };
+                write!(f, "{CENTRAL}: stopping; answering {open} open {requests} first.")
+            }
             Event::Retrying { node, reason, pause } => write!(
                 f,
                 "{node}: cannot reach {CENTRAL} ({reason}); trying again in {:.1} s.",
@@ -333,6 +339,7 @@ impl Event {
             Event::Standing { .. } => "cluster.standing",
             Event::TrackerLeft { .. } => "cluster.left",
             Event::Listening { .. } => "tracker.listening",
+            Event::Draining { .. } => "tracker.draining",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
         }
@@ -366,7 +373,8 @@ impl Event {
             | Event::TrackerJoined { .. }
             | Event::TrackerLeft { .. }
             | Event::Standing { .. }
-            | Event::Listening { .. } => CENTRAL,
+            | Event::Listening { .. }
+            | Event::Draining { .. } => CENTRAL,
         }
     }
 
@@ -382,6 +390,7 @@ impl Event {
             | Event::TrackerLeft { .. }
             | Event::Standing { .. }
             | Event::Listening { .. }
+            | Event::Draining { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
             Event::HelloSent { .. }
@@ -476,6 +485,7 @@ impl Event {
                 vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]
             }
             Event::Listening { address } => vec![("address", Value::Text(address))],
+            Event::Draining { open } => vec![("open", Value::Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
             Event::Retrying { reason, pause, .. } => {
                 vec![
                     ("reason", Value::Text(reason)),

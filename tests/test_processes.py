@@ -267,6 +267,7 @@ def test_a_second_signal_stops_a_draining_tracker_at_once(roles) -> None:
     roles("client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", str(number % 10 + 1))
     server.wait_for(r"^S1: received match request of \d+ from C1$")
     tracker.proc.send_signal(signal.SIGTERM)
+    tracker.wait_for(r"^Central: stopping; answering 1 open request first\.$")
     tracker.proc.send_signal(signal.SIGTERM)
     assert tracker.finish() == 0
     assert any("stopped" in line for line in tracker.lines)

@@ -323,6 +323,8 @@ impl Tracker {
         let bound = shared.config.drain_bound();
         let until = tokio::time::Instant::now() + bound;
         shared.draining.store(true, Ordering::Relaxed);
+        let open = shared.requests.lock().len();
+        shared.transcript.record(Event::Draining { open });
         let drained = async {
             shared.peers.leave().await;
             // The clients' links, each ending once its requests are answered on the wire,
