@@ -152,3 +152,29 @@ def test_cluster_arguments_are_checked() -> None:
         mt.Tracker(cluster_name="x")
     with pytest.raises(ValueError, match="not a NATS url"):
         mt.Tracker(cluster=["nats://[bad"])
+
+
+def test_a_rolling_restart_of_the_trackers_loses_no_answer(roles, nats) -> None:
+    trackers = start_trackers(roles, nats)
+    addresses = [address for _, address in trackers]
+    numbers = {}
+    for i in range(1, 4):
+        # Each server knows every tracker and starts with a different one.
+        mine = ",".join(addresses[i % 3 :] + addresses[: i % 3])
+        _, numbers[f"S{i}"] = start_server(roles, mine, f"S{i}", "--number", str(i))
+    rounds = 16
+    client = roles("client", "--tracker", ",".join(addresses), "--name", "C1", "--rounds", str(rounds), "--seed", "3")
+    for i, (tracker, address) in enumerate(trackers):
+        client.wait_for(r"^C1: find match of")  # the load is under way
+        # Stopped while a request may be open: it is answered, then the nodes move on BYE.
+        assert tracker.stop() == 0
+        again = roles("tracker", "--timeout", "0.5", "--cluster", nats.url(i), "--cluster-name", "t", "--listen", address)
+        again.wait_for(r"^Central: listening on")
+    assert client.finish() == 0, "\n".join(client.lines)
+    got = answers(client.lines, "C1")
+    assert len(got) == rounds, "\n".join(client.lines)
+    for asked, servers in got:
+        # While a tracker drains, its servers are not asked by the others: an answer may lack
+        # them, but never names a server that does not hold the number.
+        assert set(servers) <= {s for s, n in numbers.items() if n == asked}, (asked, servers)
+    assert not any("failed" in line for line in client.lines), "\n".join(client.lines)
