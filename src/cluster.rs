@@ -1,7 +1,7 @@
 //! Trackers acting as one Central over NATS (docs/CLUSTER.md). This module is the NATS side:
-//! joining the cluster, the lines trackers send each other, who is alive, and the
-//! cluster-wide names. What a tracker does with a request from another tracker lives with
-//! the tracker (`tracker::federation`).
+//! joining the cluster, who is alive, and the cluster-wide names; the lines trackers send
+//! each other are encoded and parsed in `protocol` (`Ask`, `Told`, `Beat`). What a tracker
+//! does with a request from another tracker lives with the tracker (`tracker::federation`).
 //!
 //! Subjects, under `mt.<cluster name>`:
 //! - `.ask`: `ASK <origin> <request> <client> <number> <deadline ms>`, published once by the
@@ -17,7 +17,6 @@
 //! each tracker holding a lease in `mt-<name>-trackers` that it renews every [`BEAT`] and that
 //! expires [`LEASE`] after its last renewal: a name whose owner's lease has expired is free.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
-use crate::protocol::Name;
+use crate::protocol::{Ask, Beat, Name, Told};
 use crate::shutdown::StopSignal;
 use crate::transcript::{Event, Transcript};
 
@@ -82,89 +81,6 @@ impl ClusterConfig {
                 .map_err(|e| Error::InvalidArgument(format!("{url:?} is not a NATS url: {e}")))?;
         }
         Ok(ClusterConfig { urls, name: name.to_owned() })
-    }
-}
-
-/// One request asked of the other trackers.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Ask {
-    pub origin: String,
-    pub request: u64,
-    pub client: Name,
-    pub number: u8,
-    pub deadline_ms: u64,
-}
-
-/// One tracker's matches for a request: some as they come (`last` false), then its last
-/// word (`last` true) with the rest, whether all its servers replied and how many it asked.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Told {
-    pub request: u64,
-    pub tracker: String,
-    pub last: bool,
-    /// Every server it asked has replied (in its last word).
-    pub complete: bool,
-    pub asked: usize,
-    pub names: Vec<Name>,
-}
-
-impl Ask {
-    pub fn encode(&self) -> Bytes {
-        let Ask { origin, request, client, number, deadline_ms } = self;
-        Bytes::from(format!("ASK {origin} {request} {client} {number} {deadline_ms}"))
-    }
-
-    pub fn decode(line: &[u8]) -> Option<Ask> {
-        let text = std::str::from_utf8(line).ok()?;
-        let f: Vec<&str> = text.split(' ').collect();
-        match f.as_slice() {
-            ["ASK", origin, request, client, number, deadline_ms] => Some(Ask {
-                origin: (*origin).to_owned(),
-                request: request.parse().ok()?,
-                client: Name::new(client).ok()?,
-                number: number.parse().ok()?,
-                deadline_ms: deadline_ms.parse().ok()?,
-            }),
-            _ => None,
-        }
-    }
-}
-
-impl Told {
-    pub fn encode(&self) -> Bytes {
-        let mut line = if self.last {
-            format!("TOLD {} {} {} {}", self.request, self.tracker, u8::from(self.complete), self.asked)
-        } else {
-            format!("SOME {} {}", self.request, self.tracker)
-        };
-        for name in &self.names {
-            let _ = write!(line, " {name}");
-        }
-        Bytes::from(line)
-    }
-
-    pub fn decode(line: &[u8]) -> Option<Told> {
-        let text = std::str::from_utf8(line).ok()?;
-        let mut f = text.split(' ');
-        let last = match f.next()? {
-            "TOLD" => true,
-            "SOME" => false,
-            _ => return None,
-        };
-        let request = f.next()?.parse().ok()?;
-        let tracker = f.next()?.to_owned();
-        let (complete, asked) = if last {
-            let complete = match f.next()? {
-                "1" => true,
-                "0" => false,
-                _ => return None,
-            };
-            (complete, f.next()?.parse().ok()?)
-        } else {
-            (false, 0)
-        };
-        let names = f.map(Name::new).collect::<std::result::Result<_, _>>().ok()?;
-        Some(Told { request, tracker, last, complete, asked, names })
     }
 }
 
@@ -260,7 +176,7 @@ impl Cluster {
             tokio::select! {
                 _ = beat.tick() => {
                     if !self.leaving.load(Ordering::Relaxed) {
-                        let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("ALIVE {}", self.id))).await;
+                        let _ = self.nats.publish(self.subject("alive"), Beat::Alive(self.id.clone()).encode()).await;
                     }
                     let mut peers = self.peers.lock();
                     peers.retain(|peer, seen| {
@@ -273,14 +189,14 @@ impl Cluster {
                 }
                 message = heard.next() => {
                     let Some(message) = message else { break };
-                    match std::str::from_utf8(&message.payload).map(|text| text.split_once(' ')) {
-                        Ok(Some(("ALIVE", peer)))
-                            if peer != self.id && self.peers.lock().insert(peer.to_owned(), Instant::now()).is_none() =>
+                    match Beat::decode(&message.payload) {
+                        Some(Beat::Alive(peer))
+                            if peer != self.id && self.peers.lock().insert(peer.clone(), Instant::now()).is_none() =>
                         {
-                            transcript.record(Event::TrackerJoined { tracker: peer.to_owned() });
+                            transcript.record(Event::TrackerJoined { tracker: peer });
                         }
-                        Ok(Some(("LEAVING", peer))) if self.peers.lock().remove(peer).is_some() => {
-                            transcript.record(Event::TrackerLeft { tracker: peer.to_owned() });
+                        Some(Beat::Leaving(peer)) if self.peers.lock().remove(&peer).is_some() => {
+                            transcript.record(Event::TrackerLeft { tracker: peer });
                         }
                         _ => {}
                     }
@@ -319,7 +235,7 @@ impl Cluster {
     /// the names of its nodes are kept until they leave.
     pub async fn leave(&self) {
         self.leaving.store(true, Ordering::Relaxed);
-        let _ = self.nats.publish(self.subject("alive"), Bytes::from(format!("LEAVING {}", self.id))).await;
+        let _ = self.nats.publish(self.subject("alive"), Beat::Leaving(self.id.clone()).encode()).await;
         let _ = self.nats.flush().await;
     }
 
@@ -452,37 +368,6 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Option<Duration>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn asks_and_reports_round_trip() {
-        let ask = Ask {
-            origin: "00ff".into(),
-            request: 7,
-            client: Name::new("C3").unwrap(),
-            number: 4,
-            deadline_ms: 1990,
-        };
-        assert_eq!(Ask::decode(&ask.encode()), Some(ask));
-        let names = vec![Name::new("S2").unwrap(), Name::new("S10").unwrap()];
-        let told = Told { request: 7, tracker: "abcd".into(), last: true, complete: true, asked: 12, names };
-        assert_eq!(Told::decode(&told.encode()), Some(told));
-        let none =
-            Told { request: 1, tracker: "x".into(), last: true, complete: false, asked: 0, names: vec![] };
-        assert_eq!(Told::decode(&none.encode()), Some(none));
-        let some = Told {
-            request: 2,
-            tracker: "y".into(),
-            last: false,
-            complete: false,
-            asked: 0,
-            names: vec![Name::new("S4").unwrap()],
-        };
-        assert_eq!(Told::decode(&some.encode()), Some(some));
-        for bad in ["ASK a 1 C1 4", "ASK a x C1 4 5", "TOLD 1 a 2 0", "TOLD 1 a 1 0 bad!name", "HELLO"] {
-            assert_eq!(Ask::decode(bad.as_bytes()), None, "{bad}");
-            assert_eq!(Told::decode(bad.as_bytes()), None, "{bad}");
-        }
-    }
 
     #[test]
     fn cluster_names_and_urls_are_checked() {

@@ -446,7 +446,8 @@ class AsyncTracker:
             ResponseTimeout: not reached within `timeout` seconds.
         """
     def close(self) -> Awaitable[None]:
-        """Say BYE to every node, close every connection, stop. Safe to call twice."""
+        """As `Tracker.close()`: answer every open request, then say BYE to every node, close every
+        connection, stop. Safe to call twice."""
 
 @final
 class AsyncServer:

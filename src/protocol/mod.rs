@@ -8,9 +8,11 @@
 //! Over 600 lines: the code is about 390 of them; the rest are the codec's tests, kept beside
 //! what they test (names and tokens live in `name`, the fixed words in `words`).
 
+mod cluster;
 mod name;
 mod words;
 
+pub use cluster::{Ask, Beat, Told};
 pub use name::{Name, Token, CENTRAL, MAX_NAME_LEN, MAX_TOKEN_LEN};
 pub use words::{End, ErrorCode, ProtocolError, ReplyMode, NAME_RULE, NUMBER_RULE, TOKEN_RULE};
 

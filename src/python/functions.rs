@@ -123,7 +123,9 @@ pub fn serve_tracker(
     config.drain_timeout = drain_timeout.map(|t| args::seconds(t, "drain_timeout")).transpose()?;
     // A stopping tracker first answers its open requests.
     let grace = config.drain_bound() + STOP_GRACE;
-    run_role(py, json, grace, |transcript, stop| roles::run_tracker(Target::plain(host, port), config, transcript, stop))
+    run_role(py, json, grace, |transcript, stop| {
+        roles::run_tracker(Target::plain(host, port), config, transcript, stop)
+    })
 }
 
 /// Runs the role `start` makes until it ends or Ctrl-C stops it, printing its lines (as

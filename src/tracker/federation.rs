@@ -15,9 +15,10 @@ use tokio::time::Instant;
 
 use super::requests::{Done, Part};
 use super::Shared;
-use crate::cluster::{Ask, Cluster, Told};
+use crate::cluster::Cluster;
 use crate::hash::FastMap;
 use crate::protocol::Name;
+use crate::protocol::{Ask, Told};
 use crate::shutdown::StopSignal;
 
 /// How long asking the other trackers may take before a request goes without them.
