@@ -33,8 +33,12 @@ pub fn number(value: i128) -> Result<u8> {
 /// A node's name; `what` says which argument it was.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] outside the charset or length.
+/// [`Error::InvalidArgument`] outside the charset or length, or for the tracker's own name,
+/// which no tracker would register.
 pub fn name(text: &str, what: &str) -> Result<Name> {
+    if text == crate::protocol::CENTRAL {
+        return invalid(format!("{what} {text:?} is the tracker's own: a node needs another"));
+    }
     Name::new(text).or_else(|_| invalid(format!("{what} must be {NAME_RULE} (got {text:?})")))
 }
 

@@ -257,17 +257,21 @@ impl<'a> Reach<'a> {
                 continue; // the next tracker at once
             }
             this_round = 0;
-            if give_up.is_some_and(|at| tokio::time::Instant::now() + pause > at) {
+            let Some(pause_now) = next_pause(tokio::time::Instant::now(), give_up, pause) else {
                 let waited = limit.unwrap_or_default().as_secs_f64();
                 let places = self.places();
                 let which = if self.targets.len() == 1 { "the tracker" } else { "any of the trackers" };
                 return Err(Error::GaveUp(format!(
                     "cannot reach {which} at {places} after trying for {waited} s ({e})"
                 )));
-            }
-            self.transcript.record(Event::Retrying { node: self.name.clone(), reason: e.to_string(), pause });
+            };
+            self.transcript.record(Event::Retrying {
+                node: self.name.clone(),
+                reason: e.to_string(),
+                pause: pause_now,
+            });
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(pause_now) => {}
                 () = stop.requested() => return Ok(None),
             }
             pause = (pause * 2).min(MAX_RETRY);
@@ -286,6 +290,20 @@ impl<'a> Reach<'a> {
             }
             other => lost_tracker(other),
         }
+    }
+}
+
+/// How long to pause before the next round of attempts: `pause`, cut short so that the last
+/// attempt comes at `give_up` itself; `None` once `give_up` has come.
+fn next_pause(
+    now: tokio::time::Instant,
+    give_up: Option<tokio::time::Instant>,
+    pause: Duration,
+) -> Option<Duration> {
+    match give_up {
+        None => Some(pause),
+        Some(at) if now >= at => None,
+        Some(at) => Some(pause.min(at - now)),
     }
 }
 
@@ -319,5 +337,28 @@ fn lost(ended: Result<()>) -> String {
     match ended {
         Ok(()) => "it said goodbye".to_owned(),
         Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn the_last_attempt_comes_at_the_end_of_the_wait() {
+        // Attempts themselves take no time here: the pauses alone add up to the wait.
+        for wait_ms in [1000, 2000, 5000, 150] {
+            let start = Instant::now();
+            let give_up = start + Duration::from_millis(wait_ms);
+            let (mut now, mut pause) = (start, FIRST_RETRY);
+            while let Some(next) = next_pause(now, Some(give_up), pause) {
+                assert!(next <= pause);
+                now += next;
+                pause = (pause * 2).min(MAX_RETRY);
+            }
+            assert_eq!(now, give_up, "a wait of {wait_ms} ms tried until its very end");
+        }
+        assert_eq!(next_pause(Instant::now(), None, MAX_RETRY), Some(MAX_RETRY), "no limit: the full pause");
     }
 }

@@ -20,6 +20,7 @@ from matchtracker import (
     MatchTrackerError,
     NetworkError,
     RefusedError,
+    ResponseTimeout,
     Server,
     Tracker,
     run_simulation,
@@ -329,3 +330,35 @@ def test_closing_a_tracker_answers_the_requests_it_has_open() -> None:
             asking.join()
             assert answer == [["S1"]]
             assert lines.readline() == "BYE\n"
+
+
+def test_exceptions_belong_to_the_package_and_pickle_with_their_code() -> None:
+    import pickle
+
+    for cls in (MatchTrackerError, NetworkError, RefusedError, ResponseTimeout):
+        assert cls.__module__ == "matchtracker"
+        again = pickle.loads(pickle.dumps(cls("why")))
+        assert type(again) is cls and str(again) == "why" and again.code is None
+    with Tracker(timeout=SHORT) as tracker, Server("S1", tracker.address):
+        with pytest.raises(RefusedError) as refused:
+            Server("S1", tracker.address)
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert type(again) is RefusedError and again.code == "name-taken" and str(again) == str(refused.value)
+
+
+def test_the_types_module_comes_with_the_package() -> None:
+    import subprocess
+    import sys
+
+    code = "import matchtracker; print(sorted(matchtracker.types.Totals.__annotations__)[0])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "closing"
+
+
+def test_a_node_may_not_take_the_trackers_name() -> None:
+    with Tracker(timeout=SHORT) as tracker:
+        with pytest.raises(ValueError, match="the tracker's own"):
+            Server("Central", tracker.address)
+        with pytest.raises(ValueError, match="the tracker's own"):
+            Client("Central", tracker.address)

@@ -176,6 +176,8 @@ def test_listening_beyond_loopback_needs_tls_and_a_token_or_the_insecure_flags(r
     [
         (["server", "--name", "S1"], "--tracker"),
         (["server", "--tracker", "127.0.0.1:1", "--name", "S 1"], "name must be"),
+        (["server", "--tracker", "127.0.0.1:1", "--name", "Central"], "is the tracker's own"),
+        (["client", "--tracker", "127.0.0.1:1", "--name", "Central"], "is the tracker's own"),
         (["server", "--tracker", "nowhere", "--name", "S1"], "tracker address must be"),
         (["client", "--tracker", "127.0.0.1:1", "--name", "C1", "--number", "11"], "number must be"),
         (["tracker", "--listen", "127.0.0.1:0", "--timeout", "0"], "timeout must be"),

@@ -31,6 +31,7 @@ from ._core import (
     serve_server,
     serve_tracker,
 )
+from . import types  # so that `matchtracker.types` works after `import matchtracker` alone
 
 __all__ = [
     "AsyncClient",

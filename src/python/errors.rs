@@ -10,20 +10,20 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 
-create_exception!(_core, MatchTrackerError, PyException, "Base class of every matchtracker error.");
+create_exception!(matchtracker, MatchTrackerError, PyException, "Base class of every matchtracker error.");
 create_exception!(
-    _core,
+    matchtracker,
     NetworkError,
     MatchTrackerError,
     "The tracker could not be reached, or the connection to it failed or closed."
 );
 create_exception!(
-    _core,
+    matchtracker,
     RefusedError,
     MatchTrackerError,
     "The tracker refused the request with an ERROR line."
 );
-create_exception!(_core, ResponseTimeout, MatchTrackerError, "No answer came in time.");
+create_exception!(matchtracker, ResponseTimeout, MatchTrackerError, "No answer came in time.");
 
 /// Adds the exceptions to the module, each with `code = None` as its class default.
 pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
