@@ -3,7 +3,8 @@ vanished peers, bounded printing, and the command line's edges."""
 
 from __future__ import annotations
 
-import os  # noqa: F401
+import json
+import os
 import queue
 import shutil
 import signal
@@ -228,3 +229,20 @@ def test_refused_errors_carry_their_code_from_the_roles() -> None:
         with pytest.raises(RefusedError) as caught:
             matchtracker.run_client("C1", tracker.address, 1, token="wrong", wait=5)
         assert caught.value.code == "unauthorized"
+
+
+def test_bench_loads_a_tracker_that_wants_a_token_and_names_one_it_cannot_reach() -> None:
+    with matchtracker.Tracker(timeout=0.2, early=True, token="s3cret") as tracker:
+        load = ["bench", "--tracker", tracker.address, "--servers", "1", "--clients", "1", "--duration", "0.3", "--json"]
+        env = {**os.environ, "MATCHTRACKER_TOKEN": "s3cret"}
+        result = subprocess.run([sys.executable, str(PROJECT), *load], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["requests"] > 0
+        flag = project(*load, "--token", "s3cret")
+        assert flag.returncode == 0, flag.stderr
+        refused = project(*load)
+        assert refused.returncode == 1 and "unauthorized" in refused.stderr, refused.stderr
+    port = free_port()
+    gone = project("bench", "--tracker", f"127.0.0.1:{port}", "--duration", "0.3")
+    assert gone.returncode == 1
+    assert gone.stderr.splitlines() == [gone.stderr.strip()] and f"127.0.0.1:{port}" in gone.stderr, gone.stderr

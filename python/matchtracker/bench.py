@@ -24,7 +24,8 @@ import sys
 import time
 from typing import Sequence
 
-from . import run_load
+from . import MatchTrackerError, run_load
+from .roles import TOKEN_ENV, add_token
 
 
 def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
         metavar="HOST:PORT",
         help="load this running tracker (its deadline and mode apply) instead of one started here",
     )
+    add_token(parser)
     parser.add_argument(
         "--early",
         action="store_true",
@@ -81,8 +83,16 @@ def closed_loop(args: argparse.Namespace) -> dict:
 
     cpu_before, _ = usage()
     tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_ca": args.tls_ca}
+    token = args.token or os.environ.get(TOKEN_ENV) or None
     result = run_load(
-        args.servers, args.clients, args.duration, timeout=args.timeout, early=args.early, tracker=args.tracker, **tls
+        args.servers,
+        args.clients,
+        args.duration,
+        timeout=args.timeout,
+        early=args.early,
+        tracker=args.tracker,
+        token=token,
+        **tls,
     )
     cpu_after, peak = usage()
     return {
@@ -237,6 +247,10 @@ def main(argv: Sequence[str], prog: str, parser_class: type[argparse.ArgumentPar
             result = scale(args) if args.scale is not None else closed_loop(args)
     except ValueError as e:
         parser.error(str(e))
+    except MatchTrackerError as e:
+        where = f"the tracker at {args.tracker}" if args.tracker else "its own tracker"
+        print(f"{prog} bench: cannot load {where}: {e}", file=sys.stderr)
+        return 1
     except ScaleFailed as e:
         # The child's own one-line message already names the program and the problem.
         message = str(e).splitlines()[-1]
