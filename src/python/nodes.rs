@@ -72,7 +72,7 @@ impl TrackerHandle {
         Ok(async move {
             tokio::time::timeout(timeout, counts.wait_for(|&(s, c)| s >= servers && c >= clients))
                 .await
-                .map_err(|_| Error::Timeout(format!("waiting for {servers} servers and {clients} clients")))?
+                .map_err(|_| Error::Timeout(format!("waiting for {}", nodes(servers, clients))))?
                 .map_err(|_| Error::NodeClosed)?;
             Ok(())
         })
@@ -545,4 +545,10 @@ impl AsyncServer {
     fn __repr__(&self) -> String {
         format!("AsyncServer(name={:?}, number={})", self.0.name, self.0.number)
     }
+}
+
+/// "1 server and 2 clients", said as a person would.
+fn nodes(servers: usize, clients: usize) -> String {
+    let count = |n: usize, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
+    format!("{} and {}", count(servers, "server"), count(clients, "client"))
 }
