@@ -362,3 +362,26 @@ def test_a_node_may_not_take_the_trackers_name() -> None:
             Server("Central", tracker.address)
         with pytest.raises(ValueError, match="the tracker's own"):
             Client("Central", tracker.address)
+
+
+def test_ctrl_c_takes_the_progress_line_off_the_terminal_first() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matchtracker\n"
+        "try:\n"
+        "    matchtracker.run_simulation(3, rounds=50, timeout=0.5, quiet=True, progress=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.stderr.write('stopped\\n')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    seen = b""
+    while b"requests answered" not in seen:  # the progress line is up
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    seen += proc.stderr.read()
+    assert proc.wait(timeout=30) == 0
+    assert seen.endswith(b"\r\x1b[Kstopped\n"), seen[-80:]

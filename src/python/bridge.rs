@@ -185,6 +185,11 @@ pub fn drive<T: Send + 'static>(
             shown = true;
         }
         if let Err(interrupt) = py.check_signals() {
+            if shown {
+                // Whatever is printed about the interruption starts on a clean line.
+                write_to(py, "stderr", "\r\x1b[K")?;
+                shown = false;
+            }
             match output.stop {
                 Some(stop) => {
                     stop.request();
