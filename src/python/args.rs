@@ -115,10 +115,18 @@ pub fn address(address: &Bound<'_, PyAny>, what: &str) -> PyResult<(String, u16)
 
 /// `"host:port"` or `"[v6]:port"` into a host and a port.
 fn address_text(text: &str, what: &str) -> PyResult<(String, u16)> {
-    let usage = || address_usage(what, text);
+    let usage = || invalid(format!("{what} must be \"host:port\", such as 127.0.0.1:7000 (got {text})"));
     let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = port.parse().map_err(|_| usage())?;
+    let port = match port.parse::<u16>() {
+        Ok(port) => port,
+        Err(_) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(invalid(format!(
+                "the port in the {what} must be at most 65535 (got {port} in {text})"
+            )));
+        }
+        Err(_) => return Err(usage()),
+    };
     if host.is_empty() {
         return Err(usage());
     }
