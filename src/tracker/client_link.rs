@@ -155,10 +155,7 @@ impl ClientLink {
             Ok(Message::Cancel { id }) => {
                 // Unknown or already answered: nothing to free.
                 if let Some(open) = self.waiting.cancel(id) {
-                    if let Some(local) = open.local {
-                        self.shared.cancel(local);
-                    }
-                    self.shared.peers.take(open.remote);
+                    self.free(open);
                 }
             }
             Ok(Message::Bye) => return false,
@@ -171,6 +168,15 @@ impl ClientLink {
             }
         }
         true
+    }
+
+    /// Frees a request that will not be answered (cancelled, or its connection ending):
+    /// a later reply to it is late, and its permit goes back.
+    fn free(&self, open: Open) {
+        if let Some(local) = open.local {
+            self.shared.cancel(local);
+        }
+        self.shared.peers.take(open.remote);
     }
 
     /// A permit for one more line to the client. At once: lines are read only while there
@@ -237,11 +243,9 @@ impl Drop for ClientLink {
     /// A link that ends with requests open (the tracker stopped, the client was dropped)
     /// frees them: nobody will hear their answers.
     fn drop(&mut self) {
-        for open in self.waiting.take_all() {
-            if let Some(local) = open.local {
-                self.shared.cancel(local);
-            }
-            self.shared.peers.take(open.remote);
+        let open: Vec<Open> = self.waiting.take_all().collect();
+        for open in open {
+            self.free(open);
         }
     }
 }
