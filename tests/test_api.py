@@ -91,6 +91,35 @@ def test_bad_arguments_raise_value_error(args: tuple, kwargs: dict, word: str) -
         run_simulation(*args, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda: run_simulation(3, rounds="x"), "rounds must be an int, not str"),
+        (lambda: run_simulation(3, rounds=True), "rounds must be an int, not bool"),
+        (lambda: run_simulation(3, rounds=2.0), "rounds must be an int, not float"),
+        (lambda: run_simulation("3"), "n must be an int, not str"),
+        (lambda: run_simulation(3, timeout="2"), "timeout must be a number of seconds (an int or a float), not str"),
+        (lambda: run_simulation(3, timeout=True), "timeout must be a number of seconds (an int or a float), not bool"),
+        (lambda: run_simulation(3, seed="7"), "seed must be an int, not str"),
+        (lambda: Tracker(port="7000"), "port must be an int, not str"),
+        (lambda: Server("S1", "127.0.0.1:1", number=True), "number must be an int, not bool"),
+        (lambda: matchtracker.run_load(True, 1, 1.0), "servers must be an int, not bool"),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_error_naming_them(make, word: str) -> None:
+    # Checked before anything starts: none of these reaches a network or runs a round.
+    with pytest.raises(TypeError, match=re.escape(word)):
+        make()
+
+
+def test_wait_for_nodes_checks_its_counts() -> None:
+    with Tracker(timeout=SHORT) as tracker:
+        with pytest.raises(TypeError, match="servers must be an int, not bool"):
+            tracker.wait_for_nodes(True)
+        with pytest.raises(ValueError, match="servers must be at least 0"):
+            tracker.wait_for_nodes(-1)
+
+
 def test_nodes_work_on_their_own() -> None:
     with Tracker(timeout=SHORT) as tracker:
         host, port = tracker.address.rsplit(":", 1)

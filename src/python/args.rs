@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::exceptions::PyTypeError;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
 use super::errors::{invalid, to_py};
 use crate::args;
@@ -25,16 +26,23 @@ pub fn token(token: Option<&str>) -> PyResult<Option<Token>> {
 }
 
 pub fn number(number: Int) -> PyResult<u8> {
-    number.check(args::number)
+    number.check("number", args::number)
 }
 
 /// A Python int of any size, as an argument: checked against its range when used, so that an
 /// int too large for any Rust type is refused with the range's message like any other.
+///
+/// Extraction never fails: an argument of another type is kept as `Wrong` and refused when
+/// checked, where its name is known, so the `TypeError` says which argument it was (PyO3's
+/// own says only "'str' object cannot be interpreted as an integer").
 #[derive(Clone, Debug)]
 pub enum Int {
     Fits(i128),
     /// Beyond i128 either way: the int as Python prints it, and whether it is positive.
     Huge(String, bool),
+    /// Not an int (a `bool` counts as not an int: `rounds=True` is a mistake, not 1), by the
+    /// name of its type.
+    Wrong(String),
 }
 
 impl From<i128> for Int {
@@ -47,20 +55,26 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Int {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Int> {
+        if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+            return Ok(Int::Wrong(type_name(&obj)));
+        }
         match obj.extract::<i128>() {
             Ok(value) => Ok(Int::Fits(value)),
-            Err(_) if obj.is_instance_of::<PyInt>() => Ok(Int::Huge(obj.to_string(), obj.gt(0)?)),
-            Err(e) => Err(e),
+            Err(_) => Ok(Int::Huge(obj.to_string(), obj.gt(0)?)),
         }
     }
 }
 
 impl Int {
-    /// The int, checked by `check` (which takes it as an i128). A huge one fails `check` as
-    /// the nearest i128 would, and the message shows it as it was given.
-    pub fn check<T>(self, check: impl Fn(i128) -> crate::Result<T>) -> PyResult<T> {
+    /// The int, checked by `check` (which takes it as an i128); `what` names it. A huge one
+    /// fails `check` as the nearest i128 would, and the message shows it as it was given.
+    ///
+    /// # Errors
+    /// `TypeError` for an argument that is not an int, `ValueError` for one out of range.
+    pub fn check<T>(self, what: &str, check: impl Fn(i128) -> crate::Result<T>) -> PyResult<T> {
         match self {
             Int::Fits(value) => check(value).map_err(to_py),
+            Int::Wrong(type_name) => Err(wrong_type(what, "an int", &type_name)),
             Int::Huge(text, positive) => {
                 let near = if positive { i128::MAX } else { i128::MIN };
                 let refused = check(near).err().map_or_else(
@@ -74,8 +88,28 @@ impl Int {
 
     /// The int as a count from `low` to `high`; `what` names it.
     pub fn count(self, what: &str, low: u64, high: u64) -> PyResult<usize> {
-        self.check(|value| args::count(value, what, low, high))
+        self.check(what, |value| args::count(value, what, low, high))
     }
+}
+
+/// The `TypeError` for an argument of the wrong type, in the package's words: which argument,
+/// what it must be, what it was.
+pub fn wrong_type(what: &str, must_be: &str, type_name: &str) -> PyErr {
+    PyTypeError::new_err(format!("{what} must be {must_be}, not {type_name}"))
+}
+
+/// The name of an object's type, as Python writes it (`str`, `float`, `bool`).
+pub fn type_name(obj: &Borrowed<'_, '_, PyAny>) -> String {
+    obj.get_type().name().map_or_else(|_| "an unknown type".to_owned(), |n| n.to_string())
+}
+
+/// A seed for the random draws: an int from 0 to 2**64-1.
+pub fn seed(seed: Int) -> PyResult<u64> {
+    seed.check("seed", |value| {
+        u64::try_from(value).map_err(|_| {
+            crate::Error::InvalidArgument(format!("seed must be an integer from 0 to 2**64-1 (got {value})"))
+        })
+    })
 }
 
 /// A node's number: the one given, or one drawn at random.
@@ -86,14 +120,61 @@ pub fn number_or_random(number: Option<Int>) -> PyResult<u8> {
     }
 }
 
-pub fn seconds(seconds: f64, what: &str) -> PyResult<Duration> {
-    args::seconds(seconds, what).map_err(to_py)
+pub fn seconds(seconds: Seconds, what: &str) -> PyResult<Duration> {
+    args::seconds(seconds.value(what)?, what).map_err(to_py)
+}
+
+/// A time in seconds as an argument: an int or a float. As with [`Int`], extraction never
+/// fails, so that a wrong type is refused where the argument's name is known; a `bool` is
+/// a wrong type (`timeout=True` is a mistake, not one second).
+#[derive(Clone, Debug)]
+pub enum Seconds {
+    Given(f64),
+    /// Neither an int nor a float, by the name of its type.
+    Wrong(String),
+}
+
+impl From<f64> for Seconds {
+    fn from(value: f64) -> Seconds {
+        Seconds::Given(value)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Seconds {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Seconds> {
+        if obj.is_instance_of::<PyBool>() {
+            return Ok(Seconds::Wrong("bool".to_owned()));
+        }
+        if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
+            return obj.extract::<f64>().map(Seconds::Given);
+        }
+        Ok(Seconds::Wrong(type_name(&obj)))
+    }
+}
+
+impl Seconds {
+    /// The seconds as given; `what` names the argument.
+    ///
+    /// # Errors
+    /// `TypeError` for an argument that is neither an int nor a float.
+    pub fn value(self, what: &str) -> PyResult<f64> {
+        match self {
+            Seconds::Given(value) => Ok(value),
+            Seconds::Wrong(type_name) => {
+                Err(wrong_type(what, "a number of seconds (an int or a float)", &type_name))
+            }
+        }
+    }
 }
 
 /// How long a node keeps trying to reach its tracker: `wait` seconds at start, and after
 /// losing it `reconnect_for` seconds (`None`: as long as it runs).
-pub fn patience(wait: f64, reconnect_for: Option<f64>) -> PyResult<crate::roles::Patience> {
-    let within = |value, what| args::seconds_up_to(value, what, args::MAX_PATIENCE).map_err(to_py);
+pub fn patience(wait: Seconds, reconnect_for: Option<Seconds>) -> PyResult<crate::roles::Patience> {
+    let within = |value: Seconds, what| {
+        args::seconds_up_to(value.value(what)?, what, args::MAX_PATIENCE).map_err(to_py)
+    };
     Ok(crate::roles::Patience {
         first: within(wait, "wait")?,
         again: reconnect_for.map(|r| within(r, "reconnect_for")).transpose()?,
@@ -153,9 +234,9 @@ pub struct Guard<'a> {
 
 /// A tracker's settings from the arguments the Python functions and class take.
 pub fn tracker_config(
-    timeout: f64,
+    timeout: Seconds,
     early: bool,
-    keepalive: f64,
+    keepalive: Seconds,
     guard: Guard<'_>,
 ) -> PyResult<TrackerConfig> {
     Ok(TrackerConfig {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::args::{self, Int};
+use super::args::{self, Int, Seconds};
 use super::bridge::{drive, runtime, wait, Output, STOP_GRACE};
 use super::errors::{invalid, to_py};
 use super::nodes::Reach;
@@ -28,7 +28,7 @@ const ROLE_LINES: usize = 16_384;
 /// Runs the assignment: a tracker, n servers, n clients, `rounds` rounds.
 #[pyfunction]
 #[pyo3(
-    signature = (n, rounds = Int::from(5), *, timeout = 2.0, seed = None, early = false, quiet = false, json = false, progress = None),
+    signature = (n, rounds = Int::from(5), *, timeout = Seconds::from(2.0), seed = None, early = false, quiet = false, json = false, progress = None),
     text_signature = "(n, rounds=5, *, timeout=2.0, seed=None, early=False, quiet=False, json=False, progress=None)"
 )]
 #[allow(clippy::too_many_arguments)]
@@ -36,23 +36,17 @@ pub fn run_simulation(
     py: Python<'_>,
     n: Int,
     rounds: Int,
-    timeout: f64,
-    seed: Option<&Bound<'_, PyAny>>,
+    timeout: Seconds,
+    seed: Option<Int>,
     early: bool,
     quiet: bool,
     json: bool,
     progress: Option<bool>,
 ) -> PyResult<Report> {
-    let seed = match seed {
-        None => None,
-        Some(seed) => Some(
-            seed.extract::<u64>()
-                .map_err(|_| invalid(format!("seed must be an integer from 0 to 2**64-1 (got {seed})")))?,
-        ),
-    };
+    let seed = seed.map(args::seed).transpose()?;
     let n = n.count("n", 2, crate::args::MAX_N)?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
-    let config = SimulationConfig::new(n as i128, rounds as i128, timeout, seed, early).map_err(to_py)?;
+    let config = SimulationConfig::new(n as i128, rounds as i128, timeout.value("timeout")?, seed, early).map_err(to_py)?;
     let (transcript, events) = if quiet {
         let (_, events) = Transcript::every();
         (Transcript::off(), events)
@@ -91,23 +85,26 @@ pub fn run_simulation(
 /// request, says BYE to its nodes, closes, and raises `KeyboardInterrupt` (a second Ctrl-C
 /// stops at once).
 #[pyfunction]
-#[pyo3(signature = (listen, *, timeout = 2.0, early = false, token = None, insecure_no_token = false, json = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None))]
+#[pyo3(
+    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None),
+    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
     listen: &Bound<'_, PyAny>,
-    timeout: f64,
+    timeout: Seconds,
     early: bool,
     token: Option<&str>,
     insecure_no_token: bool,
     json: bool,
-    keepalive: f64,
+    keepalive: Seconds,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_plaintext: bool,
     cluster: Option<args::Urls>,
     cluster_name: Option<&str>,
-    drain_timeout: Option<f64>,
+    drain_timeout: Option<Seconds>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
     let guard = args::Guard {
@@ -151,7 +148,10 @@ where
 /// Runs a server on its own, printing its lines, registering again whenever the tracker goes
 /// away, until Ctrl-C; then it closes and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (name, tracker_address, number = None, *, token = None, json = false, wait = 30.0, reconnect_for = None, tls = false, tls_ca = None))]
+#[pyo3(
+    signature = (name, tracker_address, number = None, *, token = None, json = false, wait = Seconds::from(30.0), reconnect_for = None, tls = false, tls_ca = None),
+    text_signature = "(name, tracker_address, number=None, *, token=None, json=False, wait=30.0, reconnect_for=None, tls=False, tls_ca=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_server(
     py: Python<'_>,
@@ -160,8 +160,8 @@ pub fn serve_server(
     number: Option<Int>,
     token: Option<&str>,
     json: bool,
-    wait: f64,
-    reconnect_for: Option<f64>,
+    wait: Seconds,
+    reconnect_for: Option<Seconds>,
     tls: bool,
     tls_ca: Option<PathBuf>,
 ) -> PyResult<()> {
@@ -178,7 +178,7 @@ pub fn serve_server(
 /// tracker goes away (a request cut off is retried once); returns each answer's servers.
 #[pyfunction]
 #[pyo3(
-    signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = 30.0, reconnect_for = None, tls = false, tls_ca = None),
+    signature = (name, tracker_address, rounds = Int::from(5), number = None, *, token = None, seed = None, json = false, wait = Seconds::from(30.0), reconnect_for = None, tls = false, tls_ca = None),
     text_signature = "(name, tracker_address, rounds=5, number=None, *, token=None, seed=None, json=False, wait=30.0, reconnect_for=None, tls=False, tls_ca=None)"
 )]
 #[allow(clippy::too_many_arguments)]
@@ -189,14 +189,15 @@ pub fn run_client(
     rounds: Int,
     number: Option<Int>,
     token: Option<&str>,
-    seed: Option<u64>,
+    seed: Option<Int>,
     json: bool,
-    wait: f64,
-    reconnect_for: Option<f64>,
+    wait: Seconds,
+    reconnect_for: Option<Seconds>,
     tls: bool,
     tls_ca: Option<PathBuf>,
 ) -> PyResult<Vec<Vec<String>>> {
     let patience = args::patience(wait, reconnect_for)?;
+    let seed = seed.map(args::seed).transpose()?;
     let name = args::name(name, "name")?;
     let number = number.map(args::number).transpose()?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
@@ -214,14 +215,17 @@ pub fn run_client(
 /// its nodes trust `tls_ca`, connecting by the name `localhost`; with `tracker`, `tls` and
 /// `tls_ca` say how to reach it, as for a node.
 #[pyfunction]
-#[pyo3(signature = (servers, clients, duration, *, timeout = 2.0, early = true, tracker = None, token = None, tls = false, tls_cert = None, tls_key = None, tls_ca = None))]
+#[pyo3(
+    signature = (servers, clients, duration, *, timeout = Seconds::from(2.0), early = true, tracker = None, token = None, tls = false, tls_cert = None, tls_key = None, tls_ca = None),
+    text_signature = "(servers, clients, duration, *, timeout=2.0, early=True, tracker=None, token=None, tls=False, tls_cert=None, tls_key=None, tls_ca=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 pub fn run_load<'py>(
     py: Python<'py>,
     servers: Int,
     clients: Int,
-    duration: f64,
-    timeout: f64,
+    duration: Seconds,
+    timeout: Seconds,
     early: bool,
     tracker: Option<&Bound<'_, PyAny>>,
     token: Option<&str>,

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::aio::awaitable;
-use super::args::{self, Int};
+use super::args::{self, Int, Seconds};
 use super::bridge::wait;
 use super::errors::to_py;
 use crate::client::ClientNode;
@@ -60,10 +60,12 @@ impl TrackerHandle {
     /// Resolves once at least `servers` servers and `clients` clients are registered.
     fn registered(
         &self,
-        servers: usize,
-        clients: usize,
-        timeout: f64,
+        servers: Int,
+        clients: Int,
+        timeout: Seconds,
     ) -> PyResult<impl Future<Output = Result<()>>> {
+        let servers = servers.count("servers", 0, crate::args::MAX_N)?;
+        let clients = clients.count("clients", 0, crate::args::MAX_N)?;
         let timeout = args::seconds(timeout, "timeout")?;
         let mut counts = {
             let guard = self.tracker.lock();
@@ -157,9 +159,9 @@ impl ClientHandle {
 /// The arguments every tracker class takes, checked.
 fn tracker_args(
     port: Int,
-    timeout: f64,
+    timeout: Seconds,
     early: bool,
-    keepalive: f64,
+    keepalive: Seconds,
     guard: args::Guard<'_>,
 ) -> PyResult<(u16, TrackerConfig)> {
     // At most 65535, so the cast keeps every bit.
@@ -231,7 +233,7 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
         text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -239,11 +241,11 @@ impl Tracker {
         py: Python<'_>,
         host: String,
         port: Int,
-        timeout: f64,
+        timeout: Seconds,
         early: bool,
         token: Option<&str>,
         insecure_no_token: bool,
-        keepalive: f64,
+        keepalive: Seconds,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
@@ -286,8 +288,11 @@ impl Tracker {
 
     /// Waits until at least `servers` servers and `clients` clients are registered, for at
     /// most `timeout` seconds (10 by default).
-    #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
-    fn wait_for_nodes(&self, py: Python<'_>, servers: usize, clients: usize, timeout: f64) -> PyResult<()> {
+    #[pyo3(
+        signature = (servers, clients = Int::from(0), timeout = Seconds::from(10.0)),
+        text_signature = "($self, servers, clients=0, timeout=10.0)"
+    )]
+    fn wait_for_nodes(&self, py: Python<'_>, servers: Int, clients: Int, timeout: Seconds) -> PyResult<()> {
         wait(py, self.0.registered(servers, clients, timeout)?)
     }
 
@@ -434,7 +439,7 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = 2.0, *, early = false, token = None, insecure_no_token = false, keepalive = 5.0, tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
         text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -442,11 +447,11 @@ impl AsyncTracker {
         py: Python<'_>,
         host: String,
         port: Int,
-        timeout: f64,
+        timeout: Seconds,
         early: bool,
         token: Option<&str>,
         insecure_no_token: bool,
-        keepalive: f64,
+        keepalive: Seconds,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         insecure_plaintext: bool,
@@ -485,13 +490,16 @@ impl AsyncTracker {
         self.0.stats(py)
     }
 
-    #[pyo3(signature = (servers, clients = 0, timeout = 10.0))]
+    #[pyo3(
+        signature = (servers, clients = Int::from(0), timeout = Seconds::from(10.0)),
+        text_signature = "($self, servers, clients=0, timeout=10.0)"
+    )]
     fn wait_for_nodes<'py>(
         &self,
         py: Python<'py>,
-        servers: usize,
-        clients: usize,
-        timeout: f64,
+        servers: Int,
+        clients: Int,
+        timeout: Seconds,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, self.0.registered(servers, clients, timeout)?)
     }
