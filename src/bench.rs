@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::protocol::{Name, ReplyMode, Token, NUMBERS};
 use crate::roles::Target;
-use crate::server::ServerNode;
+use crate::server::{Number, ServerNode};
 use crate::tls::Dial;
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::Transcript;
@@ -105,7 +105,7 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     for i in 0..config.servers {
         let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
         servers.push(
-            ServerNode::start(endpoint(i), name, number, config.token.clone(), Transcript::off()).await?,
+            ServerNode::start(endpoint(i), name, Number::Drawn(number), config.token.clone(), Transcript::off()).await?,
         );
     }
     let mut clients = Vec::with_capacity(config.clients);

@@ -16,7 +16,7 @@ use crate::client::{Answer, ClientNode};
 use crate::connection::{self, Endpoint};
 use crate::error::{Error, Result};
 use crate::protocol::{ErrorCode, Name, Token, NUMBERS};
-use crate::server::ServerNode;
+use crate::server::{Number, ServerNode};
 use crate::shutdown::StopSignal;
 use crate::tls::Dial;
 use crate::tracker::{Tracker, TrackerConfig};
@@ -77,8 +77,9 @@ pub async fn run_tracker(
     mut stop: StopSignal,
 ) -> Result<()> {
     let addr = connection::resolve(&listen.host, listen.port).await?;
+    let tls = config.tls.is_some();
     let tracker = Tracker::bind(addr, config, transcript.clone()).await?;
-    transcript.record(Event::Listening { address: tracker.local_addr().to_string() });
+    transcript.record(Event::Listening { address: tracker.local_addr().to_string(), tls });
     stop.requested().await;
     tracker.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
@@ -110,7 +111,7 @@ impl Default for Patience {
 pub async fn run_server(
     targets: Vec<Target>,
     name: Name,
-    number: u8,
+    number: Number,
     token: Option<Token>,
     patience: Patience,
     transcript: Transcript,

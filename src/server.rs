@@ -12,6 +12,30 @@ use crate::protocol::{self, Message, Name, ReplyMode, Token};
 use crate::shutdown::{Shutdown, StopSignal};
 use crate::transcript::{Event, Transcript};
 
+/// The number a server holds: drawn at random (as the assignment's servers do), or given to
+/// it; its transcript line says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Number {
+    Drawn(u8),
+    Given(u8),
+}
+
+/// A plain number is one given to the server.
+impl From<u8> for Number {
+    fn from(n: u8) -> Number {
+        Number::Given(n)
+    }
+}
+
+impl Number {
+    /// The number itself.
+    pub fn value(self) -> u8 {
+        match self {
+            Number::Drawn(n) | Number::Given(n) => n,
+        }
+    }
+}
+
 /// A running server node. Dropping it stops it; [`ServerNode::close`] also waits.
 pub struct ServerNode {
     name: Name,
@@ -31,15 +55,17 @@ impl ServerNode {
     pub async fn start(
         tracker: impl Into<Endpoint>,
         name: Name,
-        number: u8,
+        number: impl Into<Number>,
         token: Option<Token>,
         transcript: Transcript,
     ) -> Result<ServerNode> {
-        let number = crate::args::number(number.into())?;
+        let number = number.into();
+        let drawn = matches!(number, Number::Drawn(_));
+        let number = crate::args::number(number.value().into())?;
         let greeting = Message::Hello { name: name.clone(), token };
         let greeted = || {
             transcript.record_with(|| Event::HelloSent { server: name.clone() });
-            transcript.record_with(|| Event::NumberSelected { server: name.clone(), number });
+            transcript.record_with(|| Event::NumberSelected { server: name.clone(), number, drawn });
         };
         let node::Registered { reader, write, replies, .. } =
             node::register(&tracker.into(), &name, greeting, &transcript, greeted).await?;

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::limits;
 use crate::protocol::{Name, ReplyMode, NUMBERS};
 pub use crate::report::{Report, RequestRecord, ServerRecord};
-use crate::server::ServerNode;
+use crate::server::{Number, ServerNode};
 use crate::tracker::{Tracker, TrackerConfig};
 use crate::transcript::Transcript;
 
@@ -174,7 +174,7 @@ async fn start_servers(
         let start = async move {
             let started = async {
                 let _turn = handshakes.acquire().await;
-                ServerNode::start(addr, node_name('S', i)?, number, None, transcript).await
+                ServerNode::start(addr, node_name('S', i)?, Number::Drawn(number), None, transcript).await
             };
             (i, started.await)
         };

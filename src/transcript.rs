@@ -159,8 +159,8 @@ impl fmt::Display for Role {
 pub enum Event {
     /// A server sends `HELLO`.
     HelloSent { server: Name },
-    /// A server tells the number it drew.
-    NumberSelected { server: Name, number: u8 },
+    /// A server tells the number it holds: drawn at random, or given to it.
+    NumberSelected { server: Name, number: u8, drawn: bool },
     /// A client sends `HI`.
     HiSent { client: Name },
     /// The tracker receives `HELLO` or `HI`.
@@ -206,8 +206,8 @@ pub enum Event {
     /// Another tracker of the cluster has not been heard from for a while: requests no
     /// longer wait for it.
     TrackerLeft { tracker: String },
-    /// A tracker started on its own is listening.
-    Listening { address: String },
+    /// A tracker started on its own is listening, over TLS or plain TCP.
+    Listening { address: String, tls: bool },
     /// The tracker is stopping: it takes no new requests and answers the open ones first.
     Draining { open: usize },
     /// A node could not reach or register with the tracker and will try again.
@@ -220,8 +220,11 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::HelloSent { server } => write!(f, "{server}: sending “Hello” to {CENTRAL}."),
-            Event::NumberSelected { server, number } => {
+            Event::NumberSelected { server, number, drawn: true } => {
                 write!(f, "{server}: selected random number is {number}.")
+            }
+            Event::NumberSelected { server, number, drawn: false } => {
+                write!(f, "{server}: holds the number it was given, {number}.")
             }
             Event::HiSent { client } => write!(f, "{client}: sending “Hi” to {CENTRAL}."),
             Event::GreetingReceived { role, node } => {
@@ -284,7 +287,8 @@ impl fmt::Display for Event {
                 "{CENTRAL}: {trackers} other tracker(s) did not report on the request from {client} in time; \
                  its answer may be incomplete."
             ),
-            Event::Listening { address } => write!(f, "{CENTRAL}: listening on {address}."),
+            Event::Listening { address, tls: false } => write!(f, "{CENTRAL}: listening on {address}."),
+            Event::Listening { address, tls: true } => write!(f, "{CENTRAL}: listening on {address}, over TLS."),
             Event::Draining { open } => {
                 let requests = if *open == 1 { "request" } else { "requests" };
                 write!(f, "{CENTRAL}: stopping; answering {open} open {requests} first.")
@@ -454,9 +458,10 @@ impl Event {
     /// The event's data beyond its kind, sender and receiver.
     pub fn fields(&self) -> Vec<(&'static str, Value<'_>)> {
         match self {
-            Event::NumberSelected { number, .. } | Event::FindSent { number, .. } => {
-                vec![("number", Value::Int(u64::from(*number)))]
+            Event::NumberSelected { number, drawn, .. } => {
+                vec![("number", Value::Int(u64::from(*number))), ("drawn", Value::Bool(*drawn))]
             }
+            Event::FindSent { number, .. } => vec![("number", Value::Int(u64::from(*number)))],
             Event::QuerySent { client, number, .. } | Event::QueryReceived { client, number, .. } => {
                 vec![("client", Value::Text(client.as_str())), ("number", Value::Int(u64::from(*number)))]
             }
@@ -484,7 +489,7 @@ impl Event {
             Event::TrackersSilent { client, trackers } => {
                 vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]
             }
-            Event::Listening { address } => vec![("address", Value::Text(address))],
+            Event::Listening { address, tls } => vec![("address", Value::Text(address)), ("tls", Value::Bool(*tls))],
             Event::Draining { open } => vec![("open", Value::Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
             Event::Retrying { reason, pause, .. } => {
                 vec![
@@ -604,7 +609,7 @@ mod tests {
         let c1 = Name::new("C1").unwrap();
         let lines = [
             Event::HelloSent { server: s1.clone() },
-            Event::NumberSelected { server: s1.clone(), number: 3 },
+            Event::NumberSelected { server: s1.clone(), number: 3, drawn: true },
             Event::GreetingReceived { role: Role::Server, node: s1.clone() },
             Event::HiSent { client: c1.clone() },
             Event::GreetingReceived { role: Role::Client, node: c1.clone() },

@@ -81,13 +81,18 @@ def roles():
 
 def start_tracker(roles, *args: str, env: dict | None = None) -> tuple[Role, str]:
     tracker = roles("tracker", "--timeout", "0.3", *args, env=env)
-    address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
-    return tracker, address
+    listening = tracker.wait_for(r"^Central: listening on (\S+?)(, over TLS)?\.$")
+    # The first line says whether the tracker speaks TLS.
+    assert bool(listening[2]) == ("--tls-cert" in args), listening[0]
+    return tracker, listening[1]
 
 
 def start_server(roles, address: str, name: str, *args: str, env: dict | None = None) -> tuple[Role, int]:
     server = roles("server", "--tracker", address, "--name", name, *args, env=env)
-    number = int(server.wait_for(rf"^{name}: selected random number is (\d+)\.$")[1])
+    said = server.wait_for(rf"^{name}: (selected random number is|holds the number it was given,) (\d+)\.$")
+    # The line says whether the number was drawn or given.
+    assert (said[1] == "selected random number is") == ("--number" not in args), said[0]
+    number = int(said[2])
     server.wait_for(rf"^{name}: received “Welcome” from Central\.$")
     return server, number
 
@@ -141,6 +146,15 @@ def test_nodes_come_back_after_the_tracker_restarts(roles) -> None:
     assert answers(client.lines, "C1") == [(number, ["S1"])]
     restarted.stop()
     server.stop()
+
+
+def test_a_server_says_whether_it_drew_its_number_or_was_given_it(roles) -> None:
+    tracker, address = start_tracker(roles)
+    # start_server checks the words against the flags: "selected random number" only if drawn.
+    _, drawn = start_server(roles, address, "S1")
+    _, given = start_server(roles, address, "S2", "--number", "6")
+    assert given == 6 and 1 <= drawn <= 10
+    tracker.stop()
 
 
 def test_a_token_lets_its_holders_in_and_keeps_others_out(roles) -> None:
@@ -234,7 +248,7 @@ def test_across_two_hosts(roles, two_hosts, tmp_path) -> None:
     secret = {"MATCHTRACKER_TOKEN": "across-the-wire"}
     tls = ("--tls-cert", str(tmp_path / "cert"), "--tls-key", str(tmp_path / "key"))
     tracker = roles("tracker", "--listen", f"{tracker_ip}:0", "--timeout", "0.3", *tls, env=secret, prefix=host_a)
-    address = tracker.wait_for(r"^Central: listening on (\S+)\.$")[1]
+    address = tracker.wait_for(r"^Central: listening on (\S+), over TLS\.$")[1]
     assert address.startswith(tracker_ip)
     trust = ("--tls-ca", str(tmp_path / "ca"))
     server = roles("server", "--tracker", address, "--name", "S1", "--number", "6", *trust, env=secret, prefix=host_b)

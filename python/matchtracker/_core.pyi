@@ -6,6 +6,12 @@ from typing import Any, Awaitable, Generator, Generic, Literal, TypeVar, final
 from .types import ErrorCode, Event, Totals
 
 __version__: str
+MAX_N: int
+"""The most servers (and the most clients) a simulation or a benchmark takes."""
+MAX_ROUNDS: int
+"""The most rounds a simulation or a client takes."""
+MAX_SECONDS: float
+"""The longest deadline (and keepalive) a tracker takes, in seconds."""
 
 class MatchTrackerError(Exception):
     """Base class of every matchtracker error."""

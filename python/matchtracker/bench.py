@@ -24,14 +24,18 @@ import sys
 import time
 from typing import Sequence
 
-from . import MatchTrackerError, run_load
+from . import MatchTrackerError, _core, run_load
 from .roles import TOKEN_ENV, add_token
 
 
 def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = parser_class(prog=f"{prog} bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", type=int, metavar="K", help="servers in the closed loop (default 10)")
-    parser.add_argument("--clients", type=int, metavar="C", help="clients in the closed loop (default 10)")
+    parser.add_argument(
+        "--servers", type=int, metavar="K", help=f"servers in the closed loop, from 1 to {_core.MAX_N:,} (default 10)"
+    )
+    parser.add_argument(
+        "--clients", type=int, metavar="C", help=f"clients in the closed loop, from 1 to {_core.MAX_N:,} (default 10)"
+    )
     parser.add_argument("--duration", type=float, metavar="S", help="seconds of closed-loop load (default 5)")
     parser.add_argument(
         "--tracker",
@@ -45,7 +49,13 @@ def build_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argp
         help="servers reply on no match too, so requests end when all have replied "
         "(without it every request lasts the full deadline)",
     )
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="the tracker's deadline (default 2)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help=f"the tracker's deadline, more than 0 and at most {_core.MAX_SECONDS:,.0f} (default 2)",
+    )
     parser.add_argument(
         "--tls-cert",
         metavar="FILE",

@@ -15,6 +15,7 @@ import threading
 from typing import NoReturn, Sequence
 
 from . import MatchTrackerError, Report, run_simulation
+from ._core import MAX_N, MAX_ROUNDS, MAX_SECONDS
 
 DEFAULT_N = 3
 EXIT_FAILED = 1
@@ -45,22 +46,23 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "n",
         nargs="?",
-        help=f"number of servers and of clients, at least 2 (asked for on a terminal; "
+        help=f"number of servers and of clients, from 2 to {MAX_N:,} (asked for on a terminal; "
         f"{DEFAULT_N} otherwise)",
     )
-    parser.add_argument("--rounds", type=int, default=5, metavar="R", help="rounds of requests (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, metavar="R", help=f"rounds of requests, from 1 to {MAX_ROUNDS:,} (default 5)")
     parser.add_argument(
         "--timeout",
         type=float,
         default=2.0,
         metavar="SECONDS",
-        help="how long the tracker waits for servers' replies to a request (default 2.0)",
+        help="how long the tracker waits for servers' replies to a request, more than 0 and at "
+        f"most {MAX_SECONDS:,.0f} (default 2.0)",
     )
     parser.add_argument(
         "--seed",
         type=int,
         metavar="X",
-        help="seed for the random numbers, so a run can be repeated exactly",
+        help="seed for the random numbers, from 0 to 2**64-1, so a run can be repeated exactly",
     )
     parser.add_argument(
         "--early",
@@ -82,7 +84,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--diagram",
         metavar="FILE",
-        help="also draw the run as a message-sequence chart: FILE.svg, or FILE.html wrapping the SVG",
+        help="also draw the run as a message-sequence chart: FILE.svg, or FILE.html wrapping "
+        "the SVG (not with --quiet, which records no events)",
     )
     return parser
 

@@ -39,7 +39,7 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             help="address to listen on (default 127.0.0.1:0, a free port on loopback); "
             "any other than loopback needs TLS and a token",
         )
-        parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help="request deadline (default 2)")
+        parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS", help=f"request deadline, more than 0 and at most {_core.MAX_SECONDS:,.0f} (default 2)")
         parser.add_argument("--early", action="store_true", help="servers reply on no match too; requests end early")
         add_token(parser)
         parser.add_argument(
@@ -103,8 +103,8 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             else "the number to ask for in every round (drawn each round if not given)",
         )
         if role == "client":
-            parser.add_argument("--rounds", type=int, default=5, metavar="R", help="requests to make (default 5)")
-            parser.add_argument("--seed", type=int, metavar="X", help="seed for the numbers drawn")
+            parser.add_argument("--rounds", type=int, default=5, metavar="R", help=f"requests to make, from 1 to {_core.MAX_ROUNDS:,} (default 5)")
+            parser.add_argument("--seed", type=int, metavar="X", help="seed for the numbers drawn, from 0 to 2**64-1")
         add_token(parser)
         parser.add_argument("--tls", action="store_true", help="speak TLS to the tracker, trusting the system's CAs")
         parser.add_argument(

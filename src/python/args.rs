@@ -112,11 +112,12 @@ pub fn seed(seed: Int) -> PyResult<u64> {
     })
 }
 
-/// A node's number: the one given, or one drawn at random.
-pub fn number_or_random(number: Option<Int>) -> PyResult<u8> {
+/// A server's number: the one given, or one drawn at random.
+pub fn number_or_random(number: Option<Int>) -> PyResult<crate::server::Number> {
+    use crate::server::Number;
     match number {
-        Some(number) => self::number(number),
-        None => Ok(rand::random_range(crate::protocol::NUMBERS)),
+        Some(number) => self::number(number).map(Number::Given),
+        None => Ok(Number::Drawn(rand::random_range(crate::protocol::NUMBERS))),
     }
 }
 

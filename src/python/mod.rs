@@ -27,6 +27,10 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The limits the errors state, for the command line's --help to state them too.
+    m.add("MAX_N", crate::args::MAX_N)?;
+    m.add("MAX_ROUNDS", crate::args::MAX_ROUNDS)?;
+    m.add("MAX_SECONDS", crate::args::MAX_SECONDS)?;
     m.add_function(wrap_pyfunction!(functions::run_simulation, m)?)?;
     m.add_function(wrap_pyfunction!(functions::run_load, m)?)?;
     m.add_function(wrap_pyfunction!(functions::serve_tracker, m)?)?;

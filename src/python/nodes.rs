@@ -24,7 +24,7 @@ use crate::client::ClientNode;
 use crate::error::{Error, Result};
 use crate::protocol::{Name, Token};
 use crate::roles::{self, Target};
-use crate::server::ServerNode;
+use crate::server::{Number, ServerNode};
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
 use crate::transcript::Transcript;
 
@@ -103,12 +103,12 @@ impl ServerHandle {
     async fn open(
         name: Name,
         targets: Vec<Target>,
-        number: u8,
+        number: Number,
         token: Option<Token>,
     ) -> Result<ServerHandle> {
         let start = |to| ServerNode::start(to, name.clone(), number, token.clone(), Transcript::off());
         let node = roles::first_of(&targets, start).await?;
-        Ok(ServerHandle { name: name.to_string(), number, node: Mutex::new(Some(node)) })
+        Ok(ServerHandle { name: name.to_string(), number: number.value(), node: Mutex::new(Some(node)) })
     }
 
     /// Stops answering and closes the connection (nothing if closed).
