@@ -259,6 +259,12 @@ class Elements(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list) -> None:
         self.found.append({k: v or "" for k, v in attrs})
 
+    @classmethod
+    def of(cls, html: str) -> list[dict[str, str]]:
+        parser = cls()
+        parser.feed(html)
+        return parser.found
+
 
 def page_after_script(path: Path, fragment: str) -> list[dict[str, str]]:
     """The page's elements once headless Chromium has loaded it and run its script."""
@@ -292,3 +298,35 @@ def test_the_page_highlights_exactly_one_request_or_one_node(tmp_path: Path) -> 
         lit = [e for e in elements if "hl" in e.get("class", "").split()]
         assert lit, fragment
         assert lit == [e for e in elements if belongs(e)], fragment
+
+
+def test_a_shared_link_opens_scrolled_to_its_request_under_the_header(tmp_path: Path) -> None:
+    """`run.html#req=C3.2` in a 1400x900 window: the header stays at the top of the window
+    and the request's first arrow is in view below it. Measured in the page itself, after its
+    script ran (a headless `--screenshot` of a page scrolled at load paints the viewport
+    blank with the header at the bottom, which no browser window shows)."""
+    from matchtracker._diagram import page
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Chromium (Debian's chromium package) to run the page's script")
+    report = run_simulation(10, 5, timeout=0.1, seed=3, early=True)
+    probe = (
+        "<script>const h = document.querySelector('header').getBoundingClientRect();"
+        "const f = document.querySelector('#chart .hl').getBoundingClientRect();"
+        "document.body.dataset.probe = [scrollY, innerHeight, h.top, h.bottom, f.top, f.bottom].join(' ');"
+        "</script></body>"
+    )
+    path = tmp_path / "run.html"
+    path.write_text(page(report).replace("</body>", probe), encoding="utf-8")
+    done = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--dump-dom", f"{path.as_uri()}#req=C3.2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (body,) = [e for e in Elements.of(done.stdout) if "data-probe" in e]
+    scroll_y, height, header_top, header_bottom, top, bottom = map(float, body["data-probe"].split())
+    assert scroll_y > 0, "scrolled down to the request"
+    assert header_top == 0, "the header is at the top of the window"
+    assert header_bottom <= top and bottom <= height, "the request's first arrow is in view, below the header"
