@@ -105,7 +105,14 @@ pub async fn closed_loop(config: LoadConfig) -> Result<LoadReport> {
     for i in 0..config.servers {
         let (name, number) = (Name::new(&format!("S{}", i + 1))?, rng.random_range(NUMBERS));
         servers.push(
-            ServerNode::start(endpoint(i), name, Number::Drawn(number), config.token.clone(), Transcript::off()).await?,
+            ServerNode::start(
+                endpoint(i),
+                name,
+                Number::Drawn(number),
+                config.token.clone(),
+                Transcript::off(),
+            )
+            .await?,
         );
     }
     let mut clients = Vec::with_capacity(config.clients);

@@ -80,6 +80,9 @@ pub async fn run_tracker(
     let tls = config.tls.is_some();
     let tracker = Tracker::bind(addr, config, transcript.clone()).await?;
     transcript.record(Event::Listening { address: tracker.local_addr().to_string(), tls });
+    if let Some(monitor) = tracker.monitor_addr() {
+        transcript.record(Event::Monitoring { address: monitor.to_string() });
+    }
     stop.requested().await;
     tracker.shutdown(SHUTDOWN_GRACE).await;
     Ok(())

@@ -208,6 +208,8 @@ pub enum Event {
     TrackerLeft { tracker: String },
     /// A tracker started on its own is listening, over TLS or plain TCP.
     Listening { address: String, tls: bool },
+    /// A tracker's monitoring port is listening.
+    Monitoring { address: String },
     /// The tracker is stopping: it takes no new requests and answers the open ones first.
     Draining { open: usize },
     /// A node could not reach or register with the tracker and will try again.
@@ -289,6 +291,9 @@ impl fmt::Display for Event {
             ),
             Event::Listening { address, tls: false } => write!(f, "{CENTRAL}: listening on {address}."),
             Event::Listening { address, tls: true } => write!(f, "{CENTRAL}: listening on {address}, over TLS."),
+            Event::Monitoring { address } => {
+                write!(f, "{CENTRAL}: monitoring on http://{address} (/metrics, /healthz, /readyz, /stats).")
+            }
             Event::Draining { open } => {
                 let requests = if *open == 1 { "request" } else { "requests" };
                 write!(f, "{CENTRAL}: stopping; answering {open} open {requests} first.")
@@ -343,6 +348,7 @@ impl Event {
             Event::Standing { .. } => "cluster.standing",
             Event::TrackerLeft { .. } => "cluster.left",
             Event::Listening { .. } => "tracker.listening",
+            Event::Monitoring { .. } => "tracker.monitoring",
             Event::Draining { .. } => "tracker.draining",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
@@ -378,6 +384,7 @@ impl Event {
             | Event::TrackerLeft { .. }
             | Event::Standing { .. }
             | Event::Listening { .. }
+            | Event::Monitoring { .. }
             | Event::Draining { .. } => CENTRAL,
         }
     }
@@ -394,6 +401,7 @@ impl Event {
             | Event::TrackerLeft { .. }
             | Event::Standing { .. }
             | Event::Listening { .. }
+            | Event::Monitoring { .. }
             | Event::Draining { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -489,7 +497,10 @@ impl Event {
             Event::TrackersSilent { client, trackers } => {
                 vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]
             }
-            Event::Listening { address, tls } => vec![("address", Value::Text(address)), ("tls", Value::Bool(*tls))],
+            Event::Listening { address, tls } => {
+                vec![("address", Value::Text(address)), ("tls", Value::Bool(*tls))]
+            }
+            Event::Monitoring { address } => vec![("address", Value::Text(address))],
             Event::Draining { open } => vec![("open", Value::Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
             Event::Retrying { reason, pause, .. } => {
                 vec![

@@ -196,10 +196,12 @@ def serve_tracker(
     cluster: str | list[str] | None = None,
     cluster_name: str | None = None,
     drain_timeout: float | None = None,
+    monitor: str | tuple[str, int] | None = None,
+    monitor_insecure: bool = False,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
-    The first line says where it listens. On Ctrl-C it drains: it stops accepting and
+    The first line says where it listens (the next, where `monitor` serves). On Ctrl-C it drains: it stops accepting and
     reading requests, answers every open one (for at most `drain_timeout` seconds, by
     default the deadline plus 1), then says BYE to its nodes, closes every connection and
     raises KeyboardInterrupt; a second Ctrl-C stops at once. A connection silent for `keepalive` seconds
@@ -285,6 +287,8 @@ class Tracker:
         insecure_plaintext: bool = False,
         cluster: str | list[str] | None = None,
         cluster_name: str | None = None,
+        monitor: str | tuple[str, int] | None = None,
+        monitor_insecure: bool = False,
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
@@ -296,7 +300,10 @@ class Tracker:
         needs TLS and a token, unless `insecure_plaintext` and `insecure_no_token` accept the
         risks. With `cluster` (NATS urls), it joins the trackers of that NATS cluster with
         the same `cluster_name` (default "matchtracker") as one Central: requests reach every
-        server of every tracker, and names are unique across them (docs/CLUSTER.md).
+        server of every tracker, and names are unique across them (docs/CLUSTER.md). With
+        `monitor` ("host:port", port 0 for a free one) it also serves `/metrics`
+        (Prometheus), `/healthz`, `/readyz` and `/stats` over HTTP there; beyond loopback that
+        port asks for the token (`Authorization: Bearer <token>`) unless `monitor_insecure`.
 
         Raises:
             ValueError: a bad port, timeout or token; TLS files that cannot be read, or a key
@@ -311,6 +318,9 @@ class Tracker:
     def host(self) -> str: ...
     @property
     def port(self) -> int: ...
+    @property
+    def monitor_address(self) -> str | None:
+        """"host:port" of the monitoring port, or None without one."""
     def stats(self) -> dict[str, int]:
         """Counters: servers, clients (registered now), requests, late_replies, tls_failed
         (connections whose TLS handshake failed), open_requests (waiting for replies now)."""
@@ -435,6 +445,8 @@ class AsyncTracker:
         insecure_plaintext: bool = False,
         cluster: str | list[str] | None = None,
         cluster_name: str | None = None,
+        monitor: str | tuple[str, int] | None = None,
+        monitor_insecure: bool = False,
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property
@@ -443,6 +455,8 @@ class AsyncTracker:
     def host(self) -> str: ...
     @property
     def port(self) -> int: ...
+    @property
+    def monitor_address(self) -> str | None: ...
     def stats(self) -> dict[str, int]:
         """As `Tracker.stats()`."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> Awaitable[None]:

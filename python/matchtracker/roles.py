@@ -80,6 +80,18 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
             help="on SIGTERM or Ctrl-C, answer the open requests for at most this long before saying BYE "
             "(default: the deadline plus 1); a second signal stops at once",
         )
+        parser.add_argument(
+            "--monitor",
+            metavar="HOST:PORT",
+            help="serve /metrics (Prometheus), /healthz, /readyz and /stats over HTTP on this address, "
+            "such as 127.0.0.1:8222; beyond loopback it asks for the token as 'Authorization: Bearer'",
+        )
+        parser.add_argument(
+            "--monitor-insecure",
+            action="store_true",
+            help="let a monitor beyond loopback answer without the token: anyone who can reach it "
+            "sees node names and figures",
+        )
     else:
         parser.description = (
             "Run a server that answers the tracker's queries until stopped."
@@ -154,6 +166,8 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 cluster=args.cluster.split(",") if args.cluster else None,
                 cluster_name=args.cluster_name,
                 drain_timeout=args.drain_timeout,
+                monitor=args.monitor,
+                monitor_insecure=args.monitor_insecure,
             )
         else:
             patience = {"wait": args.wait, "reconnect_for": args.reconnect_for, "tls": args.tls, "tls_ca": args.tls_ca}

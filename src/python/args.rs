@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::prelude::*;
 use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
 use super::errors::{invalid, to_py};
@@ -15,7 +15,7 @@ use crate::cluster::ClusterConfig;
 use crate::protocol::{Name, ReplyMode, Token};
 use crate::roles::Target;
 use crate::tls;
-use crate::tracker::TrackerConfig;
+use crate::tracker::{MonitorConfig, TrackerConfig};
 
 pub fn name(name: &str, what: &str) -> PyResult<Name> {
     args::name(name, what).map_err(to_py)
@@ -231,6 +231,10 @@ pub struct Guard<'a> {
     /// NATS urls of a cluster of trackers to join, and the cluster's name.
     pub cluster: Option<Urls>,
     pub cluster_name: Option<&'a str>,
+    /// Where the monitoring port listens, and whether it may answer beyond loopback
+    /// without the token.
+    pub monitor: Option<(String, u16)>,
+    pub monitor_insecure: bool,
 }
 
 /// A tracker's settings from the arguments the Python functions and class take.
@@ -257,8 +261,30 @@ pub fn tracker_config(
             }
             None => None,
         },
+        monitor: match guard.monitor {
+            Some((host, port)) => Some(MonitorConfig {
+                addr: resolve(&host, port, "monitor address")?,
+                insecure: guard.monitor_insecure,
+            }),
+            None if guard.monitor_insecure => {
+                return Err(invalid("monitor_insecure needs monitor (its address)"))
+            }
+            None => None,
+        },
         ..TrackerConfig::default()
     })
+}
+
+/// `host` and `port` as one socket address; a host name is looked up (once, here).
+fn resolve(host: &str, port: u16, what: &str) -> PyResult<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("{what} {host}:{port} cannot be resolved: {e}")))?;
+    let mut found = found.collect::<Vec<_>>();
+    // IPv4 first, as the node port does.
+    found.sort_by_key(std::net::SocketAddr::is_ipv6);
+    found.into_iter().next().ok_or_else(|| invalid(format!("{what} {host}:{port} has no address")))
 }
 
 /// NATS urls as Python gives them: one string (several comma-separated) or a list.

@@ -46,7 +46,8 @@ pub fn run_simulation(
     let seed = seed.map(args::seed).transpose()?;
     let n = n.count("n", 2, crate::args::MAX_N)?;
     let rounds = rounds.count("rounds", 1, crate::args::MAX_ROUNDS)?;
-    let config = SimulationConfig::new(n as i128, rounds as i128, timeout.value("timeout")?, seed, early).map_err(to_py)?;
+    let config = SimulationConfig::new(n as i128, rounds as i128, timeout.value("timeout")?, seed, early)
+        .map_err(to_py)?;
     let (transcript, events) = if quiet {
         let (_, events) = Transcript::every();
         (Transcript::off(), events)
@@ -86,8 +87,8 @@ pub fn run_simulation(
 /// stops at once).
 #[pyfunction]
 #[pyo3(
-    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None),
-    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None)"
+    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None, monitor = None, monitor_insecure = false),
+    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None, monitor=None, monitor_insecure=False)"
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
@@ -105,6 +106,8 @@ pub fn serve_tracker(
     cluster: Option<args::Urls>,
     cluster_name: Option<&str>,
     drain_timeout: Option<Seconds>,
+    monitor: Option<&Bound<'_, PyAny>>,
+    monitor_insecure: bool,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
     let guard = args::Guard {
@@ -115,6 +118,8 @@ pub fn serve_tracker(
         insecure_plaintext,
         cluster,
         cluster_name,
+        monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
+        monitor_insecure,
     };
     let mut config = args::tracker_config(timeout, early, keepalive, guard)?;
     config.drain_timeout = drain_timeout.map(|t| args::seconds(t, "drain_timeout")).transpose()?;

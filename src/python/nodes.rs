@@ -35,13 +35,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub struct TrackerHandle {
     tracker: Mutex<Option<RustTracker>>,
     address: SocketAddr,
+    monitor: Option<SocketAddr>,
 }
 
 impl TrackerHandle {
     async fn open(host: String, port: u16, config: TrackerConfig) -> Result<TrackerHandle> {
         let addr = crate::connection::resolve(&host, port).await?;
         let tracker = RustTracker::bind(addr, config, Transcript::off()).await?;
-        Ok(TrackerHandle { address: tracker.local_addr(), tracker: Mutex::new(Some(tracker)) })
+        Ok(TrackerHandle {
+            address: tracker.local_addr(),
+            monitor: tracker.monitor_addr(),
+            tracker: Mutex::new(Some(tracker)),
+        })
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -233,8 +238,8 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -251,6 +256,8 @@ impl Tracker {
         insecure_plaintext: bool,
         cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
+        monitor: Option<&Bound<'_, PyAny>>,
+        monitor_insecure: bool,
     ) -> PyResult<Self> {
         let guard = args::Guard {
             token,
@@ -260,6 +267,8 @@ impl Tracker {
             insecure_plaintext,
             cluster,
             cluster_name,
+            monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
+            monitor_insecure,
         };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
@@ -279,6 +288,13 @@ impl Tracker {
     #[getter]
     fn port(&self) -> u16 {
         self.0.address.port()
+    }
+
+    /// "host:port" of the monitoring port (`/metrics`, `/healthz`, `/readyz`, `/stats`), or
+    /// `None` without one.
+    #[getter]
+    fn monitor_address(&self) -> Option<String> {
+        self.0.monitor.map(|addr| addr.to_string())
     }
 
     /// Counters: servers and clients registered now, requests so far, late replies dropped.
@@ -439,8 +455,8 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -457,6 +473,8 @@ impl AsyncTracker {
         insecure_plaintext: bool,
         cluster: Option<args::Urls>,
         cluster_name: Option<&str>,
+        monitor: Option<&Bound<'_, PyAny>>,
+        monitor_insecure: bool,
     ) -> PyResult<Opening> {
         let guard = args::Guard {
             token,
@@ -466,6 +484,8 @@ impl AsyncTracker {
             insecure_plaintext,
             cluster,
             cluster_name,
+            monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
+            monitor_insecure,
         };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
@@ -484,6 +504,13 @@ impl AsyncTracker {
     #[getter]
     fn port(&self) -> u16 {
         self.0.address.port()
+    }
+
+    /// "host:port" of the monitoring port (`/metrics`, `/healthz`, `/readyz`, `/stats`), or
+    /// `None` without one.
+    #[getter]
+    fn monitor_address(&self) -> Option<String> {
+        self.0.monitor.map(|addr| addr.to_string())
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

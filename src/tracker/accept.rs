@@ -4,7 +4,6 @@
 //! ([`client_link`](super::client_link)). Also the last words a refused peer gets.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,8 +51,12 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
                 Ok(_permit) => greet(&shared, stream, peer, signals).await,
                 // A TLS tracker just closes: a handshake to say why would cost the most
                 // when it can least afford it, and the node retries a closed tracker anyway.
-                Err(_) if shared.config.tls.is_some() => drop(stream),
+                Err(_) if shared.config.tls.is_some() => {
+                    shared.metrics.refused_at_limit();
+                    drop(stream);
+                }
                 Err(_) => {
+                    shared.metrics.refused_at_limit();
                     let (_, mut write) = Stream::Plain(stream).into_split();
                     let text = "the tracker has too many connections";
                     refuse(&shared, &mut write, &peer.to_string(), ErrorCode::TooManyConnections, text).await;
@@ -82,7 +85,7 @@ async fn greet(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut si
             match opened {
                 Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
                 Ok(Err(TlsRefused::PlainText(stream))) => {
-                    shared.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.tls_failed();
                     let (_, mut write) = Stream::Plain(stream).into_split();
                     let text = "this tracker speaks TLS: connect with --tls (and --tls-ca for a private CA)";
                     return refuse(shared, &mut write, &peer, ErrorCode::TlsRequired, text).await;
@@ -153,7 +156,7 @@ async fn open_tls(config: &Arc<rustls::ServerConfig>, stream: TcpStream) -> Resu
 
 /// Counts and records a connection whose TLS handshake failed, as it closes.
 fn tls_failed(shared: &Shared, peer: String, reason: String) {
-    shared.tls_failed.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.tls_failed();
     shared.transcript.record(Event::TlsFailed { peer, reason });
 }
 
@@ -165,6 +168,7 @@ pub(super) fn error_line(code: ErrorCode, text: &str) -> Vec<u8> {
 /// Sends a last `ERROR` line and gives up on the peer.
 pub(super) async fn refuse(shared: &Shared, write: &mut WriteHalf, peer: &str, code: ErrorCode, text: &str) {
     shared.transcript.record(Event::ErrorSent { peer: peer.to_owned(), code });
+    shared.metrics.error_sent(code);
     last_word(write, &error_line(code, text)).await;
 }
 

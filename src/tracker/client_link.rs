@@ -155,6 +155,7 @@ impl ClientLink {
             Ok(Message::Cancel { id }) => {
                 // Unknown or already answered: nothing to free.
                 if let Some(open) = self.waiting.cancel(id) {
+                    self.shared.metrics.cancelled();
                     self.free(open);
                 }
             }
@@ -187,6 +188,7 @@ impl ClientLink {
 
     async fn complain(&mut self, code: ErrorCode, text: &str) {
         if let Some(permit) = self.permit().await {
+            self.shared.metrics.error_sent(code);
             self.send(error_line(code, text), permit);
         }
     }
@@ -202,7 +204,8 @@ impl ClientLink {
         let Some(permit) = self.permit().await else { return };
         // The deadline runs from the moment the request is read, so the work of fanning
         // out many requests at once happens inside their deadlines, not after them.
-        let deadline = Instant::now() + self.shared.config.deadline;
+        let asked_at = Instant::now();
+        let deadline = asked_at + self.shared.config.deadline;
         self.shared.received.fetch_add(1, Ordering::Relaxed);
         self.shared.transcript.record_with(|| Event::FindReceived { client: self.name.clone() });
         let key = self.waiting.reserve();
@@ -211,9 +214,10 @@ impl ClientLink {
             self.shared.peers.ask(&self.name, number, deadline, self.waiting.done(key, Part::Peers)).await;
         if local.is_none() && remote.is_none() {
             let line = self.shared.answer(&self.name, client_id, End::NoServers, &Listed::default());
+            self.shared.metrics.answered(End::NoServers, false, asked_at.elapsed());
             return self.send(line, permit);
         }
-        self.waiting.insert(key, Open::new(client_id, local, remote, permit), deadline);
+        self.waiting.insert(key, Open::new(client_id, local, remote, permit, asked_at), deadline);
     }
 
     /// Answers a request that has ended.
@@ -235,6 +239,7 @@ impl ClientLink {
         }
         let servers =
             merged(local.map(|(_, listed)| listed), heard.map(|heard| heard.names).unwrap_or_default());
+        shared.metrics.answered(end, !servers.names.is_empty(), open.asked_at.elapsed());
         self.send(shared.answer(&self.name, open.client_id, end, &servers), open.permit);
     }
 }

@@ -145,6 +145,7 @@ pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
                     if ask.origin == cluster.id {
                         continue;
                     }
+                    shared.metrics.peer_request();
                     if shared.is_draining() {
                         // A stopping tracker takes no new requests: it tells at once that it
                         // has nothing, so that a peer that had not yet heard it is leaving

@@ -21,6 +21,8 @@
 mod accept;
 mod client_link;
 mod federation;
+pub mod metrics;
+mod monitor;
 mod outbox;
 mod peers;
 mod registry;
@@ -45,6 +47,8 @@ use crate::error::{Error, Result};
 use crate::protocol::{self, End, Message, Name, ReplyMode, Token};
 use crate::shutdown::{Shutdown, StopSignal};
 use crate::transcript::{Event, Transcript};
+use metrics::Metrics;
+pub use monitor::MonitorConfig;
 use outbox::Outbox;
 use peers::Peers;
 use registry::{Listed, Registry};
@@ -103,6 +107,8 @@ pub struct TrackerConfig {
     /// The NATS cluster to join as one of several trackers acting as one Central; `None`
     /// works alone.
     pub cluster: Option<ClusterConfig>,
+    /// The monitoring port (Prometheus metrics, health, stats); `None` has none.
+    pub monitor: Option<MonitorConfig>,
 }
 
 impl Default for TrackerConfig {
@@ -121,6 +127,7 @@ impl Default for TrackerConfig {
             tls: None,
             insecure_plaintext: false,
             cluster: None,
+            monitor: None,
             token: None,
             insecure_no_token: false,
         }
@@ -155,6 +162,16 @@ impl TrackerConfig {
         }
         if self.server_queue == 0 || self.server_queue > 1 << 24 {
             return bad("server_queue must be from 1 to 16777216".into());
+        }
+        if let Some(monitor) = &self.monitor {
+            if !monitor.addr.ip().is_loopback() && self.token.is_none() && !monitor.insecure {
+                return bad(format!(
+                    "a monitor on {} reaches beyond this machine and shows node names, so it needs \
+                     the tracker's token (--token, or the MATCHTRACKER_TOKEN environment variable), \
+                     which it then asks for, or --monitor-insecure to accept the risk",
+                    monitor.addr.ip()
+                ));
+            }
         }
         if !addr.ip().is_loopback() {
             let mut missing = Vec::new();
@@ -197,10 +214,27 @@ pub struct Stats {
     pub open_requests: usize,
 }
 
+impl Stats {
+    /// The counters as one JSON object, under the names `Tracker.stats()` gives them.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "servers": self.servers,
+            "clients": self.clients,
+            "requests": self.requests,
+            "late_replies": self.late_replies,
+            "tls_failed": self.tls_failed,
+            "open_requests": self.open_requests,
+        })
+        .to_string()
+    }
+}
+
 /// A running tracker. Dropping it stops every task at once; [`Tracker::shutdown`] first
 /// answers every open request, then says `BYE` and waits for them.
 pub struct Tracker {
     local_addr: SocketAddr,
+    /// Where the monitoring port listens, if it has one.
+    monitor_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     /// The tasks a drain waits for: the accept loop, greetings under way, client links.
@@ -245,13 +279,25 @@ impl Tracker {
         socket.bind(addr)?;
         let listener = socket.listen(BACKLOG)?;
         let local_addr = listener.local_addr()?;
+        let monitor = match &config.monitor {
+            Some(monitor) => Some(tokio::net::TcpListener::bind(monitor.addr).await.map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("the monitor cannot listen on {}: {e}", monitor.addr),
+                ))
+            })?),
+            None => None,
+        };
+        let monitor_addr = monitor.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
 
         let (shutdown, drain) = (Shutdown::new(), Shutdown::new());
         let cluster = match &config.cluster {
             Some(cluster) => Some(Arc::new(Cluster::join(cluster).await?)),
             None => None,
         };
+        let metrics = Metrics::new(config.deadline, cluster.is_some());
         let shared = Arc::new(Shared {
+            metrics,
             peers: Peers::new(cluster),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -264,8 +310,6 @@ impl Tracker {
             transcript,
             requests: Mutex::new(Requests::default()),
             received: AtomicU64::new(0),
-            late_replies: AtomicU64::new(0),
-            tls_failed: AtomicU64::new(0),
             counts: watch::channel((0, 0)).0,
             outbox_ready: Notify::new(),
         });
@@ -275,9 +319,12 @@ impl Tracker {
             tokio::spawn(federation.cluster.clone().keep_alive(transcript, shutdown.signal()));
             tokio::spawn(federation::serve(shared.clone(), shutdown.signal()));
         }
+        if let Some(monitor) = monitor {
+            tokio::spawn(monitor::serve(monitor, shared.clone(), shutdown.signal()));
+        }
         let signals = Signals { drain: drain.signal(), stop: shutdown.signal() };
         tokio::spawn(accept::accept_loop(listener, shared.clone(), signals));
-        Ok(Tracker { local_addr, shared, shutdown, drain })
+        Ok(Tracker { local_addr, monitor_addr, shared, shutdown, drain })
     }
 
     /// The address the tracker listens on, with the port it was given.
@@ -285,17 +332,14 @@ impl Tracker {
         self.local_addr
     }
 
+    /// Where the monitoring port listens, with the port it was given; `None` without one.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor_addr
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        let (servers, clients) = *self.shared.counts.borrow();
-        Stats {
-            servers,
-            clients,
-            requests: self.shared.received.load(Ordering::Relaxed),
-            late_replies: self.shared.late_replies.load(Ordering::Relaxed),
-            tls_failed: self.shared.tls_failed.load(Ordering::Relaxed),
-            open_requests: self.shared.requests.lock().len(),
-        }
+        self.shared.stats()
     }
 
     /// Waits until exactly `servers` servers and `clients` clients are registered.
@@ -369,8 +413,9 @@ struct Shared {
     requests: Mutex<Requests>,
     /// Requests received so far.
     received: AtomicU64,
-    late_replies: AtomicU64,
-    tls_failed: AtomicU64,
+    /// The figures for Prometheus; also the source of the late replies and failed TLS
+    /// handshakes in [`Stats`].
+    metrics: Metrics,
     limit: Arc<Semaphore>,
     /// (servers, clients) registered, for callers that wait on registration.
     counts: watch::Sender<(usize, usize)>,
@@ -421,6 +466,19 @@ impl Shared {
         let mut board = self.board.lock();
         board.registry.remove_client(name);
         self.counts.send_replace(board.registry.counts());
+    }
+
+    /// Current counters.
+    fn stats(&self) -> Stats {
+        let (servers, clients) = *self.counts.borrow();
+        Stats {
+            servers,
+            clients,
+            requests: self.received.load(Ordering::Relaxed),
+            late_replies: self.metrics.late_replies(),
+            tls_failed: self.metrics.tls_failures(),
+            open_requests: self.requests.lock().len(),
+        }
     }
 
     /// Whether a node of this name is registered here.
@@ -489,7 +547,7 @@ impl Shared {
                     });
                 }
                 Reply::Late => {
-                    self.late_replies.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.late_reply();
                     self.transcript.record_with(|| Event::LateReply { server: server.name.clone(), id });
                 }
                 other => refused.push(other),

@@ -54,6 +54,14 @@ impl Peers {
         }
     }
 
+    /// In a cluster: the other trackers heard from lately, and whether this tracker holds
+    /// its lease (may give out names). `None` alone.
+    pub fn standing(&self) -> Option<(usize, bool)> {
+        let federation = self.federation()?;
+        let standing = *federation.cluster.standing().borrow();
+        Some((federation.cluster.live_peers().len(), standing))
+    }
+
     /// The cluster's side, for the tasks that serve it.
     pub fn federation(&self) -> Option<&Federation> {
         match self {

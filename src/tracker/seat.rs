@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::accept::{error_for, last_word, refuse};
+use super::metrics::DropReason;
 use super::peers::{Peers, CUT_OFF};
 use super::{ServerSeat, Shared};
 use crate::connection::{self, WriteHalf};
@@ -80,9 +81,11 @@ impl Seat {
         let role = if self.server.is_some() { Role::Server } else { Role::Client };
         drop(self);
         match ending {
-            Ending::Left | Ending::Broken => {}
+            Ending::Left => {}
+            Ending::Broken => shared.metrics.dropped(DropReason::ConnectionLost),
             Ending::Stopped | Ending::Drained => last_word(write, b"BYE\n").await,
-            Ending::Dropped { last, reason } => {
+            Ending::Dropped { last, reason, kind } => {
+                shared.metrics.dropped(kind);
                 if let Some((code, text)) = last {
                     refuse(&shared, write, name.as_str(), code, &text).await;
                 }
@@ -133,24 +136,37 @@ pub(super) enum Ending {
     Stopped,
     /// The tracker is stopping, and every request of this client has been answered.
     Drained,
-    /// The node misbehaved: send it this last `ERROR` (if any), and drop it for `reason`.
-    Dropped { last: Option<(ErrorCode, String)>, reason: String },
+    /// The node misbehaved or failed: send it this last `ERROR` (if any), and drop it for
+    /// `reason` (`kind` in a word, for the metrics).
+    Dropped { last: Option<(ErrorCode, String)>, reason: String, kind: DropReason },
 }
 
 impl Ending {
     pub fn slow_consumer(why: &str) -> Ending {
         let reason = format!("{why} (a slow consumer)");
-        Ending::Dropped { last: Some((ErrorCode::SlowConsumer, reason.clone())), reason }
+        Ending::Dropped {
+            last: Some((ErrorCode::SlowConsumer, reason.clone())),
+            reason,
+            kind: DropReason::SlowConsumer,
+        }
     }
 
     /// The ending for a node of a tracker that lost its place in its cluster.
     pub fn cut_off() -> Ending {
-        Ending::Dropped { last: Some((ErrorCode::Internal, CUT_OFF.to_owned())), reason: CUT_OFF.to_owned() }
+        Ending::Dropped {
+            last: Some((ErrorCode::Internal, CUT_OFF.to_owned())),
+            reason: CUT_OFF.to_owned(),
+            kind: DropReason::CutOff,
+        }
     }
 
     /// The ending for a read that failed with `e`.
     pub fn failed(e: &Error) -> Ending {
         let (code, text, _) = error_for(e);
-        Ending::Dropped { last: Some((code, text)), reason: e.to_string() }
+        // A socket that failed (reset, or TCP keepalive finding the peer gone) is a lost
+        // connection; anything else is the peer's line.
+        let kind =
+            if matches!(e, Error::Io(_)) { DropReason::ConnectionLost } else { DropReason::ProtocolError };
+        Ending::Dropped { last: Some((code, text)), reason: e.to_string(), kind }
     }
 }

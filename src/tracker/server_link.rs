@@ -73,12 +73,13 @@ async fn read_replies(
                         }
                         Ok(_) | Err(None) => {
                             send_error(
+                                shared,
                                 errors,
                                 ErrorCode::Unexpected,
                                 "a server may send only MATCH, MISS or BYE",
                             );
                         }
-                        Err(Some(e)) => send_error(errors, e.code(), &e.to_string()),
+                        Err(Some(e)) => send_error(shared, errors, e.code(), &e.to_string()),
                     },
                 }
                 ControlFlow::Continue(())
@@ -88,9 +89,14 @@ async fn read_replies(
         replies.clear();
         for reply in refused.drain(..) {
             if reply == Reply::Unknown {
-                send_error(errors, ErrorCode::UnknownRequest, "no request has this id");
+                send_error(shared, errors, ErrorCode::UnknownRequest, "no request has this id");
             } else {
-                send_error(errors, ErrorCode::NotAsked, "this server was not asked, or has already replied");
+                send_error(
+                    shared,
+                    errors,
+                    ErrorCode::NotAsked,
+                    "this server was not asked, or has already replied",
+                );
             }
         }
         match read {
@@ -103,9 +109,12 @@ async fn read_replies(
 }
 
 /// Queues an `ERROR` line on a server's writer; if even that queue is full the server is
-/// flooding us with bad lines and not reading, and the line is dropped.
-fn send_error(errors: &mpsc::Sender<Bytes>, code: ErrorCode, text: &str) {
-    let _ = errors.try_send(Bytes::from(error_line(code, text)));
+/// flooding us with bad lines and not reading, and the line is dropped (and not counted as
+/// sent).
+fn send_error(shared: &Shared, errors: &mpsc::Sender<Bytes>, code: ErrorCode, text: &str) {
+    if errors.try_send(Bytes::from(error_line(code, text))).is_ok() {
+        shared.metrics.error_sent(code);
+    }
 }
 
 async fn write_queries(

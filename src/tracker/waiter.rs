@@ -30,6 +30,8 @@ pub(super) struct Open {
     /// Its place among the client's open requests, which travels with its answer to the
     /// socket: the client's bound on open requests holds by construction.
     pub permit: OwnedSemaphorePermit,
+    /// When it was read, for how long it took.
+    pub asked_at: Instant,
     /// The parts still to hear from everyone asked.
     waiting_local: bool,
     waiting_peers: bool,
@@ -41,8 +43,10 @@ impl Open {
         local: Option<u64>,
         remote: Option<u64>,
         permit: OwnedSemaphorePermit,
+        asked_at: Instant,
     ) -> Open {
         Open {
+            asked_at,
             client_id,
             local,
             remote,
@@ -234,11 +238,11 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(60);
         let both = waiting.reserve();
         let (local, peers) = (waiting.done(both, Part::Local), waiting.done(both, Part::Peers));
-        waiting.insert(both, Open::new(1, Some(10), Some(20), permit(&permits)), far);
+        waiting.insert(both, Open::new(1, Some(10), Some(20), permit(&permits), Instant::now()), far);
         local.fire();
         let only = waiting.reserve();
         waiting.done(only, Part::Local).fire();
-        waiting.insert(only, Open::new(2, Some(11), None, permit(&permits)), far);
+        waiting.insert(only, Open::new(2, Some(11), None, permit(&permits), Instant::now()), far);
         // The one with a single part is over first: the other still waits for its peers.
         let (open, by_deadline) = waiting.next().await;
         assert_eq!((open.client_id, by_deadline), (2, false));
@@ -257,7 +261,11 @@ mod tests {
         let at = Instant::now() + Duration::from_millis(20);
         for client_id in 1..=4 {
             let key = waiting.reserve();
-            waiting.insert(key, Open::new(client_id, Some(client_id), None, permit(&permits)), at);
+            waiting.insert(
+                key,
+                Open::new(client_id, Some(client_id), None, permit(&permits), Instant::now()),
+                at,
+            );
         }
         assert!(waiting.cancel(3).is_some());
         assert!(waiting.cancel(3).is_none(), "cancelled once");
@@ -278,7 +286,7 @@ mod tests {
         let late = waiting.done(key, Part::Local);
         waiting.insert(
             key,
-            Open::new(1, Some(1), None, permit(&permits)),
+            Open::new(1, Some(1), None, permit(&permits), Instant::now()),
             Instant::now() + Duration::from_secs(60),
         );
         assert!(waiting.cancel(1).is_some());
@@ -287,7 +295,7 @@ mod tests {
         waiting.done(key, Part::Local).fire();
         waiting.insert(
             key,
-            Open::new(2, Some(2), None, permit(&permits)),
+            Open::new(2, Some(2), None, permit(&permits), Instant::now()),
             Instant::now() + Duration::from_secs(60),
         );
         assert_eq!(waiting.next().await.0.client_id, 2);
