@@ -184,3 +184,38 @@ def test_the_command_line_refuses_an_open_monitor_in_one_line() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "--monitor-insecure" in done.stderr
+
+
+def test_connections_lists_each_node_and_the_closed_ones_with_why() -> None:
+    with mt.Tracker(timeout=30, monitor="127.0.0.1:0") as tracker, mt.Server("S1", tracker.address, number=3):
+        host, port = tracker.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            lines = raw.makefile("r", encoding="utf-8")
+            raw.sendall(b"HI C9\n")
+            assert lines.readline().startswith("WELCOME")
+            raw.sendall(b"FIND 1 4\nFIND 2 5\n")  # nobody holds 4 or 5: both stay open
+            tracker.wait_for_nodes(1, 1)
+            # The requests are open once the tracker has read them; stats() says when.
+            until = time.monotonic() + 10
+            while tracker.stats()["open_requests"] < 2 and time.monotonic() < until:
+                time.sleep(0.01)
+            listed = json.loads(get(tracker.monitor_address, "/connections")[2])
+            by_name = {c["name"]: c for c in listed["open"]}
+            assert set(by_name) == {"S1", "C9"}
+            c9 = by_name["C9"]
+            assert c9["role"] == "client" and c9["open_requests"] == 2
+            assert c9["peer"] == "%s:%d" % raw.getsockname()
+            assert c9["bytes_queued"] == 0 and c9["idle_for"] >= 0 and c9["connected_at"] <= time.time()
+            assert by_name["S1"]["role"] == "server" and "open_requests" not in by_name["S1"]
+            raw.sendall(b"CANCEL 1\nCANCEL 2\nBYE\n")
+            assert lines.readline() == ""  # the tracker closes after a client's BYE
+        until = time.monotonic() + 10
+        while time.monotonic() < until:
+            listed = json.loads(get(tracker.monitor_address, "/connections")[2])
+            if listed["closed"]:
+                break
+            time.sleep(0.01)
+        (closed,) = listed["closed"]
+        assert closed["name"] == "C9" and closed["reason"].startswith("it left")
+        assert [c["name"] for c in listed["open"]] == ["S1"]
+        assert listed["closed_kept"] == 256

@@ -4,12 +4,14 @@
 //! ([`client_link`](super::client_link)). Also the last words a refused peer gets.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use super::connections::Origin;
 use super::{client_link, server_link, Shared, Signals};
 use crate::connection::{self, LineReader, Stream, TlsStream, WriteHalf};
 use crate::error::Error;
@@ -75,6 +77,7 @@ async fn greet(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut si
     // The TLS handshake and the greeting share one timeout.
     let greeted_by = Instant::now() + shared.config.handshake_timeout;
     let peer = peer.to_string();
+    let fd = stream.as_raw_fd();
     let stream = match &shared.config.tls {
         None => Stream::Plain(stream),
         Some(config) => {
@@ -111,10 +114,10 @@ async fn greet(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut si
             // A server does not hold up a drain: it stays until the tracker stops.
             let Signals { stop, drain } = signals;
             drop(drain);
-            return server_link::run(shared, name, reader, write, stop).await;
+            return server_link::run(shared, name, Origin { peer, fd }, reader, write, stop).await;
         }
         Ok(Ok(Some(Ok(Message::Hi { name, .. })))) => {
-            return client_link::run(shared, name, reader, write, signals).await;
+            return client_link::run(shared, name, Origin { peer, fd }, reader, write, signals).await;
         }
         Ok(Ok(None) | Err(Error::Closed | Error::Io(_))) => return,
         // Another verb of the protocol, whatever its fields.

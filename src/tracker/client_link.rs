@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::accept::{error_for, error_line};
+use super::connections::{Conn, Origin};
 use super::peers::Heard;
 use super::registry::Listed;
 use super::requests::Part;
@@ -50,6 +51,8 @@ struct ClientLink {
     shared: Arc<Shared>,
     name: Name,
     reader: LineReader,
+    /// Its entry among the tracker's connections, told when the client says something.
+    conn: Arc<Conn>,
     permits: Arc<Semaphore>,
     waiting: Waiting,
     out: mpsc::UnboundedSender<Outgoing>,
@@ -59,18 +62,22 @@ struct ClientLink {
 pub(super) async fn run(
     shared: &Arc<Shared>,
     name: Name,
+    origin: Origin,
     reader: LineReader,
     mut write: WriteHalf,
     mut signals: Signals,
 ) {
-    let Some(seat) = Seat::for_client(shared, name, &mut write).await else { return };
+    let Some(seat) = Seat::for_client(shared, name, origin, &mut write).await else { return };
+    let permits = Arc::new(Semaphore::new(shared.config.max_open_per_client));
+    seat.conn().watch_permits(permits.clone(), shared.config.max_open_per_client);
     // The permits bound what the queue can hold, so the queue needs no bound of its own.
     let (out, mut out_rx) = mpsc::unbounded_channel();
     let mut link = ClientLink {
         shared: shared.clone(),
         name: seat.name().clone(),
         reader,
-        permits: Arc::new(Semaphore::new(shared.config.max_open_per_client)),
+        conn: seat.conn().clone(),
+        permits,
         waiting: Waiting::default(),
         out,
     };
@@ -132,6 +139,7 @@ impl ClientLink {
                 () = self.shared.peers.cut_off() => return Ending::cut_off(),
             };
             let full_turn = lines.len() == LINES_PER_TURN;
+            self.conn.touch();
             for line in lines.drain(..) {
                 if !self.on_line(line).await {
                     reading = false;

@@ -20,6 +20,7 @@
 
 mod accept;
 mod client_link;
+mod connections;
 mod federation;
 pub mod metrics;
 mod monitor;
@@ -298,6 +299,7 @@ impl Tracker {
         let metrics = Metrics::new(config.deadline, cluster.is_some());
         let shared = Arc::new(Shared {
             metrics,
+            connections: connections::Connections::default(),
             peers: Peers::new(cluster),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -416,6 +418,8 @@ struct Shared {
     /// The figures for Prometheus; also the source of the late replies and failed TLS
     /// handshakes in [`Stats`].
     metrics: Metrics,
+    /// Every registered node's connection, and the last closed ones.
+    connections: connections::Connections,
     limit: Arc<Semaphore>,
     /// (servers, clients) registered, for callers that wait on registration.
     counts: watch::Sender<(usize, usize)>,

@@ -5,7 +5,9 @@
 //! - `GET /healthz`: 200 while the tracker serves;
 //! - `GET /readyz`: 200 while it takes nodes, 503 while it drains or is cut off from its
 //!   cluster, with a short JSON body saying why;
-//! - `GET /stats`: the counters of [`super::Stats`] as JSON (what `Tracker.stats()` gives).
+//! - `GET /stats`: the counters of [`super::Stats`] as JSON (what `Tracker.stats()` gives);
+//! - `GET /connections`: every registered node's connection and the last closed ones
+//!   ([`super::connections`]).
 //!
 //! What it shows includes node names, so beyond loopback it asks for the tracker's token as
 //! `Authorization: Bearer <token>` (or runs open when the operator accepted the risk). It
@@ -131,10 +133,11 @@ fn respond(shared: &Shared, guard: Option<&Token>, request: &Request<Incoming>) 
             ),
         },
         "/stats" => reply(StatusCode::OK, JSON, shared.stats().to_json()),
+        "/connections" => reply(StatusCode::OK, JSON, shared.connections.to_json()),
         _ => reply(
             StatusCode::NOT_FOUND,
             JSON,
-            json!({"error": "no such page", "pages": ["/metrics", "/healthz", "/readyz", "/stats"]})
+            json!({"error": "no such page", "pages": ["/metrics", "/healthz", "/readyz", "/stats", "/connections"]})
                 .to_string(),
         ),
     }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::accept::{error_for, last_word, refuse};
+use super::connections::{Conn, Origin};
 use super::metrics::DropReason;
 use super::peers::{Peers, CUT_OFF};
 use super::{ServerSeat, Shared};
@@ -24,18 +25,27 @@ pub(super) struct Seat {
     name: Name,
     /// A server's place in the registry; `None` for a client.
     server: Option<ServerSeat>,
+    /// Its entry among the tracker's connections, and why it ended once that is known.
+    conn: Arc<Conn>,
+    why: Option<String>,
 }
 
 impl Seat {
     /// Registers a client: claims its name across the cluster, adds it here, and welcomes
     /// it. `None` once it was refused (it has been told why) or could not be welcomed.
-    pub async fn for_client(shared: &Arc<Shared>, name: Name, write: &mut WriteHalf) -> Option<Seat> {
+    pub async fn for_client(
+        shared: &Arc<Shared>,
+        name: Name,
+        origin: Origin,
+        write: &mut WriteHalf,
+    ) -> Option<Seat> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
         claim(shared, &name, write).await?;
         if !shared.add_client(&name) {
             return refuse_taken(shared, &name, write).await;
         }
-        let seat = Seat { shared: shared.clone(), name, server: None };
+        let conn = shared.connections.opened(&name, Role::Client, origin);
+        let seat = Seat { shared: shared.clone(), name, server: None, conn, why: None };
         seat.welcome(Role::Client, write).await.then_some(seat)
     }
 
@@ -44,6 +54,7 @@ impl Seat {
     pub async fn for_server(
         shared: &Arc<Shared>,
         name: Name,
+        origin: Origin,
         write: &mut WriteHalf,
     ) -> Option<(Seat, broadcast::Receiver<Bytes>)> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
@@ -51,12 +62,18 @@ impl Seat {
         let Some((server, queries)) = shared.add_server(&name) else {
             return refuse_taken(shared, &name, write).await;
         };
-        let seat = Seat { shared: shared.clone(), name, server: Some(server) };
+        let conn = shared.connections.opened(&name, Role::Server, origin);
+        let seat = Seat { shared: shared.clone(), name, server: Some(server), conn, why: None };
         seat.welcome(Role::Server, write).await.then_some((seat, queries))
     }
 
     pub fn name(&self) -> &Name {
         &self.name
+    }
+
+    /// Its entry among the tracker's connections.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
     }
 
     /// The server's place in the registry (a client's seat has none).
@@ -76,9 +93,10 @@ impl Seat {
     /// Leaves the registry (as dropping it does), then says the last word `ending` calls
     /// for: the name is free before the node hears `BYE`, so that it may register again
     /// elsewhere at once.
-    pub async fn leave(self, write: &mut WriteHalf, ending: Ending) {
+    pub async fn leave(mut self, write: &mut WriteHalf, ending: Ending) {
         let (shared, name) = (self.shared.clone(), self.name.clone());
         let role = if self.server.is_some() { Role::Server } else { Role::Client };
+        self.why = Some(ending.why());
         drop(self);
         match ending {
             Ending::Left => {}
@@ -102,6 +120,8 @@ impl Drop for Seat {
             None => self.shared.remove_client(&self.name),
         }
         Peers::release(&self.shared, &self.name);
+        let why = self.why.take().unwrap_or_else(|| "the tracker stopped".to_owned());
+        self.shared.connections.closed(&self.conn, why);
     }
 }
 
@@ -142,6 +162,17 @@ pub(super) enum Ending {
 }
 
 impl Ending {
+    /// Why the connection ended, in a few words, for `/connections`.
+    fn why(&self) -> String {
+        match self {
+            Ending::Left => "it left (BYE, or closed its side)".to_owned(),
+            Ending::Broken => "the connection was lost".to_owned(),
+            Ending::Stopped => "the tracker stopped".to_owned(),
+            Ending::Drained => "the tracker stopped, after answering its requests".to_owned(),
+            Ending::Dropped { reason, .. } => format!("dropped: {reason}"),
+        }
+    }
+
     pub fn slow_consumer(why: &str) -> Ending {
         let reason = format!("{why} (a slow consumer)");
         Ending::Dropped {

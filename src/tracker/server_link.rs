@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use super::accept::error_line;
+use super::connections::{Conn, Origin};
 use super::requests::Reply;
 use super::seat::{Ending, Seat};
 use super::{ServerSeat, Shared};
@@ -30,16 +31,17 @@ const SERVER_ERRORS: usize = 16;
 pub(super) async fn run(
     shared: &Arc<Shared>,
     name: Name,
+    origin: Origin,
     mut reader: LineReader,
     mut write: WriteHalf,
     mut stop: StopSignal,
 ) {
-    let Some((seat, mut queries)) = Seat::for_server(shared, name, &mut write).await else { return };
+    let Some((seat, mut queries)) = Seat::for_server(shared, name, origin, &mut write).await else { return };
     let Some(server) = seat.server() else { return };
     let (errors, mut errors_rx) = mpsc::channel(SERVER_ERRORS);
     let stall = shared.config.stall_timeout;
     let ending = tokio::select! {
-        ending = read_replies(shared, server, &mut reader, &errors) => ending,
+        ending = read_replies(shared, server, seat.conn(), &mut reader, &errors) => ending,
         ending = write_queries(&mut write, &mut queries, &mut errors_rx, stall) => ending,
         () = stop.requested() => Ending::Stopped,
         () = shared.peers.cut_off() => Ending::cut_off(),
@@ -51,6 +53,7 @@ pub(super) async fn run(
 async fn read_replies(
     shared: &Shared,
     server: &ServerSeat,
+    conn: &Conn,
     reader: &mut LineReader,
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
@@ -85,6 +88,7 @@ async fn read_replies(
                 ControlFlow::Continue(())
             })
             .await;
+        conn.touch();
         shared.on_replies(server, &replies, &mut refused);
         replies.clear();
         for reply in refused.drain(..) {
