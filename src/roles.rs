@@ -83,7 +83,21 @@ pub async fn run_tracker(
     if let Some(monitor) = tracker.monitor_addr() {
         transcript.record(Event::Monitoring { address: monitor.to_string() });
     }
-    stop.requested().await;
+    // SIGHUP reads the certificate, key and token file again, as daemons do. Without a
+    // handler (it cannot be installed) the signal keeps its default effect.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            () = stop.requested() => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => {
+                // A few small files: read here rather than hand them to another thread.
+                match tracker.reload() {
+                    Ok(done) => transcript.record(Event::Reloaded { tls: done.tls, token: done.token }),
+                    Err(e) => transcript.record(Event::ReloadFailed { reason: e.to_string() }),
+                }
+            }
+        }
+    }
     tracker.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
 }

@@ -210,6 +210,10 @@ pub enum Event {
     Listening { address: String, tls: bool },
     /// A tracker's monitoring port is listening.
     Monitoring { address: String },
+    /// A tracker read its certificate and key (`tls`) and its token file (`token`) again.
+    Reloaded { tls: bool, token: bool },
+    /// A reload could not read or use its files; the old certificate and token stay.
+    ReloadFailed { reason: String },
     /// The tracker is stopping: it takes no new requests and answers the open ones first.
     Draining { open: usize },
     /// A node could not reach or register with the tracker and will try again.
@@ -291,6 +295,18 @@ impl fmt::Display for Event {
             ),
             Event::Listening { address, tls: false } => write!(f, "{CENTRAL}: listening on {address}."),
             Event::Listening { address, tls: true } => write!(f, "{CENTRAL}: listening on {address}, over TLS."),
+            Event::Reloaded { tls, token } => {
+                let what = match (tls, token) {
+                    (true, true) => "the TLS certificate and key, and the token",
+                    (true, false) => "the TLS certificate and key",
+                    (false, true) => "the token",
+                    (false, false) => "nothing (no certificate or token file to read)",
+                };
+                write!(f, "{CENTRAL}: reloaded {what}; live nodes stay connected.")
+            }
+            Event::ReloadFailed { reason } => {
+                write!(f, "{CENTRAL}: reload failed, keeping the old certificate and token: {reason}")
+            }
             Event::Monitoring { address } => {
                 write!(f, "{CENTRAL}: monitoring on http://{address} (/metrics, /healthz, /readyz, /stats).")
             }
@@ -349,6 +365,8 @@ impl Event {
             Event::TrackerLeft { .. } => "cluster.left",
             Event::Listening { .. } => "tracker.listening",
             Event::Monitoring { .. } => "tracker.monitoring",
+            Event::Reloaded { .. } => "tracker.reloaded",
+            Event::ReloadFailed { .. } => "tracker.reload_failed",
             Event::Draining { .. } => "tracker.draining",
             Event::Retrying { .. } => "node.retrying",
             Event::TrackerLost { .. } => "node.lost-tracker",
@@ -385,6 +403,8 @@ impl Event {
             | Event::Standing { .. }
             | Event::Listening { .. }
             | Event::Monitoring { .. }
+            | Event::Reloaded { .. }
+            | Event::ReloadFailed { .. }
             | Event::Draining { .. } => CENTRAL,
         }
     }
@@ -402,6 +422,8 @@ impl Event {
             | Event::Standing { .. }
             | Event::Listening { .. }
             | Event::Monitoring { .. }
+            | Event::Reloaded { .. }
+            | Event::ReloadFailed { .. }
             | Event::Draining { .. }
             | Event::Retrying { .. }
             | Event::TrackerLost { .. } => None,
@@ -501,6 +523,10 @@ impl Event {
                 vec![("address", Value::Text(address)), ("tls", Value::Bool(*tls))]
             }
             Event::Monitoring { address } => vec![("address", Value::Text(address))],
+            Event::Reloaded { tls, token } => {
+                vec![("tls", Value::Bool(*tls)), ("token", Value::Bool(*token))]
+            }
+            Event::ReloadFailed { reason } => vec![("reason", Value::Text(reason))],
             Event::Draining { open } => vec![("open", Value::Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
             Event::Retrying { reason, pause, .. } => {
                 vec![

@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -194,3 +195,71 @@ def test_the_benchmark_runs_its_closed_loop_over_tls(pki: Pki) -> None:
     assert result["tls"] is True and result["requests"] > 0
     refused = run_role("bench", "--scale", "3", *tls)
     assert refused.returncode == 2 and "for the closed loop" in refused.stderr
+
+
+def served_certificate(address: str, ca: str) -> bytes:
+    """The certificate a new TLS handshake with the tracker at `address` sees (DER)."""
+    with tls_to(address, ca) as raw:
+        return raw.getpeercert(binary_form=True)
+
+
+def der(pem_path: str) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(Path(pem_path).read_text())
+
+
+def test_a_reload_takes_a_new_certificate_and_token_and_keeps_live_nodes(pki: Pki, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-T0ken\n")
+    cert, key = pki.cert, pki.key
+    with mt.Tracker(tls_cert=cert, tls_key=key, token_file=str(token_file), timeout=0.2, early=True) as tracker:
+        live = mt.Server("S1", tracker.address, 5, tls_ca=pki.ca, token="first-T0ken")
+        first = der(cert)
+        assert served_certificate(tracker.address, pki.ca) == first
+        # A new certificate and key in the same files, and a new token.
+        new_cert, new_key = pki.issue("renewed", "localhost", "127.0.0.1")
+        Path(cert).write_bytes(Path(new_cert).read_bytes())
+        Path(key).write_bytes(Path(new_key).read_bytes())
+        token_file.write_text("second-T0ken\n")
+        assert tracker.reload() == {"tls": True, "token": True}
+        assert served_certificate(tracker.address, pki.ca) == der(new_cert) != first
+        with pytest.raises(mt.RefusedError) as refused:
+            mt.Client("C1", tracker.address, tls_ca=pki.ca, token="first-T0ken")
+        assert refused.value.code == "unauthorized"
+        # The server registered before the reload is still there, and still answers.
+        with mt.Client("C1", tracker.address, tls_ca=pki.ca, token="second-T0ken") as client:
+            assert client.find_match(5) == ["S1"]
+        assert tracker.stats()["servers"] == 1
+        # A reload that fails keeps what is in force: a key that does not match.
+        other_cert, other_key = pki.issue("other", "localhost")
+        Path(key).write_bytes(Path(other_key).read_bytes())
+        with pytest.raises(ValueError, match="does not match"):
+            tracker.reload()
+        assert served_certificate(tracker.address, pki.ca) == der(new_cert)
+        with mt.Client("C2", tracker.address, tls_ca=pki.ca, token="second-T0ken") as client:
+            assert client.find_match(5) == ["S1"]
+        live.close()
+
+
+def test_sighup_reloads_a_command_line_tracker(roles, pki: Pki, tmp_path: Path) -> None:  # noqa: F811
+    token_file = tmp_path / "token"
+    token_file.write_text("first-T0ken\n")
+    tracker, address = start_tracker(roles, "--tls-cert", pki.cert, "--tls-key", pki.key, "--token-file", str(token_file))
+    server = roles("server", "--tracker", address, "--name", "S1", "--number", "2", "--tls-ca", pki.ca, env={"MATCHTRACKER_TOKEN": "first-T0ken"})
+    server.wait_for(r"^S1: received “Welcome” from Central\.$")
+    new_cert, new_key = pki.issue("renewed", "localhost", "127.0.0.1")
+    Path(pki.cert).write_bytes(Path(new_cert).read_bytes())
+    Path(pki.key).write_bytes(Path(new_key).read_bytes())
+    token_file.write_text("second-T0ken\n")
+    tracker.proc.send_signal(signal.SIGHUP)
+    tracker.wait_for(r"^Central: reloaded the TLS certificate and key, and the token; live nodes stay connected\.$")
+    assert served_certificate(address, pki.ca) == der(new_cert)
+    token_file.write_text("")
+    tracker.proc.send_signal(signal.SIGHUP)
+    tracker.wait_for(r"^Central: reload failed, keeping the old certificate and token: the token file .+")
+    client = roles(
+        "client", "--tracker", address, "--name", "C1", "--rounds", "1", "--number", "2", "--tls-ca", pki.ca,
+        env={"MATCHTRACKER_TOKEN": "second-T0ken"},
+    )
+    assert client.finish() == 0, "\n".join(client.lines)
+    assert answers(client.lines, "C1") == [(2, ["S1"])]
+    assert tracker.stop() == 0

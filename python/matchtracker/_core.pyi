@@ -198,6 +198,7 @@ def serve_tracker(
     drain_timeout: float | None = None,
     monitor: str | tuple[str, int] | None = None,
     monitor_insecure: bool = False,
+    token_file: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
@@ -289,6 +290,7 @@ class Tracker:
         cluster_name: str | None = None,
         monitor: str | tuple[str, int] | None = None,
         monitor_insecure: bool = False,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
@@ -304,6 +306,8 @@ class Tracker:
         `monitor` ("host:port", port 0 for a free one) it also serves `/metrics`
         (Prometheus), `/healthz`, `/readyz` and `/stats` over HTTP there; beyond loopback that
         port asks for the token (`Authorization: Bearer <token>`) unless `monitor_insecure`.
+        `token_file` gives the token as a file's first line instead of `token`, and
+        `reload()` reads it again, with the TLS files.
 
         Raises:
             ValueError: a bad port, timeout or token; TLS files that cannot be read, or a key
@@ -321,6 +325,16 @@ class Tracker:
     @property
     def monitor_address(self) -> str | None:
         """"host:port" of the monitoring port, or None without one."""
+    def reload(self) -> dict[str, bool]:
+        """Read the TLS certificate and key (`tls_cert`, `tls_key`) and the `token_file` again:
+        new handshakes use the new certificate, new greetings the new token, and every live
+        node stays. All or nothing: if a file cannot be read or does not fit, the old ones
+        stay. Returns which were read again: {"tls": ..., "token": ...}.
+
+        Raises:
+            ValueError: a file cannot be read, holds no certificate, key or valid token, or
+                the key does not match the certificate.
+        """
     def stats(self) -> dict[str, int]:
         """Counters: servers, clients (registered now), requests, late_replies, tls_failed
         (connections whose TLS handshake failed), open_requests (waiting for replies now)."""
@@ -447,6 +461,7 @@ class AsyncTracker:
         cluster_name: str | None = None,
         monitor: str | tuple[str, int] | None = None,
         monitor_insecure: bool = False,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property
@@ -457,6 +472,8 @@ class AsyncTracker:
     def port(self) -> int: ...
     @property
     def monitor_address(self) -> str | None: ...
+    def reload(self) -> dict[str, bool]:
+        """As `Tracker.reload()` (it reads a few small files, at once)."""
     def stats(self) -> dict[str, int]:
         """As `Tracker.stats()`."""
     def wait_for_nodes(self, servers: int, clients: int = 0, timeout: float = 10.0) -> Awaitable[None]:

@@ -43,6 +43,12 @@ def build_parser(role: str, prog: str, parser_class: type[argparse.ArgumentParse
         parser.add_argument("--early", action="store_true", help="servers reply on no match too; requests end early")
         add_token(parser)
         parser.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="read the token from FILE (its first line), and again on SIGHUP, so it can be "
+            "changed without a restart",
+        )
+        parser.add_argument(
             "--insecure-no-token",
             action="store_true",
             help="listen beyond loopback without a token: anyone who can reach the port can join",
@@ -146,6 +152,11 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
     parser = build_parser(role, prog, parser_class)
     args = parser.parse_args(argv)
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    token_file = getattr(args, "token_file", None)
+    if token_file is not None:
+        if args.token:
+            parser.error("--token and --token-file are two ways to give one token: give one")
+        token = None  # the file's token, not the environment's
     if role == "tracker" and (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together: give both for TLS, or neither")
     # SIGTERM ends a role the way Ctrl-C does: cleanly, through the same path.
@@ -168,6 +179,7 @@ def main(role: str, argv: Sequence[str], prog: str, parser_class: type[argparse.
                 drain_timeout=args.drain_timeout,
                 monitor=args.monitor,
                 monitor_insecure=args.monitor_insecure,
+                token_file=token_file,
             )
         else:
             patience = {"wait": args.wait, "reconnect_for": args.reconnect_for, "tls": args.tls, "tls_ca": args.tls_ca}

@@ -15,7 +15,7 @@ use crate::cluster::ClusterConfig;
 use crate::protocol::{Name, ReplyMode, Token};
 use crate::roles::Target;
 use crate::tls;
-use crate::tracker::{MonitorConfig, TrackerConfig};
+use crate::tracker::{MonitorConfig, Reload, TrackerConfig};
 
 pub fn name(name: &str, what: &str) -> PyResult<Name> {
     args::name(name, what).map_err(to_py)
@@ -235,6 +235,8 @@ pub struct Guard<'a> {
     /// without the token.
     pub monitor: Option<(String, u16)>,
     pub monitor_insecure: bool,
+    /// A file holding the token, read again by a reload.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A tracker's settings from the arguments the Python functions and class take.
@@ -244,11 +246,23 @@ pub fn tracker_config(
     keepalive: Seconds,
     guard: Guard<'_>,
 ) -> PyResult<TrackerConfig> {
+    let token = match (&guard.token_file, guard.token) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("token and token_file are two ways to give one token: give one"))
+        }
+        (Some(file), None) => Some(crate::tracker::read_token(file).map_err(to_py)?),
+        (None, token) => self::token(token)?,
+    };
+    let reload = Reload {
+        tls_files: guard.tls_cert.clone().zip(guard.tls_key.clone()),
+        token_file: guard.token_file.clone(),
+    };
     Ok(TrackerConfig {
+        reload,
         deadline: seconds(timeout, "timeout")?,
         keepalive: seconds(keepalive, "keepalive")?,
         replies: ReplyMode::early(early),
-        token: self::token(guard.token)?,
+        token,
         insecure_no_token: guard.insecure_no_token,
         tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
         insecure_plaintext: guard.insecure_plaintext,

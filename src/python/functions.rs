@@ -87,8 +87,8 @@ pub fn run_simulation(
 /// stops at once).
 #[pyfunction]
 #[pyo3(
-    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None, monitor = None, monitor_insecure = false),
-    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None, monitor=None, monitor_insecure=False)"
+    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None, monitor = None, monitor_insecure = false, token_file = None),
+    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None, monitor=None, monitor_insecure=False, token_file=None)"
 )]
 #[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
@@ -108,6 +108,7 @@ pub fn serve_tracker(
     drain_timeout: Option<Seconds>,
     monitor: Option<&Bound<'_, PyAny>>,
     monitor_insecure: bool,
+    token_file: Option<PathBuf>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
     let guard = args::Guard {
@@ -120,6 +121,7 @@ pub fn serve_tracker(
         cluster_name,
         monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
         monitor_insecure,
+        token_file,
     };
     let mut config = args::tracker_config(timeout, early, keepalive, guard)?;
     config.drain_timeout = drain_timeout.map(|t| args::seconds(t, "drain_timeout")).transpose()?;

@@ -49,6 +49,19 @@ impl TrackerHandle {
         })
     }
 
+    fn reload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let done = {
+            let guard = self.tracker.lock();
+            let tracker = guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?;
+            // A few small files: read under the lock, without the GIL.
+            py.detach(|| tracker.reload()).map_err(to_py)?
+        };
+        let out = PyDict::new(py);
+        out.set_item("tls", done.tls)?;
+        out.set_item("token", done.token)?;
+        Ok(out)
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let guard = self.tracker.lock();
         let s = guard.as_ref().ok_or_else(|| to_py(Error::NodeClosed))?.stats();
@@ -238,8 +251,8 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false, token_file = None),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False, token_file=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -258,6 +271,7 @@ impl Tracker {
         cluster_name: Option<&str>,
         monitor: Option<&Bound<'_, PyAny>>,
         monitor_insecure: bool,
+        token_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let guard = args::Guard {
             token,
@@ -269,6 +283,7 @@ impl Tracker {
             cluster_name,
             monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
             monitor_insecure,
+            token_file,
         };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
@@ -295,6 +310,12 @@ impl Tracker {
     #[getter]
     fn monitor_address(&self) -> Option<String> {
         self.0.monitor.map(|addr| addr.to_string())
+    }
+
+    /// Reads the TLS certificate and key and the token file again (new handshakes and
+    /// greetings use them; live nodes stay); which were read, as a dict.
+    fn reload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.0.reload(py)
     }
 
     /// Counters: servers and clients registered now, requests so far, late replies dropped.
@@ -455,8 +476,8 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false, token_file = None),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False, token_file=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -475,6 +496,7 @@ impl AsyncTracker {
         cluster_name: Option<&str>,
         monitor: Option<&Bound<'_, PyAny>>,
         monitor_insecure: bool,
+        token_file: Option<PathBuf>,
     ) -> PyResult<Opening> {
         let guard = args::Guard {
             token,
@@ -486,6 +508,7 @@ impl AsyncTracker {
             cluster_name,
             monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
             monitor_insecure,
+            token_file,
         };
         let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
@@ -511,6 +534,12 @@ impl AsyncTracker {
     #[getter]
     fn monitor_address(&self) -> Option<String> {
         self.0.monitor.map(|addr| addr.to_string())
+    }
+
+    /// Reads the TLS certificate and key and the token file again (new handshakes and
+    /// greetings use them; live nodes stay); which were read, as a dict.
+    fn reload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.0.reload(py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -53,7 +53,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
                 Ok(_permit) => greet(&shared, stream, peer, signals).await,
                 // A TLS tracker just closes: a handshake to say why would cost the most
                 // when it can least afford it, and the node retries a closed tracker anyway.
-                Err(_) if shared.config.tls.is_some() => {
+                Err(_) if shared.config.tls.is_some() || shared.keys.read().tls.is_some() => {
                     shared.metrics.refused_at_limit();
                     drop(stream);
                 }
@@ -78,11 +78,13 @@ async fn greet(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, mut si
     let greeted_by = Instant::now() + shared.config.handshake_timeout;
     let peer = peer.to_string();
     let fd = stream.as_raw_fd();
-    let stream = match &shared.config.tls {
+    // The certificate in force now: a reload changes it for the next handshake.
+    let tls = shared.keys.read().tls.clone();
+    let stream = match tls {
         None => Stream::Plain(stream),
         Some(config) => {
             let opened = tokio::select! {
-                opened = tokio::time::timeout_at(greeted_by, open_tls(config, stream)) => opened,
+                opened = tokio::time::timeout_at(greeted_by, open_tls(&config, stream)) => opened,
                 () = signals.ending() => return,
             };
             match opened {

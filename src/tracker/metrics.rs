@@ -85,6 +85,7 @@ pub struct Metrics {
     tls_failed: Counter,
     refused_at_limit: Counter,
     nodes: Family<Labels, Gauge>,
+    reloads: Family<Labels, Counter>,
     open_requests: Gauge,
     connections: Gauge,
     draining: Gauge,
@@ -178,6 +179,12 @@ impl Metrics {
             "connections_refused",
             "Connections refused because the tracker had as many as it takes",
         );
+        let reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of the TLS certificate and the token, by result",
+            reloads.clone(),
+        );
         let nodes = Family::<Labels, Gauge>::default();
         registry.register("nodes", "Nodes registered now, by role", nodes.clone());
         let open_requests = gauge(&mut registry, "open_requests", "Requests waiting for replies now");
@@ -212,6 +219,7 @@ impl Metrics {
             tls_failed,
             refused_at_limit,
             nodes,
+            reloads,
             open_requests,
             connections,
             draining,
@@ -245,6 +253,10 @@ impl Metrics {
 
     pub fn dropped(&self, reason: DropReason) {
         self.dropped.get_or_create(&vec![("reason", reason.as_str())]).inc();
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads.get_or_create(&vec![("result", if ok { "ok" } else { "failed" })]).inc();
     }
 
     pub fn tls_failed(&self) {

@@ -33,12 +33,13 @@ mod server_link;
 mod waiter;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpSocket;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 
@@ -110,6 +111,58 @@ pub struct TrackerConfig {
     pub cluster: Option<ClusterConfig>,
     /// The monitoring port (Prometheus metrics, health, stats); `None` has none.
     pub monitor: Option<MonitorConfig>,
+    /// Where [`Tracker::reload`] reads the certificate, key and token again.
+    pub reload: Reload,
+}
+
+/// The files a reload reads again: the TLS certificate and key the tracker started with, and
+/// the file its token came from. A token given as text (an argument, the environment) is
+/// kept as it is.
+#[derive(Clone, Debug, Default)]
+pub struct Reload {
+    /// The certificate chain and the private key, PEM.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// A file holding the token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Reload {
+    /// Reads what the files hold now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming a file that cannot be read, holds no certificate,
+    /// key or valid token, or a key that does not match its certificate.
+    fn read(&self) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<Token>)> {
+        let tls =
+            self.tls_files.as_ref().map(|(cert, key)| crate::tls::tracker_config(cert, key)).transpose()?;
+        let token = self.token_file.as_deref().map(read_token).transpose()?;
+        Ok((tls, token))
+    }
+}
+
+/// The token in `path`: its first line, surrounding whitespace ignored.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if the file cannot be read or holds no valid token.
+pub fn read_token(path: &Path) -> Result<Token> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidArgument(format!("cannot read the token file {}: {e}", path.display())))?;
+    Token::new(text.lines().next().unwrap_or("").trim())
+        .map_err(|e| Error::InvalidArgument(format!("the token file {}: {e}", path.display())))
+}
+
+/// What a reload changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    pub tls: bool,
+    pub token: bool,
+}
+
+/// The keys the tracker admits nodes with now: swapped whole by a reload, read once per
+/// connection (the certificate) or greeting (the token).
+struct Keys {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    token: Option<Token>,
 }
 
 impl Default for TrackerConfig {
@@ -129,6 +182,7 @@ impl Default for TrackerConfig {
             insecure_plaintext: false,
             cluster: None,
             monitor: None,
+            reload: Reload::default(),
             token: None,
             insecure_no_token: false,
         }
@@ -300,6 +354,7 @@ impl Tracker {
         let shared = Arc::new(Shared {
             metrics,
             connections: connections::Connections::default(),
+            keys: RwLock::new(Keys { tls: config.tls.clone(), token: config.token.clone() }),
             peers: Peers::new(cluster),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -342,6 +397,30 @@ impl Tracker {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
+    }
+
+    /// Reads the TLS certificate and key, and the token file, again: new handshakes use the
+    /// new certificate and new greetings the new token, while every live node stays. Either
+    /// all of them are taken or, if one cannot be read or does not fit, none: the old ones
+    /// stay.
+    ///
+    /// Blocking: it reads files.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what could not be read or does not fit.
+    pub fn reload(&self) -> Result<Reloaded> {
+        let outcome = self.shared.config.reload.read();
+        self.shared.metrics.reloaded(outcome.is_ok());
+        let (tls, token) = outcome?;
+        let reloaded = Reloaded { tls: tls.is_some(), token: token.is_some() };
+        let mut keys = self.shared.keys.write();
+        if tls.is_some() {
+            keys.tls = tls;
+        }
+        if token.is_some() {
+            keys.token = token;
+        }
+        Ok(reloaded)
     }
 
     /// Waits until exactly `servers` servers and `clients` clients are registered.
@@ -420,6 +499,8 @@ struct Shared {
     metrics: Metrics,
     /// Every registered node's connection, and the last closed ones.
     connections: connections::Connections,
+    /// The certificate and token in force; a reload swaps them.
+    keys: RwLock<Keys>,
     limit: Arc<Semaphore>,
     /// (servers, clients) registered, for callers that wait on registration.
     counts: watch::Sender<(usize, usize)>,
@@ -431,7 +512,7 @@ impl Shared {
     /// Whether a greeting with `token` may register: any greeting when the tracker has no
     /// token, only the right token when it has one.
     fn admits(&self, token: Option<&Token>) -> bool {
-        match (&self.config.token, token) {
+        match (&self.keys.read().token, token) {
             (None, _) => true,
             (Some(want), Some(got)) => want.matches(got),
             (Some(_), None) => false,

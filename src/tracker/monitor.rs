@@ -57,12 +57,9 @@ pub struct MonitorConfig {
 
 /// Serves the monitoring port until `stop`.
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: StopSignal) {
-    // Only a port reachable from elsewhere asks for the token.
-    let guard = if listener.local_addr().is_ok_and(|addr| addr.ip().is_loopback()) {
-        None
-    } else {
-        shared.config.token.clone()
-    };
+    // Only a port reachable from elsewhere asks for the token (the one in force: a reload
+    // changes it here too).
+    let guarded = !listener.local_addr().is_ok_and(|addr| addr.ip().is_loopback());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first: at the bound, connections wait in the listen queue.
@@ -81,10 +78,11 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (shared, guard, mut stop) = (shared.clone(), guard.clone(), stop.clone());
+        let (shared, mut stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&shared, guard.as_ref(), &request);
+                let token = if guarded { shared.keys.read().token.clone() } else { None };
+                let response = respond(&shared, token.as_ref(), &request);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
