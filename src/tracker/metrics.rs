@@ -204,6 +204,22 @@ impl Metrics {
                 cluster_standing.clone(),
             );
         }
+        // Every series of a fixed label set exists from the start at 0, so that a rate over
+        // it is defined before the first event.
+        for (code, _) in ErrorCode::WORDS {
+            let _ = errors_sent.get_or_create(&vec![("code", code.as_str())]);
+        }
+        for reason in [
+            DropReason::SlowConsumer,
+            DropReason::ConnectionLost,
+            DropReason::ProtocolError,
+            DropReason::CutOff,
+        ] {
+            let _ = dropped.get_or_create(&vec![("reason", reason.as_str())]);
+        }
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&vec![("result", result)]);
+        }
         let build = Family::<Labels, Gauge>::default();
         registry.register("build_info", "The version of matchtracker, as a label; always 1", build.clone());
         build.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
