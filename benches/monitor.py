@@ -64,7 +64,7 @@ def closed_loop(address: str, duration: float) -> float:
          "--early", "--tracker", address, "--json"],
         capture_output=True, text=True, check=True,
     )
-    return json.loads(done.stdout)["rate"]
+    return json.loads(done.stdout)["requests_per_second"]
 
 
 def rates(pairs: int, duration: float) -> None:
@@ -79,10 +79,12 @@ def rates(pairs: int, duration: float) -> None:
                     while not stop.wait(1.0):
                         scrapes.append(len(get(monitor, "/metrics")))
                 threading.Thread(target=scrape, daemon=True).start()
-            rate = closed_loop(address, duration)
-            stop.set()
-            proc.terminate()
-            proc.wait()
+            try:
+                rate = closed_loop(address, duration)
+            finally:
+                stop.set()
+                proc.terminate()
+                proc.wait()
             (on if monitored else off).append(rate)
             print(f"{'on ' if monitored else 'off'}: {rate:10,.0f} req/s" + (f" ({len(scrapes)} scrapes)" if monitored else ""), flush=True)
     print(f"median off {statistics.median(off):,.0f}, on {statistics.median(on):,.0f}, "
@@ -93,8 +95,18 @@ def rates(pairs: int, duration: float) -> None:
 def scrape_cost(nodes: int) -> None:
     proc, address, monitor = start_tracker("--monitor", "127.0.0.1:0")
     half = nodes // 2
-    servers = [mt.Server(f"S{i}", address, number=i % 10 + 1) for i in range(1, half + 1)]
-    clients = [mt.Client(f"C{i}", address) for i in range(1, half + 1)]
+    try:
+        servers = [mt.Server(f"S{i}", address, number=i % 10 + 1) for i in range(1, half + 1)]
+        clients = [mt.Client(f"C{i}", address) for i in range(1, half + 1)]
+        measure(monitor, nodes)
+        for node in servers + clients:
+            node.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def measure(monitor: str, nodes: int) -> None:
     for path in ("/metrics", "/connections"):
         times, size = [], 0
         for _ in range(20):
@@ -103,10 +115,6 @@ def scrape_cost(nodes: int) -> None:
             times.append(time.perf_counter() - started)
         print(f"{path} with {nodes} nodes: median {statistics.median(times) * 1000:.2f} ms, "
               f"worst {max(times) * 1000:.2f} ms, {size:,} bytes", flush=True)
-    for node in servers + clients:
-        node.close()
-    proc.terminate()
-    proc.wait()
 
 
 def main() -> None:
