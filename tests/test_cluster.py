@@ -5,6 +5,7 @@ carrying on when a NATS node is killed, and early mode ending with the cluster's
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -30,7 +31,15 @@ def start_trackers(roles, nats: NatsCluster, count: int = 3, *args: str) -> list
     for i in range(count):
         tracker = roles("tracker", "--timeout", "0.5", "--cluster", nats.url(i), "--cluster-name", "t", *args)
         started.append(tracker)
-    return [(t, t.wait_for(r"^Central: listening on (\S+)\.$")[1]) for t in started]
+    listening = [(t, t.wait_for(r"^Central: listening on (\S+)\.$")[1]) for t in started]
+    # A request waits for the trackers its tracker has heard from: until every tracker has
+    # heard the others, an answer may lack their servers (and is never wrong). Tests that
+    # want complete answers from the start wait for that moment, not for a while.
+    heard = r"^Central: tracker \S+ of the cluster is heard from\.$"
+    for tracker, _ in listening:
+        for _ in range(count - 1 - sum(1 for line in tracker.lines if re.match(heard, line))):
+            tracker.wait_for(heard)
+    return listening
 
 
 def right(lines: list[str], client: str, numbers: dict[str, int]) -> list[tuple[int, list[str]]]:
