@@ -4,22 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::connection::{Endpoint, LineReader, WriteHalf};
+use crate::connection::{Endpoint, ReadHalf, WriteHalf};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::node;
 use crate::protocol::{self, End, Message, Name, ProtocolError, Token};
+use crate::session::{self, Session, Settled};
 use crate::transcript::{Event, Transcript};
 
-/// How much longer than the tracker's deadline a client waits for an answer before giving
-/// up on its own, so that it hears the tracker's answer rather than racing it.
-pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+pub use crate::session::ANSWER_MARGIN;
 
 /// Most bytes of server lists an [`AnswerCache`] keeps (their names take up to about 25
 /// times as much); past it, it starts over.
@@ -39,47 +37,28 @@ pub struct Answer {
 
 /// A connected, registered client node. Its requests may come from many tasks at once over
 /// the one connection, each with its own id: whichever caller holds the reading half reads
-/// for everyone, handing each answer to the caller waiting for it, until its own comes.
+/// for everyone, feeding the connection's [`Session`], which hands each answer to the
+/// caller waiting for it, until its own comes.
 pub struct ClientNode {
     name: Name,
-    next_id: AtomicU64,
-    /// How long to wait for an answer: the tracker's deadline plus a margin.
+    /// How long to wait for an answer: [`session::patience`] of the tracker's deadline.
     patience: Duration,
     transcript: Transcript,
-    /// Shared with other clients by [`ClientNode::share_answers`]; a client on its own
-    /// parses every answer.
-    answers: Option<Arc<AnswerCache>>,
-    reader: tokio::sync::Mutex<LineReader>,
+    /// The reading half, and the bytes of the last read on their way to the session.
+    reader: tokio::sync::Mutex<(ReadHalf, BytesMut)>,
     write: tokio::sync::Mutex<WriteHalf>,
-    /// Requests sent and not answered yet, and whether the connection is still usable.
-    waiting: Mutex<Waiting>,
+    /// The protocol state: requests sent and not answered yet, `CANCEL`s owed, whether the
+    /// connection is still usable, the tracker's bytes not yet taken as lines.
+    session: Mutex<Session<Waiter>>,
     /// Raised by [`ClientNode::close`]: every caller still waiting gives up at once.
     closed: watch::Sender<bool>,
 }
 
-#[derive(Default)]
-struct Waiting {
-    /// Where each request's answer (or failure) goes, by id; registered before it is sent.
-    slots: FastMap<u64, oneshot::Sender<Result<Answered>>>,
-    /// Requests given up on (timed out, or their caller went away) whose `CANCEL` could not
-    /// be written at once: the next write sends it first.
-    cancels: Vec<u64>,
-    /// Set once the connection cannot carry another request: why.
-    broken: Option<Broken>,
-}
+/// Where a request's answer (or failure) goes.
+type Waiter = oneshot::Sender<Result<Answered>>;
 
-/// Why a client's connection is no longer usable.
-#[derive(Clone, Copy)]
-enum Broken {
-    Closed,
-    ByCaller,
-}
-
-/// An answer as the reader hands it over.
-struct Answered {
-    end: End,
-    servers: Arc<[Name]>,
-}
+/// An answer as the reader hands it over: how the request ended, and the servers.
+type Answered = (End, Arc<[Name]>);
 
 /// Server lists already parsed, by their bytes on the wire. At scale, thousands of clients
 /// receive the same few answers, each hundreds of names long: with one cache between them
@@ -96,7 +75,7 @@ struct CachedLists {
 impl AnswerCache {
     /// Reads one line from the tracker: an `ANSWER` whose server list is known costs a
     /// lookup; anything else is parsed.
-    fn read(&self, line: &[u8]) -> std::result::Result<Received, ProtocolError> {
+    pub(crate) fn read(&self, line: &[u8]) -> std::result::Result<Received, ProtocolError> {
         let split = protocol::split_answer(line);
         if let Some((id, end, listed)) = split {
             if let Some(servers) = self.0.lock().lists.get(listed) {
@@ -138,29 +117,6 @@ impl From<Message> for Received {
     }
 }
 
-/// What one line from the tracker means for a client's open requests: the outcome of one of
-/// them, or the end of the connection for all.
-pub(crate) enum Routed {
-    /// Request `id`'s answer (how it ended, and the servers), or its refusal.
-    One(u64, Result<(End, Arc<[Name]>)>),
-    /// The connection cannot go on: every request fails with this.
-    All(Error),
-}
-
-/// The rules both clients (this one, and the asyncio one on the event loop's thread) route
-/// the tracker's lines by.
-pub(crate) fn route(line: std::result::Result<Received, ProtocolError>) -> Routed {
-    match line {
-        Ok(Received::Answer { id, end, servers }) => Routed::One(id, Ok((end, servers))),
-        // The tracker never refuses a request on its own (it reads more slowly instead), so
-        // an error is about the connection.
-        Ok(Received::Other(Message::Error { code, text })) => Routed::All(Error::Refused { code, text }),
-        Ok(Received::Other(Message::Bye)) => Routed::All(Error::Closed),
-        Ok(Received::Other(other)) => Routed::All(Error::Unexpected(format!("{other:?} instead of ANSWER"))),
-        Err(e) => Routed::All(Error::Protocol(e)),
-    }
-}
-
 impl ClientNode {
     /// Connects to the tracker at `tracker`, says `HI` (with `token`, if the tracker wants
     /// one) and returns once registered.
@@ -178,15 +134,14 @@ impl ClientNode {
         let greeted = || transcript.record_with(|| Event::HiSent { client: name.clone() });
         let node::Registered { reader, write, deadline, .. } =
             node::register(&tracker.into(), &name, greeting, &transcript, greeted).await?;
+        let (read, inbuf) = reader.into_parts();
         Ok(ClientNode {
             name,
-            next_id: AtomicU64::new(1),
-            patience: deadline + deadline / 2 + ANSWER_MARGIN,
+            patience: session::patience(deadline),
             transcript,
-            answers: None,
-            reader: tokio::sync::Mutex::new(reader),
+            reader: tokio::sync::Mutex::new((read, BytesMut::new())),
             write: tokio::sync::Mutex::new(write),
-            waiting: Mutex::new(Waiting::default()),
+            session: Mutex::new(Session::new(inbuf)),
             closed: watch::channel(false).0,
         })
     }
@@ -194,7 +149,7 @@ impl ClientNode {
     /// Shares `answers` with other clients, so that a server list any of them has parsed is
     /// not parsed again.
     pub fn share_answers(&mut self, answers: Arc<AnswerCache>) {
-        self.answers = Some(answers);
+        self.session.get_mut().share_answers(answers);
     }
 
     /// The client's name.
@@ -213,27 +168,19 @@ impl ClientNode {
     /// once [`close`](Self::close) is called.
     pub async fn find_match(&self, number: u8) -> Result<Answer> {
         let number = crate::args::number(number.into())?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let (tx, mut rx) = oneshot::channel();
-        {
-            let mut waiting = self.waiting.lock();
-            if let Some(broken) = waiting.broken {
-                return Err(broken.error());
-            }
-            waiting.slots.insert(id, tx);
-        }
+        let mut line = Vec::with_capacity(24);
+        let id = self.session.lock().ask(number, tx, &mut line)?;
         // From here on, giving up (an error, a timeout, the caller dropping this future)
         // frees the request on both sides.
-        let mut request = Request { node: self, id, settled: false };
+        let _request = Request { node: self, id };
         self.transcript.record_with(|| Event::FindSent { client: self.name.clone(), number });
-        self.send(&protocol::to_line(&Message::Find { id, number })).await?;
+        self.send(&line).await?;
         let give_up = started + self.patience;
-        let answered = tokio::time::timeout_at(give_up, self.await_answer(id, &mut rx))
+        let (end, servers) = tokio::time::timeout_at(give_up, self.await_answer(&mut rx))
             .await
-            .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))?;
-        request.settled = answered.is_ok() || self.waiting.lock().broken.is_some();
-        let Answered { end, servers } = answered?;
+            .map_err(|_| Error::Timeout(format!("waiting for the answer to request {id}")))??;
         self.transcript
             .record_with(|| Event::AnswerReceived { client: self.name.clone(), servers: servers.to_vec() });
         Ok(Answer { servers, end, elapsed: started.elapsed() })
@@ -242,31 +189,26 @@ impl ClientNode {
     /// Makes every call waiting for an answer fail at once with [`Error::NodeClosed`], and
     /// every later one too. The connection closes when the node is dropped.
     pub fn close(&self) {
-        self.fail_all(Broken::ByCaller);
+        self.fail_all(Error::NodeClosed);
         self.closed.send_replace(true);
     }
 
-    /// Writes `line`, after any `CANCEL` that could not be written when its request was
-    /// given up. A write cut off halfway (its caller dropped it) leaves the stream
+    /// Writes `line`. A write cut off halfway (its caller dropped it) leaves the stream
     /// unusable, so the connection is then marked broken.
     async fn send(&self, line: &[u8]) -> Result<()> {
         let mut write = self.write.lock().await;
-        let mut out = Vec::new();
-        for id in std::mem::take(&mut self.waiting.lock().cancels) {
-            protocol::encode(&Message::Cancel { id }, &mut out);
-        }
-        out.extend_from_slice(line);
         let mut unfinished = Unfinished(Some(self));
-        let written = write.send(&out).await;
+        let written = write.send(line).await;
         unfinished.0 = None;
         written.map_err(|e| {
-            self.fail_all(Broken::Closed);
+            self.fail_all(Error::Closed);
             Error::Io(e)
         })
     }
 
-    /// Waits for the answer to request `id`: from whoever is reading, or by reading itself.
-    async fn await_answer(&self, id: u64, rx: &mut oneshot::Receiver<Result<Answered>>) -> Result<Answered> {
+    /// Waits for the answer that `rx` will get: from whoever is reading, or by reading for
+    /// everyone until it comes.
+    async fn await_answer(&self, rx: &mut oneshot::Receiver<Result<Answered>>) -> Result<Answered> {
         let mut closed = self.closed.subscribe();
         let mut reader = tokio::select! {
             biased;
@@ -274,121 +216,80 @@ impl ClientNode {
             _ = closed.wait_for(|&closed| closed) => return Err(Error::NodeClosed),
             reader = self.reader.lock() => reader,
         };
-        // The caller that read before may have handed this answer over already.
-        if let Ok(got) = rx.try_recv() {
-            return got;
-        }
-        let answers = self.answers.as_deref();
-        let parse = |line: &[u8]| match answers {
-            Some(cache) => cache.read(line),
-            None => protocol::parse(line).map(Received::from),
-        };
+        let (read, buf) = &mut *reader;
         loop {
-            let line = tokio::select! {
-                line = reader.next_with(parse) => line,
+            // The caller that read before may have handed this answer over already.
+            if let Ok(got) = rx.try_recv() {
+                return got;
+            }
+            let filled = tokio::select! {
+                filled = read.fill(buf) => filled,
                 _ = closed.wait_for(|&closed| closed) => return Err(Error::NodeClosed),
             };
-            if let Some(mine) = self.dispatch(id, line) {
-                return mine;
+            let settled: Vec<Settled<Waiter>> = {
+                let mut session = self.session.lock();
+                match filled {
+                    Ok(0) => vec![session.fail(Error::Closed)],
+                    Ok(_) => {
+                        session.feed(buf);
+                        buf.clear();
+                        std::iter::from_fn(|| session.next_settled()).collect()
+                    }
+                    Err(e) => vec![session.fail(Error::Io(e))],
+                }
+            };
+            for settled in settled {
+                hand_over(settled);
             }
         }
     }
 
-    /// Hands one line from the tracker to the request it answers; `Some` when it settles
-    /// request `mine` (its answer, or a failure of the whole connection).
-    #[allow(clippy::type_complexity)]
-    fn dispatch(
-        &self,
-        mine: u64,
-        line: Result<Option<std::result::Result<Received, ProtocolError>>>,
-    ) -> Option<Result<Answered>> {
-        let routed = match line {
-            Ok(Some(received)) => route(received),
-            Ok(None) => Routed::All(Error::Closed),
-            Err(e) => {
-                self.fail_all(Broken::Closed);
-                return Some(Err(e));
-            }
-        };
-        let (to, outcome) = match routed {
-            Routed::One(id, outcome) => (id, outcome.map(|(end, servers)| Answered { end, servers })),
-            Routed::All(e) => return self.fail_all_but(mine, &e),
-        };
-        if to == mine {
-            self.waiting.lock().slots.remove(&mine);
-            return Some(outcome);
-        }
-        // Another caller's, or one whose caller gave up (no slot): dropped then.
-        if let Some(slot) = self.waiting.lock().slots.remove(&to) {
-            let _ = slot.send(outcome);
-        }
-        None
-    }
-
-    /// Fails every waiting request with what `e` says (the connection is unusable), and
-    /// returns the failure for request `mine` (as `dispatch` does).
-    #[allow(clippy::unnecessary_wraps)]
-    fn fail_all_but(&self, mine: u64, e: &Error) -> Option<Result<Answered>> {
-        let slots = {
-            let mut waiting = self.waiting.lock();
-            waiting.broken = Some(Broken::Closed);
-            std::mem::take(&mut waiting.slots)
-        };
-        for (id, slot) in slots {
-            if id != mine {
-                let _ = slot.send(Err(e.same_failure()));
-            }
-        }
-        Some(Err(e.same_failure()))
-    }
-
-    fn fail_all(&self, why: Broken) {
-        let slots = {
-            let mut waiting = self.waiting.lock();
-            waiting.broken.get_or_insert(why);
-            std::mem::take(&mut waiting.slots)
-        };
-        for slot in slots.into_values() {
-            let _ = slot.send(Err(why.error()));
-        }
+    /// Fails every waiting request with `e`, and every later one.
+    fn fail_all(&self, e: Error) {
+        let settled = self.session.lock().fail(e);
+        hand_over(settled);
     }
 }
 
-impl Broken {
-    fn error(self) -> Error {
-        match self {
-            Broken::Closed => Error::Closed,
-            Broken::ByCaller => Error::NodeClosed,
+/// Wakes the callers a line (or a failure) settled.
+fn hand_over(settled: Settled<Waiter>) {
+    match settled {
+        // A caller that went away meanwhile hears nothing.
+        Settled::One(waiter, outcome) => drop(waiter.send(outcome)),
+        Settled::All(waiters, e) => {
+            for waiter in waiters {
+                let _ = waiter.send(Err(e.same_failure()));
+            }
         }
     }
 }
 
 /// One request in flight. Dropped before its answer (a timeout, the caller gone), it frees
-/// its slot and asks the tracker to free the request.
+/// its place in the session and asks the tracker to free the request.
 struct Request<'a> {
     node: &'a ClientNode,
     id: u64,
-    /// Answered, or nothing left to cancel.
-    settled: bool,
 }
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        let mut waiting = self.node.waiting.lock();
-        waiting.slots.remove(&self.id);
-        if self.settled || waiting.broken.is_some() {
-            return;
-        }
-        // Written at once if the socket takes it; otherwise by the next write.
-        let line = protocol::to_line(&Message::Cancel { id: self.id });
-        let written = self.node.write.try_lock().ok().and_then(|write| write.try_write(&line).ok());
-        if written != Some(line.len()) {
-            if written.is_some() {
-                // Part of the line went out: the stream is cut mid-line.
-                waiting.broken = Some(Broken::Closed);
-            } else {
-                waiting.cancels.push(self.id);
+        let owed = {
+            let mut session = self.node.session.lock();
+            if session.give_up(self.id).is_none() {
+                // Answered, or failed with the connection: nothing to free.
+                return;
             }
+            session.take_owed()
+        };
+        // Written at once if the socket takes it; otherwise by the next request's write.
+        let written = self.node.write.try_lock().ok().and_then(|write| write.try_write(&owed).ok());
+        match written {
+            Some(n) if n == owed.len() => {}
+            Some(n) if n > 0 => {
+                // Part of the line went out: the stream is cut mid-line.
+                self.node.fail_all(Error::Closed);
+            }
+            _ => self.node.session.lock().owe(owed),
         }
     }
 }
@@ -399,7 +300,7 @@ struct Unfinished<'a>(Option<&'a ClientNode>);
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if let Some(node) = self.0 {
-            node.fail_all(Broken::Closed);
+            node.fail_all(Error::Closed);
         }
     }
 }

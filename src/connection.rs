@@ -260,25 +260,36 @@ impl LineReader {
             }
         }
     }
-    /// Reads what the socket holds into the buffer. Waits for bytes before taking memory for
-    /// them, so that thousands of idle connections hold no buffers. The read itself goes
-    /// through `AsyncRead`, which takes a read that leaves room in the buffer to mean the
-    /// socket is drained: the next wait goes straight to the poller instead of first trying
-    /// a read that finds nothing.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        self.inner.fill(&mut self.buf).await
+    }
+}
+
+impl ReadHalf {
+    /// Reads what the socket holds into `buf`; 0 when the peer has closed. Waits for bytes
+    /// before taking memory for them, so that thousands of idle connections hold no
+    /// buffers. The read itself goes through `AsyncRead`, which takes a read that leaves room
+    /// in the buffer to mean the socket is drained: the next wait goes straight to the poller
+    /// instead of first trying a read that finds nothing.
     ///
     /// Over TLS the bytes come through rustls, which holds its own buffers; a peer that
     /// closes without TLS's goodbye (`close_notify`) is taken to have closed: a line cut
     /// short is found out as one anyway.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        match &mut self.inner {
+    ///
+    /// Cancel-safe: a read cut off takes nothing from the socket.
+    ///
+    /// # Errors
+    /// The socket's.
+    pub async fn fill(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
             ReadHalf::Plain(read) => {
                 read.readable().await?;
-                self.buf.reserve(READ_CHUNK);
-                read.read_buf(&mut self.buf).await
+                buf.reserve(READ_CHUNK);
+                read.read_buf(buf).await
             }
             ReadHalf::Tls(read) => {
-                self.buf.reserve(READ_CHUNK);
-                match read.read_buf(&mut self.buf).await {
+                buf.reserve(READ_CHUNK);
+                match read.read_buf(buf).await {
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
                     other => other,
                 }

@@ -40,6 +40,7 @@ pub mod protocol;
 pub mod report;
 pub mod roles;
 pub mod server;
+pub mod session;
 pub mod shutdown;
 pub mod simulation;
 pub mod tls;

@@ -13,7 +13,6 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyTuple};
@@ -21,17 +20,19 @@ use pyo3::types::{PyCFunction, PyTuple};
 use super::args::{self, Int};
 use super::errors::to_py;
 use super::nodes::{opening, Opening, Reach};
-use crate::client::{route, Received, Routed, ANSWER_MARGIN};
 use crate::connection::{self, Endpoint, Stream, TlsStream};
 use crate::error::Error;
-use crate::hash::FastMap;
 use crate::node;
-use crate::protocol::{self, Message, Name, MAX_LINE};
+use crate::protocol::{Message, Name};
 use crate::roles;
+use crate::session::{self, Session, Settled};
 use crate::transcript::Transcript;
 
+/// A request's future, and the timer that gives up on it.
+type Waiter = (Py<PyAny>, Py<PyAny>);
+
 /// A future and what to settle it with.
-type Settled = (Py<PyAny>, Result<Arc<[Name]>, Error>);
+type Outcome = (Py<PyAny>, Result<Arc<[Name]>, Error>);
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -49,15 +50,13 @@ struct Conn {
     /// TLS over `stream`, if the tracker speaks it: rustls encrypts and decrypts, and this
     /// connection moves its records to and from the socket.
     tls: Option<rustls::ClientConnection>,
-    /// Bytes read and not yet handed over as lines.
-    inbuf: BytesMut,
+    /// The protocol state: each open request's future and timer, `CANCEL`s owed, the
+    /// tracker's bytes not yet taken as lines.
+    session: Session<Waiter>,
     /// Plain TCP: bytes not yet written (the socket was full); the loop writes them when it
     /// can. Over TLS, rustls holds them instead.
     outbuf: Vec<u8>,
-    next_id: u64,
-    /// Each open request's future and timer.
-    waiting: FastMap<u64, (Py<PyAny>, Py<PyAny>)>,
-    /// The tracker's deadline plus a margin, in seconds.
+    /// How long a request waits for its answer ([`session::patience`]), in seconds.
     patience: f64,
     /// The loop watching the socket, once the first request has been made.
     watched_by: Option<Py<PyAny>>,
@@ -102,15 +101,12 @@ impl AsyncClient {
             };
             let stream = stream.into_std()?;
             stream.set_nonblocking(true)?;
-            let patience = (deadline + deadline / 2 + ANSWER_MARGIN).as_secs_f64();
             let conn = Conn {
                 stream,
                 tls,
-                inbuf,
+                session: Session::new(inbuf),
                 outbuf: Vec::new(),
-                next_id: 1,
-                waiting: FastMap::default(),
-                patience,
+                patience: session::patience(deadline).as_secs_f64(),
                 watched_by: None,
             };
             Ok(AsyncClient { name: name.to_string(), conn: Mutex::new(Some(conn)) })
@@ -139,16 +135,20 @@ impl AsyncClient {
             event_loop.call_method1("add_reader", (fd, slf.getattr("_readable")?))?;
             conn.watched_by = Some(event_loop.clone().unbind());
         }
-        let id = conn.next_id;
-        conn.next_id += 1;
+        let id = conn.session.next_id();
         let client = slf.clone().unbind();
         let on_timeout = PyCFunction::new_closure(py, None, None, move |args: &Bound<'_, PyTuple>, _| {
             client.get().give_up(args.py(), id, true);
         })?;
         let timer = event_loop.call_method1("call_later", (conn.patience, on_timeout))?;
-        conn.waiting.insert(id, (future.clone().unbind(), timer.unbind()));
         let mut line = Vec::with_capacity(24);
-        protocol::encode(&Message::Find { id, number }, &mut line);
+        if let Err(e) = conn.session.ask(number, (future.clone().unbind(), timer.clone().unbind()), &mut line)
+        {
+            // Not opened: nothing else will settle it.
+            timer.call_method0("cancel")?;
+            future.call_method1("set_exception", (to_py(e).into_value(py),))?;
+            return Ok(future);
+        }
         let sent = conn.send(py, &line, slf);
         drop(guard);
         if let Err(e) = sent {
@@ -179,7 +179,7 @@ impl AsyncClient {
 
     /// The loop's callback when the socket is readable: hands every complete answer over.
     fn _readable(&self, py: Python<'_>) -> PyResult<()> {
-        let mut settled = Vec::new();
+        let mut settled: Vec<Outcome> = Vec::new();
         let failed = {
             let mut guard = self.conn.lock();
             let Some(conn) = guard.as_mut() else { return Ok(()) };
@@ -219,12 +219,11 @@ impl AsyncClient {
         let entry = {
             let mut guard = self.conn.lock();
             let Some(conn) = guard.as_mut() else { return };
-            let Some(entry) = conn.waiting.remove(&id) else { return };
-            let mut line = Vec::new();
-            protocol::encode(&Message::Cancel { id }, &mut line);
+            let Some(entry) = conn.session.give_up(id) else { return };
             // A CANCEL that cannot be written now goes with the next write; a failing
             // socket shows itself on the next read.
-            let _ = conn.queue(&line).and_then(|()| conn.push());
+            let owed = conn.session.take_owed();
+            let _ = conn.queue(&owed).and_then(|()| conn.push());
             entry
         };
         let (future, timer) = entry;
@@ -238,16 +237,18 @@ impl AsyncClient {
 
     /// Fails every open request with `e`, stops watching the socket and closes it.
     fn fail_all(&self, py: Python<'_>, e: &Error) {
-        let Some(conn) = self.conn.lock().take() else { return };
+        let Some(mut conn) = self.conn.lock().take() else { return };
         if let Some(event_loop) = &conn.watched_by {
             let fd = conn.stream.as_raw_fd();
             // A loop that is closed already watches nothing.
             let _ = event_loop.bind(py).call_method1("remove_reader", (fd,));
             let _ = event_loop.bind(py).call_method1("remove_writer", (fd,));
         }
-        for (future, timer) in conn.waiting.into_values() {
-            let _ = timer.bind(py).call_method0("cancel");
-            let _ = settle(py, future.bind(py), Err(e.same_failure()));
+        if let Settled::All(waiters, _) = conn.session.fail(e.same_failure()) {
+            for (future, timer) in waiters {
+                let _ = timer.bind(py).call_method0("cancel");
+                let _ = settle(py, future.bind(py), Err(e.same_failure()));
+            }
         }
     }
 }
@@ -302,7 +303,7 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket holds into `inbuf` (through rustls over TLS); `Some` when the
+    /// Reads what the socket holds into the session (through rustls over TLS); `Some` when the
     /// connection has failed or the tracker closed it.
     fn read_in(&mut self) -> Option<Error> {
         let mut chunk = [0u8; READ_CHUNK];
@@ -315,7 +316,7 @@ impl Conn {
             match read {
                 Ok(0) => return Some(Error::Closed),
                 Ok(n) => match &mut self.tls {
-                    None => self.inbuf.extend_from_slice(&chunk[..n]),
+                    None => self.session.feed(&chunk[..n]),
                     Some(tls) => {
                         if let Err(e) = tls.process_new_packets() {
                             return Some(Error::Tls(format!("the connection to the tracker failed: {e}")));
@@ -323,7 +324,7 @@ impl Conn {
                         loop {
                             match tls.reader().read(&mut chunk) {
                                 Ok(0) => return Some(Error::Closed),
-                                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                                Ok(n) => self.session.feed(&chunk[..n]),
                                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                                 Err(_) => return Some(Error::Closed),
                             }
@@ -339,28 +340,26 @@ impl Conn {
 
     /// Reads what the socket holds and takes each complete line: answers go to `settled`
     /// with their futures. `Some` when the connection has failed (or the tracker left).
-    fn read_answers(&mut self, py: Python<'_>, settled: &mut Vec<Settled>) -> Option<Error> {
+    fn read_answers(&mut self, py: Python<'_>, settled: &mut Vec<Outcome>) -> Option<Error> {
         let closed = self.read_in();
         if self.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
             // rustls has something to say back (an alert, a key update): it goes now, or with
             // the next request.
             let _ = self.push();
         }
-        loop {
-            let (routed, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {
-                Ok(Some((line, used))) => (route(protocol::parse(line).map(Received::from)), used),
-                Ok(None) => break,
-                Err(e) => return Some(Error::Protocol(e)),
-            };
-            self.inbuf.advance(used);
-            let (id, outcome) = match routed {
-                Routed::One(id, outcome) => (id, outcome.map(|(_, servers)| servers)),
-                Routed::All(e) => return Some(e),
-            };
-            // An answer to a request given up is dropped.
-            if let Some((future, timer)) = self.waiting.remove(&id) {
-                let _ = timer.bind(py).call_method0("cancel");
-                settled.push((future, outcome));
+        while let Some(next) = self.session.next_settled() {
+            match next {
+                Settled::One((future, timer), outcome) => {
+                    let _ = timer.bind(py).call_method0("cancel");
+                    settled.push((future, outcome.map(|(_, servers)| servers)));
+                }
+                Settled::All(waiters, e) => {
+                    for (future, timer) in waiters {
+                        let _ = timer.bind(py).call_method0("cancel");
+                        settled.push((future, Err(e.same_failure())));
+                    }
+                    return Some(e);
+                }
             }
         }
         closed
