@@ -44,7 +44,7 @@ pub struct ClientNode {
     /// How long to wait for an answer: [`session::patience`] of the tracker's deadline.
     patience: Duration,
     transcript: Transcript,
-    /// The reading half, and the bytes of the last read on their way to the session.
+    /// The reading half, and the bytes read and not yet taken as lines.
     reader: tokio::sync::Mutex<(ReadHalf, BytesMut)>,
     write: tokio::sync::Mutex<WriteHalf>,
     /// The protocol state: requests sent and not answered yet, `CANCEL`s owed, whether the
@@ -139,9 +139,9 @@ impl ClientNode {
             name,
             patience: session::patience(deadline),
             transcript,
-            reader: tokio::sync::Mutex::new((read, BytesMut::new())),
+            reader: tokio::sync::Mutex::new((read, inbuf)),
             write: tokio::sync::Mutex::new(write),
-            session: Mutex::new(Session::new(inbuf)),
+            session: Mutex::new(Session::new()),
             closed: watch::channel(false).0,
         })
     }
@@ -230,11 +230,7 @@ impl ClientNode {
                 let mut session = self.session.lock();
                 match filled {
                     Ok(0) => vec![session.fail(Error::Closed)],
-                    Ok(_) => {
-                        session.feed(buf);
-                        buf.clear();
-                        std::iter::from_fn(|| session.next_settled()).collect()
-                    }
+                    Ok(_) => std::iter::from_fn(|| session.next_settled(buf)).collect(),
                     Err(e) => vec![session.fail(Error::Io(e))],
                 }
             };

@@ -1,7 +1,8 @@
 //! A client's side of the protocol as state, with no I/O in it (as rustls and quinn-proto
 //! keep theirs): the ids of its requests, each open request's waiter, the `CANCEL`s owed to
 //! the tracker, whether the connection is broken and why, and the tracker's bytes split into
-//! lines and routed to the requests they settle.
+//! lines and routed to the requests they settle. The bytes stay in their driver's buffer
+//! (one per connection, where its reads land), and the session takes whole lines from it.
 //!
 //! Two drivers move the bytes: the blocking client ([`crate::client`], on the runtime) and
 //! the asyncio client (`src/python/aio_client.rs`, on the event loop's thread). A waiter is
@@ -46,17 +47,20 @@ pub struct Session<W> {
     owed: Vec<u8>,
     /// Set once the connection cannot carry another request: why.
     broken: Option<Error>,
-    /// Bytes from the tracker not yet taken as lines.
-    inbuf: BytesMut,
     /// Server lists parsed already, shared with other clients.
     answers: Option<Arc<AnswerCache>>,
 }
 
+impl<W> Default for Session<W> {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
 impl<W> Session<W> {
-    /// A session on a connection whose first bytes after `WELCOME` (read with it) are
-    /// `inbuf`.
-    pub fn new(inbuf: BytesMut) -> Session<W> {
-        Session { next_id: 1, open: FastMap::default(), owed: Vec::new(), broken: None, inbuf, answers: None }
+    /// A session on a newly registered connection.
+    pub fn new() -> Session<W> {
+        Session { next_id: 1, open: FastMap::default(), owed: Vec::new(), broken: None, answers: None }
     }
 
     /// Shares `answers` with other clients, so that a server list any of them has parsed is
@@ -125,25 +129,15 @@ impl<W> Session<W> {
         self.broken.as_ref().map(Error::same_failure)
     }
 
-    /// Bytes read from the tracker.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        self.inbuf.extend_from_slice(bytes);
-    }
-
-    /// Where the driver reads into, to spare a copy: bytes put here are fed.
-    pub fn inbuf(&mut self) -> &mut BytesMut {
-        &mut self.inbuf
-    }
-
-    /// The next request settled by the bytes fed so far; `None` when they hold no more whole
-    /// line. An answer to a request given up is dropped. A line that is not an answer (an
+    /// The next request settled by the tracker's bytes in `inbuf` (read and not yet taken
+    /// as lines; the line taken is consumed); `None` when it holds no more whole line. An answer to a request given up is dropped. A line that is not an answer (an
     /// `ERROR`, `BYE`, anything malformed) ends the connection for every request.
-    pub fn next_settled(&mut self) -> Option<Settled<W>> {
+    pub fn next_settled(&mut self, inbuf: &mut BytesMut) -> Option<Settled<W>> {
         loop {
             if self.broken.is_some() {
                 return None;
             }
-            let (received, used) = match protocol::split_line(&self.inbuf, MAX_LINE) {
+            let (received, used) = match protocol::split_line(inbuf, MAX_LINE) {
                 Ok(Some((line, used))) => {
                     let received = match &self.answers {
                         Some(cache) => cache.read(line),
@@ -151,10 +145,17 @@ impl<W> Session<W> {
                     };
                     (received, used)
                 }
-                Ok(None) => return None,
+                Ok(None) => {
+                    if inbuf.is_empty() {
+                        // Nothing left over: give the memory back while the connection
+                        // waits (thousands of clients each hold a buffer otherwise).
+                        *inbuf = BytesMut::new();
+                    }
+                    return None;
+                }
                 Err(e) => return Some(self.fail(Error::Protocol(e))),
             };
-            self.inbuf.advance(used);
+            inbuf.advance(used);
             match received {
                 Ok(Received::Answer { id, end, servers }) => {
                     if let Some(waiter) = self.open.remove(&id) {
@@ -210,24 +211,24 @@ mod tests {
 
     #[test]
     fn answers_out_of_order_reach_their_own_callers() {
-        let mut session = Test::new(BytesMut::new());
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         let (a, line) = ask(&mut session, 4, "a");
         assert_eq!(line, format!("FIND {a} 4\n"));
         let (b, _) = ask(&mut session, 7, "b");
-        session.feed(format!("ANSWER {b} replied S2\nANSWER {a} deadline\n").as_bytes());
-        assert_eq!(one(session.next_settled()), ("b", vec!["S2".to_owned()]));
-        assert_eq!(one(session.next_settled()), ("a", vec![]));
-        assert!(session.next_settled().is_none() && session.open_requests() == 0);
+        inbuf.extend_from_slice(format!("ANSWER {b} replied S2\nANSWER {a} deadline\n").as_bytes());
+        assert_eq!(one(session.next_settled(&mut inbuf)), ("b", vec!["S2".to_owned()]));
+        assert_eq!(one(session.next_settled(&mut inbuf)), ("a", vec![]));
+        assert!(session.next_settled(&mut inbuf).is_none() && session.open_requests() == 0);
     }
 
     #[test]
     fn a_line_split_across_reads_is_taken_only_when_whole() {
-        let mut session = Test::new(BytesMut::new());
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         let (id, _) = ask(&mut session, 3, "a");
         let line = format!("ANSWER {id} replied S1 S10\n");
         for (i, byte) in line.bytes().enumerate() {
-            session.feed(&[byte]);
-            let settled = session.next_settled();
+            inbuf.extend_from_slice(&[byte]);
+            let settled = session.next_settled(&mut inbuf);
             if i + 1 < line.len() {
                 assert!(settled.is_none(), "settled after {} of {} bytes", i + 1, line.len());
             } else {
@@ -238,11 +239,11 @@ mod tests {
 
     #[test]
     fn a_cancel_racing_its_answer_owes_nothing_and_a_late_answer_is_dropped() {
-        let mut session = Test::new(BytesMut::new());
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         let (answered, _) = ask(&mut session, 1, "answered");
         let (given_up, _) = ask(&mut session, 2, "given up");
-        session.feed(format!("ANSWER {answered} replied S1\n").as_bytes());
-        assert_eq!(one(session.next_settled()).0, "answered");
+        inbuf.extend_from_slice(format!("ANSWER {answered} replied S1\n").as_bytes());
+        assert_eq!(one(session.next_settled(&mut inbuf)).0, "answered");
         // Its answer came first: giving up now has no request to free.
         assert_eq!(session.give_up(answered), None);
         assert!(session.take_owed().is_empty());
@@ -251,8 +252,8 @@ mod tests {
         assert_eq!(session.give_up(given_up), Some("given up"));
         let owed = session.take_owed();
         assert_eq!(owed, format!("CANCEL {given_up}\n").into_bytes());
-        session.feed(format!("ANSWER {given_up} deadline\n").as_bytes());
-        assert!(session.next_settled().is_none());
+        inbuf.extend_from_slice(format!("ANSWER {given_up} deadline\n").as_bytes());
+        assert!(session.next_settled(&mut inbuf).is_none());
         // What could not be written goes before the next request's line.
         session.owe(owed);
         let (next, line) = ask(&mut session, 5, "next");
@@ -261,11 +262,11 @@ mod tests {
 
     #[test]
     fn a_connection_that_breaks_settles_every_open_request_and_refuses_new_ones() {
-        let mut session = Test::new(BytesMut::new());
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         ask(&mut session, 1, "a");
         ask(&mut session, 2, "b");
-        session.feed(b"ERROR slow-consumer you read nothing for 10s\nANSWER 1 replied S1\n");
-        match session.next_settled() {
+        inbuf.extend_from_slice(b"ERROR slow-consumer you read nothing for 10s\nANSWER 1 replied S1\n");
+        match session.next_settled(&mut inbuf) {
             Some(Settled::All(mut waiters, Error::Refused { code, .. })) => {
                 waiters.sort_unstable();
                 assert_eq!((waiters, code), (vec!["a", "b"], ErrorCode::SlowConsumer));
@@ -273,28 +274,30 @@ mod tests {
             _ => panic!("not a failure of all"),
         }
         // Nothing after the error counts, and nothing new opens.
-        assert!(session.next_settled().is_none());
+        assert!(session.next_settled(&mut inbuf).is_none());
         assert!(matches!(session.broken(), Some(Error::Refused { .. })));
         assert!(session.ask(3, "c", &mut Vec::new()).is_err());
         // A BYE or a closed socket ends it the same way.
-        let mut session = Test::new(BytesMut::from(&b"BYE\n"[..]));
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::from(&b"BYE\n"[..]));
         ask(&mut session, 1, "a");
-        assert!(matches!(session.next_settled(), Some(Settled::All(w, Error::Closed)) if w == vec!["a"]));
-        let mut session = Test::new(BytesMut::new());
+        assert!(
+            matches!(session.next_settled(&mut inbuf), Some(Settled::All(w, Error::Closed)) if w == vec!["a"])
+        );
+        let mut session = Test::new();
         ask(&mut session, 1, "a");
         assert!(matches!(session.fail(Error::Closed), Settled::All(w, Error::Closed) if w == vec!["a"]));
     }
 
     #[test]
     fn a_line_too_long_or_malformed_breaks_the_connection() {
-        let mut session = Test::new(BytesMut::new());
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         ask(&mut session, 1, "a");
-        session.feed(&vec![b'x'; MAX_LINE + 1]);
-        assert!(matches!(session.next_settled(), Some(Settled::All(_, Error::Protocol(_)))));
-        let mut session = Test::new(BytesMut::new());
+        inbuf.extend_from_slice(&vec![b'x'; MAX_LINE + 1]);
+        assert!(matches!(session.next_settled(&mut inbuf), Some(Settled::All(_, Error::Protocol(_)))));
+        let (mut session, mut inbuf) = (Test::new(), BytesMut::new());
         ask(&mut session, 1, "a");
-        session.feed(b"WELCOME C1 2000 matches\n");
-        assert!(matches!(session.next_settled(), Some(Settled::All(_, Error::Unexpected(_)))));
+        inbuf.extend_from_slice(b"WELCOME C1 2000 matches\n");
+        assert!(matches!(session.next_settled(&mut inbuf), Some(Settled::All(_, Error::Unexpected(_)))));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyTuple};
@@ -50,9 +51,10 @@ struct Conn {
     /// TLS over `stream`, if the tracker speaks it: rustls encrypts and decrypts, and this
     /// connection moves its records to and from the socket.
     tls: Option<rustls::ClientConnection>,
-    /// The protocol state: each open request's future and timer, `CANCEL`s owed, the
-    /// tracker's bytes not yet taken as lines.
+    /// The protocol state: each open request's future and timer, `CANCEL`s owed.
     session: Session<Waiter>,
+    /// Bytes read and not yet taken as lines.
+    inbuf: BytesMut,
     /// Plain TCP: bytes not yet written (the socket was full); the loop writes them when it
     /// can. Over TLS, rustls holds them instead.
     outbuf: Vec<u8>,
@@ -104,7 +106,8 @@ impl AsyncClient {
             let conn = Conn {
                 stream,
                 tls,
-                session: Session::new(inbuf),
+                session: Session::new(),
+                inbuf,
                 outbuf: Vec::new(),
                 patience: session::patience(deadline).as_secs_f64(),
                 watched_by: None,
@@ -303,7 +306,7 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket holds into the session (through rustls over TLS); `Some` when the
+    /// Reads what the socket holds into `inbuf` (through rustls over TLS); `Some` when the
     /// connection has failed or the tracker closed it.
     fn read_in(&mut self) -> Option<Error> {
         let mut chunk = [0u8; READ_CHUNK];
@@ -316,7 +319,7 @@ impl Conn {
             match read {
                 Ok(0) => return Some(Error::Closed),
                 Ok(n) => match &mut self.tls {
-                    None => self.session.feed(&chunk[..n]),
+                    None => self.inbuf.extend_from_slice(&chunk[..n]),
                     Some(tls) => {
                         if let Err(e) = tls.process_new_packets() {
                             return Some(Error::Tls(format!("the connection to the tracker failed: {e}")));
@@ -324,7 +327,7 @@ impl Conn {
                         loop {
                             match tls.reader().read(&mut chunk) {
                                 Ok(0) => return Some(Error::Closed),
-                                Ok(n) => self.session.feed(&chunk[..n]),
+                                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                                 Err(_) => return Some(Error::Closed),
                             }
@@ -347,7 +350,7 @@ impl Conn {
             // the next request.
             let _ = self.push();
         }
-        while let Some(next) = self.session.next_settled() {
+        while let Some(next) = self.session.next_settled(&mut self.inbuf) {
             match next {
                 Settled::One((future, timer), outcome) => {
                     let _ = timer.bind(py).call_method0("cancel");
