@@ -7,7 +7,8 @@
 //! - [`tls`]: certificates, and TLS handshake failures in words.
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
 //! - [`cluster`]: trackers acting as one Central over NATS.
-//! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share.
+//! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share, and
+//!   [`session`] a client's protocol state with no I/O in it, which both clients drive.
 //! - [`bench`]: the closed-loop load benchmark.
 //! - [`roles`]: a tracker, server or client running on its own, across processes and hosts.
 //! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds.
