@@ -157,6 +157,12 @@ impl ClientNode {
         &self.name
     }
 
+    /// How long a request waits for its answer: the tracker's deadline and a half, plus a
+    /// margin.
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
     /// Asks which servers hold `number` and waits for the tracker's answer. Any number of
     /// calls may wait at once. A call that gives up (its time runs out, or it is dropped)
     /// tells the tracker, which frees the request (`CANCEL`).

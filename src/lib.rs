@@ -8,7 +8,8 @@
 //! - [`tracker`]: the central tracker: registry, fan-out, deadline-bounded gather.
 //! - [`cluster`]: trackers acting as one Central over NATS.
 //! - [`server`], [`client`]: the two kinds of node; [`node`] holds what they share, and
-//!   [`session`] a client's protocol state with no I/O in it, which both clients drive.
+//!   [`session`] a client's protocol state with no I/O in it, which both clients drive;
+//!   [`live`]: nodes that outlive their tracker (reconnection), for the roles and the library.
 //! - [`bench`]: the closed-loop load benchmark.
 //! - [`roles`]: a tracker, server or client running on its own, across processes and hosts.
 //! - [`simulation`]: the assignment's run: a tracker, n servers, n clients, rounds.
@@ -36,6 +37,7 @@ pub mod connection;
 pub mod error;
 pub mod hash;
 pub mod limits;
+pub mod live;
 pub mod node;
 pub mod protocol;
 pub mod report;

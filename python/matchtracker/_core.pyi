@@ -365,6 +365,8 @@ class Server:
         token: str | None = None,
         tls: bool = False,
         tls_ca: str | os.PathLike[str] | None = None,
+        reconnect: bool = True,
+        reconnect_for: float | None = None,
     ) -> Server:
         """Connect to the tracker and register as `name`, holding `number` (drawn if None),
         presenting `token` if the tracker wants one. `tracker_address` may name several
@@ -372,6 +374,12 @@ class Server:
         answers. With `tls` (trusting the system's CAs)
         or `tls_ca` (a PEM file of the CAs to trust) it speaks TLS, and the tracker's
         certificate must name the host in `tracker_address`.
+
+        When its tracker goes away (it stops, restarts, or its connection breaks) the server
+        registers again under the same name and number, with capped exponential backoff
+        (0.1 s doubling to 2 s), trying each tracker it was given in turn, for
+        `reconnect_for` seconds each time (None: as long as it lives). `reconnect=False`
+        ends it instead. A refusal after a reconnection (the name taken meanwhile) ends it.
 
         Raises:
             ValueError: a bad name, number or address, or a `tls_ca` that cannot be read.
@@ -401,9 +409,18 @@ class Client:
         token: str | None = None,
         tls: bool = False,
         tls_ca: str | os.PathLike[str] | None = None,
+        reconnect: bool = True,
+        reconnect_for: float | None = None,
     ) -> Client:
         """Connect to the tracker and register as `name`, presenting `token` if it wants one;
         over TLS with `tls` or `tls_ca`, as `Server`.
+
+        When its tracker goes away, the next call reconnects (as `Server` does) and a call
+        cut off by the loss sends its request again, once, on the new connection; calls made
+        meanwhile wait for the connection. Each call keeps within its own time (the
+        tracker's deadline and a half, plus a second), reconnecting included, and raises
+        `ResponseTimeout` past it. `reconnect=False` makes every call after a loss raise
+        `NetworkError`, as a closed connection does.
 
         Raises:
             ValueError: a bad name or address, or a `tls_ca` that cannot be read.
@@ -499,8 +516,11 @@ class AsyncServer:
         token: str | None = None,
         tls: bool = False,
         tls_ca: str | os.PathLike[str] | None = None,
+        reconnect: bool = True,
+        reconnect_for: float | None = None,
     ) -> Opening[AsyncServer]:
-        """Register as `Server(...)` does; await the result, or enter it with `async with`."""
+        """Register as `Server(...)` does (and register again as it does when the tracker
+        goes away); await the result, or enter it with `async with`."""
     @property
     def name(self) -> str: ...
     @property

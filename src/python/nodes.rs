@@ -22,8 +22,9 @@ use super::bridge::wait;
 use super::errors::to_py;
 use crate::client::ClientNode;
 use crate::error::{Error, Result};
+use crate::live::{self, LiveClient, LiveServer};
 use crate::protocol::{Name, Token};
-use crate::roles::{self, Target};
+use crate::roles::{Patience, Target};
 use crate::server::{Number, ServerNode};
 use crate::tracker::{Tracker as RustTracker, TrackerConfig};
 use crate::transcript::Transcript;
@@ -110,11 +111,12 @@ impl TrackerHandle {
     }
 }
 
-/// A registered server as the Python classes hold it.
+/// A registered server as the Python classes hold it: it registers again when its tracker
+/// goes away, unless told not to.
 pub struct ServerHandle {
     name: String,
     number: u8,
-    node: Mutex<Option<ServerNode>>,
+    node: Mutex<Option<LiveServer>>,
 }
 
 impl ServerHandle {
@@ -123,10 +125,13 @@ impl ServerHandle {
         targets: Vec<Target>,
         number: Number,
         token: Option<Token>,
+        again: Again,
     ) -> Result<ServerHandle> {
+        let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
         let start = |to| ServerNode::start(to, name.clone(), number, token.clone(), Transcript::off());
-        let node = roles::first_of(&targets, start).await?;
-        Ok(ServerHandle { name: name.to_string(), number: number.value(), node: Mutex::new(Some(node)) })
+        let node = reach.first(start).await?;
+        let live = LiveServer::serve(reach, node, number, token, again.reconnect);
+        Ok(ServerHandle { name: name.to_string(), number: number.value(), node: Mutex::new(Some(live)) })
     }
 
     /// Stops answering and closes the connection (nothing if closed).
@@ -143,17 +148,24 @@ impl ServerHandle {
 }
 
 /// A connected client as the blocking `Client` holds it: shared by every call in flight,
-/// until `close()`.
+/// until `close()`; it reconnects when its tracker goes away, unless told not to.
 pub struct ClientHandle {
     name: String,
-    node: RwLock<Option<Arc<ClientNode>>>,
+    node: RwLock<Option<Arc<LiveClient>>>,
 }
 
 impl ClientHandle {
-    async fn open(name: Name, targets: Vec<Target>, token: Option<Token>) -> Result<ClientHandle> {
+    async fn open(
+        name: Name,
+        targets: Vec<Target>,
+        token: Option<Token>,
+        again: Again,
+    ) -> Result<ClientHandle> {
+        let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
         let connect = |to| ClientNode::connect(to, name.clone(), token.clone(), Transcript::off());
-        let node = roles::first_of(&targets, connect).await?;
-        Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(node))) })
+        let node = reach.first(connect).await?;
+        let live = LiveClient::new(reach, node, token, again.reconnect, true);
+        Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(live))) })
     }
 
     /// The answer to one request, as Python receives it.
@@ -171,6 +183,37 @@ impl ClientHandle {
         if let Some(node) = self.node.write().take() {
             node.close();
         }
+    }
+}
+
+/// Whether a library node reconnects when its tracker goes away, and for how long it tries
+/// each time (`None`: as long as it lives).
+#[derive(Clone, Copy, Debug)]
+pub struct Again {
+    pub reconnect: bool,
+    pub reconnect_for: Option<Duration>,
+}
+
+impl Again {
+    /// From the keywords every node class takes.
+    pub fn from_args(reconnect: bool, reconnect_for: Option<Seconds>) -> PyResult<Again> {
+        let reconnect_for = reconnect_for
+            .map(|r| {
+                crate::args::seconds_up_to(
+                    r.value("reconnect_for")?,
+                    "reconnect_for",
+                    crate::args::MAX_PATIENCE,
+                )
+                .map_err(to_py)
+            })
+            .transpose()?;
+        Ok(Again { reconnect, reconnect_for })
+    }
+
+    /// The first registration tries each tracker once (a library call says at once that it
+    /// cannot reach them); later ones as long as `reconnect_for` allows.
+    fn patience(self) -> Patience {
+        Patience { first: Duration::ZERO, again: self.reconnect_for }
     }
 }
 
@@ -365,7 +408,8 @@ pub struct Server(ServerHandle);
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None))]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None, reconnect = true, reconnect_for = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: &str,
@@ -374,10 +418,13 @@ impl Server {
         token: Option<&str>,
         tls: bool,
         tls_ca: Option<PathBuf>,
+        reconnect: bool,
+        reconnect_for: Option<Seconds>,
     ) -> PyResult<Self> {
         let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        Ok(Server(wait(py, ServerHandle::open(name, target, number, token))?))
+        let again = Again::from_args(reconnect, reconnect_for)?;
+        Ok(Server(wait(py, ServerHandle::open(name, target, number, token, again))?))
     }
 
     #[getter]
@@ -422,7 +469,8 @@ pub struct Client(ClientHandle);
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (name, tracker_address, *, token = None, tls = false, tls_ca = None))]
+    #[pyo3(signature = (name, tracker_address, *, token = None, tls = false, tls_ca = None, reconnect = true, reconnect_for = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: &str,
@@ -430,10 +478,13 @@ impl Client {
         token: Option<&str>,
         tls: bool,
         tls_ca: Option<PathBuf>,
+        reconnect: bool,
+        reconnect_for: Option<Seconds>,
     ) -> PyResult<Self> {
         let name = args::name(name, "name")?;
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        Ok(Client(wait(py, ClientHandle::open(name, target, token))?))
+        let again = Again::from_args(reconnect, reconnect_for)?;
+        Ok(Client(wait(py, ClientHandle::open(name, target, token, again))?))
     }
 
     #[getter]
@@ -577,7 +628,8 @@ pub struct AsyncServer(ServerHandle);
 impl AsyncServer {
     /// Registers with the tracker; an awaitable of the running server.
     #[staticmethod]
-    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None))]
+    #[pyo3(signature = (name, tracker_address, number = None, *, token = None, tls = false, tls_ca = None, reconnect = true, reconnect_for = None))]
+    #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
         name: &str,
@@ -586,10 +638,16 @@ impl AsyncServer {
         token: Option<&str>,
         tls: bool,
         tls_ca: Option<PathBuf>,
+        reconnect: bool,
+        reconnect_for: Option<Seconds>,
     ) -> PyResult<Opening> {
         let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        opening(py, async move { Ok(AsyncServer(ServerHandle::open(name, target, number, token).await?)) })
+        let again = Again::from_args(reconnect, reconnect_for)?;
+        opening(
+            py,
+            async move { Ok(AsyncServer(ServerHandle::open(name, target, number, token, again).await?)) },
+        )
     }
 
     #[getter]

@@ -1,0 +1,104 @@
+"""Library nodes that outlive their tracker: the tracker restarted on the same address under
+a blocking client and server and an asyncio server, the same objects answering exactly
+afterwards; a request in flight at the stop answered by the drain; `reconnect=False` as a
+closed connection."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import matchtracker as mt
+from matchtracker import aio
+
+SHORT = 0.2
+
+
+def test_a_client_and_a_server_come_back_with_a_restarted_tracker() -> None:
+    tracker = mt.Tracker(timeout=SHORT)
+    port = tracker.port
+    server = mt.Server("S1", tracker.address, number=4)
+    client = mt.Client("C1", tracker.address)
+    try:
+        assert client.find_match(4) == ["S1"]
+        tracker.close()
+        # Restarted on the same address: the server registers again by itself, with the
+        # same name and number.
+        tracker = mt.Tracker(port=port, timeout=SHORT)
+        tracker.wait_for_nodes(1, timeout=5)
+        # The client finds its connection gone, reconnects within the call and asks again.
+        assert client.find_match(4) == ["S1"]
+        assert client.find_match(5) == []
+        assert tracker.stats()["clients"] == 1 and tracker.stats()["servers"] == 1
+    finally:
+        client.close()
+        server.close()
+        tracker.close()
+
+
+def test_a_request_in_flight_at_the_stop_is_answered_and_the_next_goes_to_the_new_tracker() -> None:
+    tracker = mt.Tracker(timeout=1.0)
+    port = tracker.port
+    with mt.Server("S1", tracker.address, number=4) as server, mt.Client("C1", tracker.address) as client:
+        got: list[list[str]] = []
+        # Nobody holds 6: the request stays open until the deadline, past the stop's start.
+        asking = threading.Thread(target=lambda: got.append(client.find_match(6)))
+        asking.start()
+        # Open once the tracker has read it; stats() says when (there is no event to wait on).
+        until = time.monotonic() + 5
+        while tracker.stats()["open_requests"] == 0 and time.monotonic() < until:
+            time.sleep(0.01)
+        tracker.close()  # drains: answers the open request at its deadline, then BYE
+        asking.join()
+        assert got == [[]]
+        tracker = mt.Tracker(port=port, timeout=SHORT)
+        try:
+            tracker.wait_for_nodes(1, timeout=5)
+            assert client.find_match(4) == ["S1"]
+        finally:
+            server.close()
+            client.close()
+            tracker.close()
+
+
+def test_reconnect_false_fails_as_a_closed_connection_does() -> None:
+    tracker = mt.Tracker(timeout=SHORT)
+    port = tracker.port
+    client = mt.Client("C1", tracker.address, reconnect=False)
+    try:
+        assert client.find_match(1) == []
+        tracker.close()
+        tracker = mt.Tracker(port=port, timeout=SHORT)
+        with pytest.raises(mt.NetworkError):
+            client.find_match(1)
+        with pytest.raises(mt.NetworkError):
+            client.find_match(1)
+        assert tracker.stats()["clients"] == 0
+    finally:
+        client.close()
+        tracker.close()
+
+
+def test_reconnect_for_is_checked() -> None:
+    with pytest.raises(ValueError, match="reconnect_for must be more than 0"):
+        mt.Client("C1", "127.0.0.1:1", reconnect_for=0)
+    with pytest.raises(TypeError, match="reconnect_for must be a number of seconds"):
+        mt.Server("S1", "127.0.0.1:1", number=1, reconnect_for="1")
+
+
+def test_an_asyncio_server_comes_back_with_a_restarted_tracker() -> None:
+    async def main() -> None:
+        tracker = await aio.Tracker.start(timeout=SHORT)
+        port = tracker.port
+        async with aio.Server.start("S2", tracker.address, number=7):
+            await tracker.close()
+            tracker = await aio.Tracker.start(port=port, timeout=SHORT)
+            await tracker.wait_for_nodes(1, timeout=5)
+            async with aio.Client.connect("C2", tracker.address) as client:
+                assert await client.find_match(7) == ["S2"]
+        await tracker.close()
+
+    asyncio.run(main())
