@@ -187,3 +187,23 @@ def test_a_rolling_restart_of_the_trackers_loses_no_answer(roles, nats) -> None:
         # them, but never names a server that does not hold the number.
         assert set(servers) <= {s for s, n in numbers.items() if n == asked}, (asked, servers)
     assert not any("failed" in line for line in client.lines), "\n".join(client.lines)
+
+
+def test_a_library_client_moves_to_another_tracker_when_its_own_is_killed(roles, nats) -> None:
+    (first, a), (_, b), _ = start_trackers(roles, nats)
+    start_server(roles, b, "S1", "--number", "3")
+    with mt.Client("C1", f"{a},{b}") as client:
+        assert client.find_match(3) == ["S1"]
+        first.kill()
+        # The same object: its call finds the connection gone and moves to the next tracker.
+        # Its name is free there once the killed tracker's lease on it has lapsed (a second
+        # or two, docs/CLUSTER.md); until then a call may end in its own time, saying so, and
+        # the next one tries again. An answer, when it comes, is right.
+        give_up = time.monotonic() + 15
+        while True:
+            try:
+                assert client.find_match(3) == ["S1"]
+                break
+            except (mt.ResponseTimeout, mt.NetworkError):
+                assert time.monotonic() < give_up, "the client never came back"
+        assert client.find_match(4) == []
