@@ -334,132 +334,170 @@ pub enum Value<'a> {
 }
 
 impl Event {
+    /// What the event is, in one place for every variant: its kind, who it comes from, who
+    /// it goes to, and its fields. [`kind`](Self::kind), [`from`](Self::from),
+    /// [`to`](Self::to) and [`fields`](Self::fields) read from it.
+    #[allow(clippy::too_many_lines)] // one short arm per variant
+    pub fn describe(&self) -> Described<'_> {
+        use Value::{Bool, Int, Names, Text};
+        let central = Some(CENTRAL);
+        let (kind, from, to, fields): (&'static str, &str, Option<&str>, Vec<(&'static str, Value<'_>)>) =
+            match self {
+                Event::HelloSent { server } => ("hello.sent", server.as_str(), central, vec![]),
+                Event::NumberSelected { server, number, drawn } => (
+                    "number.selected",
+                    server.as_str(),
+                    None,
+                    vec![("number", Int(u64::from(*number))), ("drawn", Bool(*drawn))],
+                ),
+                Event::HiSent { client } => ("hi.sent", client.as_str(), central, vec![]),
+                Event::GreetingReceived { role, node } => {
+                    let kind = if *role == Role::Server { "hello.received" } else { "hi.received" };
+                    (kind, node.as_str(), central, vec![])
+                }
+                Event::WelcomeSent { node, .. } => ("welcome.sent", CENTRAL, Some(node.as_str()), vec![]),
+                Event::WelcomeReceived { node } => ("welcome.received", CENTRAL, Some(node.as_str()), vec![]),
+                Event::FindSent { client, number } => {
+                    ("find.sent", client.as_str(), central, vec![("number", Int(u64::from(*number)))])
+                }
+                Event::FindReceived { client } => ("find.received", client.as_str(), central, vec![]),
+                Event::QuerySent { server, client, number } => (
+                    "query.sent",
+                    CENTRAL,
+                    Some(server.as_str()),
+                    vec![("client", Text(client.as_str())), ("number", Int(u64::from(*number)))],
+                ),
+                Event::QueryReceived { server, client, number } => (
+                    "query.received",
+                    CENTRAL,
+                    Some(server.as_str()),
+                    vec![("client", Text(client.as_str())), ("number", Int(u64::from(*number)))],
+                ),
+                Event::ReplySent { server, client, matched } => (
+                    "reply.sent",
+                    server.as_str(),
+                    central,
+                    vec![("client", Text(client.as_str())), ("matched", Bool(*matched))],
+                ),
+                Event::ReplyReceived { server, client, matched } => (
+                    "reply.received",
+                    server.as_str(),
+                    central,
+                    vec![("client", Text(client.as_str())), ("matched", Bool(*matched))],
+                ),
+                Event::LateReply { server, id } => {
+                    ("reply.late", server.as_str(), central, vec![("id", Int(*id))])
+                }
+                Event::DeadlineReached { client } => {
+                    ("deadline.reached", CENTRAL, None, vec![("client", Text(client.as_str()))])
+                }
+                Event::AnswerSent { client, servers } => {
+                    ("answer.sent", CENTRAL, Some(client.as_str()), vec![("servers", Names(servers))])
+                }
+                Event::AnswerReceived { client, servers } => {
+                    ("answer.received", CENTRAL, Some(client.as_str()), vec![("servers", Names(servers))])
+                }
+                Event::ErrorSent { peer, code } => {
+                    ("error.sent", CENTRAL, Some(peer), vec![("code", Text(code.as_str()))])
+                }
+                Event::Dropped { role, node, reason } => (
+                    "node.dropped",
+                    CENTRAL,
+                    None,
+                    vec![
+                        ("node", Text(node.as_str())),
+                        ("role", Text(if *role == Role::Server { "server" } else { "client" })),
+                        ("reason", Text(reason)),
+                    ],
+                ),
+                Event::TlsFailed { peer, reason } => {
+                    ("tls.failed", CENTRAL, None, vec![("peer", Text(peer)), ("reason", Text(reason))])
+                }
+                Event::TrackersSilent { client, trackers } => (
+                    "cluster.silent",
+                    CENTRAL,
+                    None,
+                    vec![("client", Text(client.as_str())), ("trackers", Int(*trackers as u64))],
+                ),
+                Event::Standing { standing } => {
+                    ("cluster.standing", CENTRAL, None, vec![("standing", Bool(*standing))])
+                }
+                Event::TrackerJoined { tracker } => {
+                    ("cluster.joined", CENTRAL, None, vec![("tracker", Text(tracker))])
+                }
+                Event::TrackerLeft { tracker } => {
+                    ("cluster.left", CENTRAL, None, vec![("tracker", Text(tracker))])
+                }
+                Event::Listening { address, tls } => (
+                    "tracker.listening",
+                    CENTRAL,
+                    None,
+                    vec![("address", Text(address)), ("tls", Bool(*tls))],
+                ),
+                Event::Monitoring { address } => {
+                    ("tracker.monitoring", CENTRAL, None, vec![("address", Text(address))])
+                }
+                Event::Reloaded { tls, token } => {
+                    ("tracker.reloaded", CENTRAL, None, vec![("tls", Bool(*tls)), ("token", Bool(*token))])
+                }
+                Event::ReloadFailed { reason } => {
+                    ("tracker.reload_failed", CENTRAL, None, vec![("reason", Text(reason))])
+                }
+                Event::Draining { open } => (
+                    "tracker.draining",
+                    CENTRAL,
+                    None,
+                    vec![("open", Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
+                ),
+                Event::Retrying { node, reason, pause } => (
+                    "node.retrying",
+                    node.as_str(),
+                    None,
+                    vec![
+                        ("reason", Text(reason)),
+                        ("pause_ms", Int(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX))),
+                    ],
+                ),
+                Event::TrackerLost { node, reason } => {
+                    ("node.lost-tracker", node.as_str(), None, vec![("reason", Text(reason))])
+                }
+            };
+        Described { kind, from, to, fields }
+    }
+
     /// A stable name for the kind of event: `<message>.sent`, `<message>.received`, or a note
     /// such as `number.selected`. A `.sent` and its `.received` (or `reply.late`) share the
     /// same `from` and `to`; TCP keeps them in order, so the k-th of each pair up.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Event::HelloSent { .. } => "hello.sent",
-            Event::NumberSelected { .. } => "number.selected",
-            Event::HiSent { .. } => "hi.sent",
-            Event::GreetingReceived { role: Role::Server, .. } => "hello.received",
-            Event::GreetingReceived { role: Role::Client, .. } => "hi.received",
-            Event::WelcomeSent { .. } => "welcome.sent",
-            Event::WelcomeReceived { .. } => "welcome.received",
-            Event::FindSent { .. } => "find.sent",
-            Event::FindReceived { .. } => "find.received",
-            Event::QuerySent { .. } => "query.sent",
-            Event::QueryReceived { .. } => "query.received",
-            Event::ReplySent { .. } => "reply.sent",
-            Event::ReplyReceived { .. } => "reply.received",
-            Event::LateReply { .. } => "reply.late",
-            Event::DeadlineReached { .. } => "deadline.reached",
-            Event::AnswerSent { .. } => "answer.sent",
-            Event::AnswerReceived { .. } => "answer.received",
-            Event::ErrorSent { .. } => "error.sent",
-            Event::Dropped { .. } => "node.dropped",
-            Event::TlsFailed { .. } => "tls.failed",
-            Event::TrackersSilent { .. } => "cluster.silent",
-            Event::TrackerJoined { .. } => "cluster.joined",
-            Event::Standing { .. } => "cluster.standing",
-            Event::TrackerLeft { .. } => "cluster.left",
-            Event::Listening { .. } => "tracker.listening",
-            Event::Monitoring { .. } => "tracker.monitoring",
-            Event::Reloaded { .. } => "tracker.reloaded",
-            Event::ReloadFailed { .. } => "tracker.reload_failed",
-            Event::Draining { .. } => "tracker.draining",
-            Event::Retrying { .. } => "node.retrying",
-            Event::TrackerLost { .. } => "node.lost-tracker",
-        }
+        self.describe().kind
     }
 
     /// The node the message comes from, or the node a note is about.
     pub fn from(&self) -> &str {
-        match self {
-            Event::HelloSent { server: n }
-            | Event::NumberSelected { server: n, .. }
-            | Event::ReplySent { server: n, .. }
-            | Event::ReplyReceived { server: n, .. }
-            | Event::LateReply { server: n, .. }
-            | Event::HiSent { client: n }
-            | Event::FindSent { client: n, .. }
-            | Event::FindReceived { client: n }
-            | Event::GreetingReceived { node: n, .. }
-            | Event::Retrying { node: n, .. }
-            | Event::TrackerLost { node: n, .. } => n.as_str(),
-            Event::WelcomeSent { .. }
-            | Event::WelcomeReceived { .. }
-            | Event::QuerySent { .. }
-            | Event::QueryReceived { .. }
-            | Event::DeadlineReached { .. }
-            | Event::AnswerSent { .. }
-            | Event::AnswerReceived { .. }
-            | Event::ErrorSent { .. }
-            | Event::Dropped { .. }
-            | Event::TlsFailed { .. }
-            | Event::TrackersSilent { .. }
-            | Event::TrackerJoined { .. }
-            | Event::TrackerLeft { .. }
-            | Event::Standing { .. }
-            | Event::Listening { .. }
-            | Event::Monitoring { .. }
-            | Event::Reloaded { .. }
-            | Event::ReloadFailed { .. }
-            | Event::Draining { .. } => CENTRAL,
-        }
+        self.describe().from
     }
 
     /// The node the message goes to; `None` for a note.
     pub fn to(&self) -> Option<&str> {
-        match self {
-            Event::NumberSelected { .. }
-            | Event::DeadlineReached { .. }
-            | Event::Dropped { .. }
-            | Event::TlsFailed { .. }
-            | Event::TrackersSilent { .. }
-            | Event::TrackerJoined { .. }
-            | Event::TrackerLeft { .. }
-            | Event::Standing { .. }
-            | Event::Listening { .. }
-            | Event::Monitoring { .. }
-            | Event::Reloaded { .. }
-            | Event::ReloadFailed { .. }
-            | Event::Draining { .. }
-            | Event::Retrying { .. }
-            | Event::TrackerLost { .. } => None,
-            Event::HelloSent { .. }
-            | Event::HiSent { .. }
-            | Event::FindSent { .. }
-            | Event::FindReceived { .. }
-            | Event::GreetingReceived { .. }
-            | Event::ReplySent { .. }
-            | Event::ReplyReceived { .. }
-            | Event::LateReply { .. } => Some(CENTRAL),
-            Event::WelcomeSent { node: n, .. }
-            | Event::WelcomeReceived { node: n }
-            | Event::QuerySent { server: n, .. }
-            | Event::QueryReceived { server: n, .. }
-            | Event::AnswerSent { client: n, .. }
-            | Event::AnswerReceived { client: n, .. } => Some(n.as_str()),
-            Event::ErrorSent { peer, .. } => Some(peer),
-        }
+        self.describe().to
     }
 
     /// The event as one line of JSON: time (seconds from the start of the run), from, to,
     /// kind and fields, as `--json` prints them. The Python package builds its dicts from
     /// the same `kind`, `from`, `to` and `fields`.
     pub fn to_json(&self, time: f64) -> String {
+        let Described { kind, from, to, fields } = self.describe();
         let mut out = format!("{{\"time\": {time:.6}, \"from\": ");
-        json_text(&mut out, self.from());
+        json_text(&mut out, from);
         out.push_str(", \"to\": ");
-        match self.to() {
+        match to {
             Some(to) => json_text(&mut out, to),
             None => out.push_str("null"),
         }
         out.push_str(", \"kind\": ");
-        json_text(&mut out, self.kind());
+        json_text(&mut out, kind);
         out.push_str(", \"fields\": {");
-        for (i, (key, value)) in self.fields().into_iter().enumerate() {
+        for (i, (key, value)) in fields.into_iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
@@ -487,57 +525,17 @@ impl Event {
 
     /// The event's data beyond its kind, sender and receiver.
     pub fn fields(&self) -> Vec<(&'static str, Value<'_>)> {
-        match self {
-            Event::NumberSelected { number, drawn, .. } => {
-                vec![("number", Value::Int(u64::from(*number))), ("drawn", Value::Bool(*drawn))]
-            }
-            Event::FindSent { number, .. } => vec![("number", Value::Int(u64::from(*number)))],
-            Event::QuerySent { client, number, .. } | Event::QueryReceived { client, number, .. } => {
-                vec![("client", Value::Text(client.as_str())), ("number", Value::Int(u64::from(*number)))]
-            }
-            Event::ReplySent { client, matched, .. } | Event::ReplyReceived { client, matched, .. } => {
-                vec![("client", Value::Text(client.as_str())), ("matched", Value::Bool(*matched))]
-            }
-            Event::LateReply { id, .. } => vec![("id", Value::Int(*id))],
-            Event::DeadlineReached { client } => vec![("client", Value::Text(client.as_str()))],
-            Event::AnswerSent { servers, .. } | Event::AnswerReceived { servers, .. } => {
-                vec![("servers", Value::Names(servers))]
-            }
-            Event::ErrorSent { code, .. } => vec![("code", Value::Text(code.as_str()))],
-            Event::Dropped { role, node, reason } => vec![
-                ("node", Value::Text(node.as_str())),
-                ("role", Value::Text(if *role == Role::Server { "server" } else { "client" })),
-                ("reason", Value::Text(reason)),
-            ],
-            Event::TlsFailed { peer, reason } => {
-                vec![("peer", Value::Text(peer)), ("reason", Value::Text(reason))]
-            }
-            Event::Standing { standing } => vec![("standing", Value::Bool(*standing))],
-            Event::TrackerJoined { tracker } | Event::TrackerLeft { tracker } => {
-                vec![("tracker", Value::Text(tracker))]
-            }
-            Event::TrackersSilent { client, trackers } => {
-                vec![("client", Value::Text(client.as_str())), ("trackers", Value::Int(*trackers as u64))]
-            }
-            Event::Listening { address, tls } => {
-                vec![("address", Value::Text(address)), ("tls", Value::Bool(*tls))]
-            }
-            Event::Monitoring { address } => vec![("address", Value::Text(address))],
-            Event::Reloaded { tls, token } => {
-                vec![("tls", Value::Bool(*tls)), ("token", Value::Bool(*token))]
-            }
-            Event::ReloadFailed { reason } => vec![("reason", Value::Text(reason))],
-            Event::Draining { open } => vec![("open", Value::Int(u64::try_from(*open).unwrap_or(u64::MAX)))],
-            Event::Retrying { reason, pause, .. } => {
-                vec![
-                    ("reason", Value::Text(reason)),
-                    ("pause_ms", Value::Int(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX))),
-                ]
-            }
-            Event::TrackerLost { reason, .. } => vec![("reason", Value::Text(reason))],
-            _ => Vec::new(),
-        }
+        self.describe().fields
     }
+}
+
+/// An event's kind, ends and fields, as [`Event::describe`] gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described<'a> {
+    pub kind: &'static str,
+    pub from: &'a str,
+    pub to: Option<&'a str>,
+    pub fields: Vec<(&'static str, Value<'a>)>,
 }
 
 /// `text` as a JSON string.

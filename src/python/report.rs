@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::protocol::{End, Name, ReplyMode};
 use crate::report::{self, Totals};
-use crate::transcript::{Event, Value};
+use crate::transcript::{Described, Event, Value};
 
 /// One request of a simulation.
 #[pyclass(module = "matchtracker._core", frozen)]
@@ -273,13 +273,14 @@ impl Report {
 
 /// One event as a dict: time, from, to, kind, fields (the same content as `Event::to_json`).
 fn event_dict<'py>(py: Python<'py>, time: f64, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let Described { kind, from, to, fields: described } = event.describe();
     let out = PyDict::new(py);
     out.set_item("time", time)?;
-    out.set_item("from", event.from())?;
-    out.set_item("to", event.to())?;
-    out.set_item("kind", event.kind())?;
+    out.set_item("from", from)?;
+    out.set_item("to", to)?;
+    out.set_item("kind", kind)?;
     let fields = PyDict::new(py);
-    for (key, value) in event.fields() {
+    for (key, value) in described {
         match value {
             Value::Int(v) => fields.set_item(key, v)?,
             Value::Bool(v) => fields.set_item(key, v)?,
