@@ -310,6 +310,7 @@ impl fmt::Display for Event {
             Event::Monitoring { address } => {
                 write!(f, "{CENTRAL}: monitoring on http://{address} (/metrics, /healthz, /readyz, /stats).")
             }
+            Event::Draining { open: 0 } => write!(f, "{CENTRAL}: stopping."),
             Event::Draining { open } => {
                 let requests = if *open == 1 { "request" } else { "requests" };
                 write!(f, "{CENTRAL}: stopping; answering {open} open {requests} first.")
@@ -651,6 +652,9 @@ mod tests {
             Event::FindSent { client: c1.clone(), number: 5 },
             Event::FindReceived { client: c1.clone() },
             Event::AnswerSent { client: c1.clone(), servers: Vec::new() },
+            Event::NumberSelected { server: s1.clone(), number: 4, drawn: false },
+            Event::Draining { open: 0 },
+            Event::Draining { open: 1 },
         ]
         .map(|e| e.to_string());
         assert_eq!(
@@ -664,6 +668,9 @@ mod tests {
                 "C1: find match of 5",
                 "Central: process match request from C1",
                 "Central: send match reply to C1",
+                "S1: holds the number it was given, 4.",
+                "Central: stopping.",
+                "Central: stopping; answering 1 open request first.",
             ]
         );
     }
