@@ -60,7 +60,13 @@ impl<W> Default for Session<W> {
 impl<W> Session<W> {
     /// A session on a newly registered connection.
     pub fn new() -> Session<W> {
-        Session { next_id: 1, open: FastMap::default(), owed: Vec::new(), broken: None, answers: None }
+        Session::starting_at(1)
+    }
+
+    /// A session on a connection made again, whose new requests take ids from `next_id` on
+    /// (so that a caller's id stays its own across connections).
+    pub fn starting_at(next_id: u64) -> Session<W> {
+        Session { next_id, open: FastMap::default(), owed: Vec::new(), broken: None, answers: None }
     }
 
     /// Shares `answers` with other clients, so that a server list any of them has parsed is
@@ -84,6 +90,21 @@ impl<W> Session<W> {
         out.append(&mut self.owed);
         protocol::encode(&Message::Find { id, number }, out);
         Ok(id)
+    }
+
+    /// Opens again, on this connection, request `id` for `number` that a lost connection
+    /// cut off (an id below [`Session::next_id`], never used on this connection). Appends
+    /// its `FIND` to `out`.
+    ///
+    /// # Errors
+    /// Why the connection is broken, if it is.
+    pub fn reopen(&mut self, id: u64, number: u8, waiter: W, out: &mut Vec<u8>) -> Result<(), Error> {
+        if let Some(broken) = &self.broken {
+            return Err(broken.same_failure());
+        }
+        self.open.insert(id, waiter);
+        protocol::encode(&Message::Find { id, number }, out);
+        Ok(())
     }
 
     /// The caller of request `id` gave up (its time ran out, it was cancelled): its waiter,
@@ -298,6 +319,23 @@ mod tests {
         ask(&mut session, 1, "a");
         inbuf.extend_from_slice(b"WELCOME C1 2000 matches\n");
         assert!(matches!(session.next_settled(&mut inbuf), Some(Settled::All(_, Error::Unexpected(_)))));
+    }
+
+    #[test]
+    fn a_request_cut_off_is_opened_again_under_its_id_on_the_next_connection() {
+        let (mut lost, mut inbuf) = (Test::new(), BytesMut::new());
+        let (id, _) = ask(&mut lost, 6, "a");
+        let Settled::All(waiters, _) = lost.fail(Error::Closed) else { panic!("not all") };
+        let mut again = Test::starting_at(lost.next_id());
+        let mut out = Vec::new();
+        for waiter in waiters {
+            again.reopen(id, 6, waiter, &mut out).expect("open");
+        }
+        assert_eq!(out, format!("FIND {id} 6\n").into_bytes());
+        let (next, _) = ask(&mut again, 2, "b");
+        assert!(next > id, "new requests take new ids");
+        inbuf.extend_from_slice(format!("ANSWER {id} replied S6\n").as_bytes());
+        assert_eq!(one(again.next_settled(&mut inbuf)), ("a", vec!["S6".to_owned()]));
     }
 
     #[test]

@@ -89,6 +89,46 @@ def test_reconnect_for_is_checked() -> None:
         mt.Server("S1", "127.0.0.1:1", number=1, reconnect_for="1")
 
 
+def test_an_asyncio_client_comes_back_with_a_restarted_tracker() -> None:
+    async def main() -> None:
+        tracker = await aio.Tracker.start(timeout=SHORT)
+        port = tracker.port
+        server = mt.Server("S3", tracker.address, number=2)
+        try:
+            async with aio.Client.connect("C3", tracker.address) as client:
+                assert await client.find_match(2) == ["S3"]
+                await tracker.close()
+                tracker = await aio.Tracker.start(port=port, timeout=SHORT)
+                await tracker.wait_for_nodes(1, timeout=5)
+                # The same client: the loss shows on its next request, which is sent again
+                # on the new connection; requests made meanwhile wait for it.
+                got = await asyncio.gather(*(client.find_match(n) for n in (2, 3, 2)))
+                assert got == [["S3"], [], ["S3"]]
+                assert tracker.stats()["clients"] == 1
+        finally:
+            server.close()
+            await tracker.close()
+
+    asyncio.run(main())
+
+
+def test_an_asyncio_client_without_reconnect_fails_as_before() -> None:
+    async def main() -> None:
+        tracker = await aio.Tracker.start(timeout=SHORT)
+        port = tracker.port
+        async with aio.Client.connect("C4", tracker.address, reconnect=False) as client:
+            assert await client.find_match(2) == []
+            await tracker.close()
+            tracker = await aio.Tracker.start(port=port, timeout=SHORT)
+            with pytest.raises(mt.NetworkError):
+                await client.find_match(2)
+            with pytest.raises(mt.NetworkError):
+                await client.find_match(2)
+        await tracker.close()
+
+    asyncio.run(main())
+
+
 def test_an_asyncio_server_comes_back_with_a_restarted_tracker() -> None:
     async def main() -> None:
         tracker = await aio.Tracker.start(timeout=SHORT)

@@ -540,8 +540,14 @@ class AsyncClient:
         token: str | None = None,
         tls: bool = False,
         tls_ca: str | os.PathLike[str] | None = None,
+        reconnect: bool = True,
+        reconnect_for: float | None = None,
     ) -> Opening[AsyncClient]:
-        """Register as `Client(...)` does; await the result, or enter it with `async with`."""
+        """Register as `Client(...)` does; await the result, or enter it with `async with`.
+
+        When its tracker goes away it reconnects as `Client` does: requests made meanwhile
+        wait (each within its own time), and each request cut off by the loss is sent again,
+        once, on the new connection."""
     @property
     def name(self) -> str: ...
     def find_match(self, number: int) -> Awaitable[list[str]]:

@@ -212,7 +212,7 @@ impl Again {
 
     /// The first registration tries each tracker once (a library call says at once that it
     /// cannot reach them); later ones as long as `reconnect_for` allows.
-    fn patience(self) -> Patience {
+    pub fn patience(self) -> Patience {
         Patience { first: Duration::ZERO, again: self.reconnect_for }
     }
 }
