@@ -31,11 +31,29 @@ pub const MAX_RETRY: Duration = Duration::from_secs(2);
 /// own time: a refused connection answers in a moment, so this is for a host that is silent.
 const LAST_ATTEMPT: Duration = Duration::from_millis(250);
 
+/// What a node that outlives its tracker tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// It lost its tracker, and why.
+    Lost(String),
+    /// It is registered again, with the tracker at this address.
+    Back(String),
+    /// It has ended on its own (a refusal after reconnecting, or its patience ran out), and
+    /// why.
+    Ended(String),
+}
+
+/// Where a node tells what happened to it. Called on a runtime thread: it must not block
+/// (the library's queues it for Python, which is woken without the runtime taking the GIL).
+pub type Tell = Arc<dyn Fn(Happened) + Send + Sync>;
+
 /// One node's way to its tracker, or to one of several trackers of a cluster.
 pub struct Reach {
     targets: Arc<[Target]>,
     /// The target to try next.
     next: usize,
+    /// The target reached last.
+    at: usize,
     name: Name,
     transcript: Transcript,
     patience: Patience,
@@ -58,7 +76,7 @@ impl Reach {
         if targets.is_empty() {
             return Err(Error::InvalidArgument("no tracker address given".into()));
         }
-        Ok(Reach { targets: targets.into(), next: 0, name, transcript, patience, registered: false })
+        Ok(Reach { targets: targets.into(), next: 0, at: 0, name, transcript, patience, registered: false })
     }
 
     /// The node is registered with the target it reached last. When it loses that tracker,
@@ -66,6 +84,12 @@ impl Reach {
     pub fn registered(&mut self) {
         self.registered = true;
         self.next += 1;
+    }
+
+    /// `host:port` of the target reached last.
+    pub fn reached(&self) -> String {
+        let target = &self.targets[self.at % self.targets.len()];
+        format!("{}:{}", target.host, target.port)
     }
 
     /// `host:port` of every target.
@@ -86,7 +110,7 @@ impl Reach {
         for (i, target) in self.targets.iter().enumerate() {
             match async { attempt(target.resolve().await?).await }.await {
                 Ok(made) => {
-                    self.next = i;
+                    (self.next, self.at) = (i, i);
                     return Ok(made);
                 }
                 Err(e) if lost_tracker(&e) => last = e,
@@ -142,6 +166,7 @@ impl Reach {
             let e = match result {
                 Ok(node) => {
                     self.next %= self.targets.len();
+                    self.at = self.next;
                     return Ok(Some(node));
                 }
                 Err(e) if self.worth_retrying(&e) => e,
@@ -227,13 +252,20 @@ pub struct LiveServer {
 impl LiveServer {
     /// Serves with `node`, registered through `reach`; after losing its tracker it registers
     /// again as `reach` allows when `reconnect` is set, and ends otherwise.
+    /// `tell` hears when it loses its tracker, is back, or ends on its own.
     pub fn serve(
         mut reach: Reach,
         node: ServerNode,
         number: Number,
         token: Option<Token>,
         reconnect: bool,
+        tell: Option<Tell>,
     ) -> LiveServer {
+        let tell = move |happened| {
+            if let Some(tell) = &tell {
+                tell(happened);
+            }
+        };
         let shutdown = Shutdown::new();
         let mut stop = shutdown.signal();
         reach.registered();
@@ -251,15 +283,23 @@ impl LiveServer {
                 let (name, transcript) = (reach.name.clone(), reach.transcript.clone());
                 let reason = lost(ended);
                 transcript.record(Event::TrackerLost { node: name.clone(), reason: reason.clone() });
+                tell(Happened::Lost(reason.clone()));
                 if !reconnect {
-                    return Err(Error::GaveUp(format!("lost the tracker ({reason})")));
+                    let e = Error::GaveUp(format!("lost the tracker ({reason})"));
+                    tell(Happened::Ended(e.to_string()));
+                    return Err(e);
                 }
                 let attempt =
                     |to| ServerNode::start(to, name.clone(), number, token.clone(), transcript.clone());
-                match reach.connect(&mut stop, attempt).await? {
-                    Some(again) => node = again,
-                    None => return Ok(()),
+                match reach.connect(&mut stop, attempt).await {
+                    Ok(Some(again)) => node = again,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        tell(Happened::Ended(e.to_string()));
+                        return Err(e);
+                    }
                 }
+                tell(Happened::Back(reach.reached()));
                 reach.registered();
             }
         });
@@ -304,6 +344,8 @@ pub struct LiveClient {
     reach: tokio::sync::Mutex<Reach>,
     /// Stops a reconnection under way when the client is closed.
     closing: Shutdown,
+    /// Hears when the client loses its tracker and when it is back.
+    tell: Option<Tell>,
 }
 
 impl LiveClient {
@@ -311,12 +353,14 @@ impl LiveClient {
     /// away if `reconnect` is set, and fails every later call otherwise.
     /// With `bounded`, a call gives up (`Error::Timeout`) once a request's patience has
     /// passed, reconnecting included.
+    /// `tell` hears when it loses its tracker and when it is back.
     pub fn new(
         mut reach: Reach,
         node: ClientNode,
         token: Option<Token>,
         reconnect: bool,
         bounded: bool,
+        tell: Option<Tell>,
     ) -> LiveClient {
         reach.registered();
         LiveClient {
@@ -327,6 +371,13 @@ impl LiveClient {
             current: RwLock::new(Some(Arc::new(node))),
             reach: tokio::sync::Mutex::new(reach),
             closing: Shutdown::new(),
+            tell,
+        }
+    }
+
+    fn tell(&self, happened: Happened) {
+        if let Some(tell) = &self.tell {
+            tell(happened);
         }
     }
 
@@ -395,6 +446,7 @@ impl LiveClient {
             None => connecting.await,
         };
         let Some(node) = connected? else { return Err(Error::NodeClosed) };
+        self.tell(Happened::Back(reach.reached()));
         reach.registered();
         *self.within.write() = node.patience();
         let node = Arc::new(node);
@@ -408,6 +460,7 @@ impl LiveClient {
         if current.as_ref().is_some_and(|now| Arc::ptr_eq(now, node)) {
             *current = None;
             drop(current);
+            self.tell(Happened::Lost(e.to_string()));
             if let Ok(reach) = self.reach.try_lock() {
                 reach
                     .transcript

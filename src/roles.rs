@@ -135,7 +135,7 @@ pub async fn run_server(
     let Some(node) = reach.connect(&mut stop, attempt).await? else {
         return Ok(());
     };
-    let mut server = LiveServer::serve(reach, node, number, token, true);
+    let mut server = LiveServer::serve(reach, node, number, token, true, None);
     tokio::select! {
         ended = server.finished() => ended,
         () = stop.requested() => server.close().await,
@@ -171,7 +171,7 @@ pub async fn run_client(
     let Some(client) = reach.connect(&mut stop, attempt).await? else {
         return Ok(answers);
     };
-    let client = LiveClient::new(reach, client, token.clone(), true, false);
+    let client = LiveClient::new(reach, client, token.clone(), true, false, None);
     for _ in 0..rounds {
         let number = number.unwrap_or_else(|| rng.random_range(NUMBERS));
         let answer = tokio::select! {

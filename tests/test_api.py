@@ -282,8 +282,11 @@ def test_the_stub_names_what_the_module_exports() -> None:
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
     exported = {n for n in dir(matchtracker._core) if not n.startswith("_")} | {"__version__"}
-    assert names == exported
-    assert set(matchtracker.__all__) == exported
+    # The private functions the package's own Python uses are in the stub too (stubtest
+    # checks their signatures); the public names are exactly those exported.
+    assert {n for n in names if not n.startswith("_")} | {"__version__"} == exported
+    # Beside what _core exports, the package's own pure-Python helpers.
+    assert set(matchtracker.__all__) == exported | {"watch"}
     assert (stub.parent / "py.typed").exists()
 
 

@@ -6,6 +6,7 @@ closed connection."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -142,3 +143,62 @@ def test_an_asyncio_server_comes_back_with_a_restarted_tracker() -> None:
         await tracker.close()
 
     asyncio.run(main())
+
+
+def test_callbacks_and_the_logger_hear_one_disconnect_and_one_reconnect(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="matchtracker")
+    tracker = mt.Tracker(timeout=SHORT)
+    port = tracker.port
+    server = mt.Server("S5", tracker.address, number=4)
+    client = mt.Client("C5", tracker.address)
+    heard: dict[str, list[tuple[str, str]]] = {"S5": [], "C5": []}
+    back = {"S5": threading.Event(), "C5": threading.Event()}
+    for node in (server, client):
+        name = node.name
+        mt.watch(
+            node,
+            on_disconnect=lambda why, name=name: heard[name].append(("lost", why)),
+            on_reconnect=lambda at, name=name: (heard[name].append(("back", at)), back[name].set()),
+        )
+    try:
+        tracker.close()
+        tracker = mt.Tracker(port=port, timeout=SHORT)
+        assert back["S5"].wait(5)
+        assert client.find_match(4) == ["S5"]
+        assert back["C5"].wait(5)
+        for name in ("S5", "C5"):
+            assert [kind for kind, _ in heard[name]] == ["lost", "back"], heard
+            assert heard[name][1][1] == tracker.address
+            logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith(name + " ")]
+            assert logged == [
+                (logging.WARNING, f"{name} lost its tracker ({heard[name][0][1]})"),
+                (logging.INFO, f"{name} registered again with {tracker.address}"),
+            ], logged
+    finally:
+        client.close()
+        server.close()
+        tracker.close()
+
+
+def test_an_asyncio_node_hears_on_its_own_loop() -> None:
+    async def main() -> None:
+        tracker = await aio.Tracker.start(timeout=SHORT)
+        port = tracker.port
+        loop_thread = threading.get_ident()
+        async with aio.Server.start("S6", tracker.address, number=3) as server:
+            threads: list[int] = []
+            back = asyncio.Event()
+            mt.watch(server, on_reconnect=lambda at: (threads.append(threading.get_ident()), back.set()))
+            await tracker.close()
+            tracker = await aio.Tracker.start(port=port, timeout=SHORT)
+            await asyncio.wait_for(back.wait(), 5)
+            assert threads == [loop_thread]
+        await tracker.close()
+
+    asyncio.run(main())
+
+
+def test_watch_refuses_a_callback_that_cannot_be_called() -> None:
+    with mt.Tracker(timeout=SHORT) as tracker, mt.Client("C7", tracker.address) as client:
+        with pytest.raises(TypeError, match="must be callable"):
+            mt.watch(client, on_disconnect="print")

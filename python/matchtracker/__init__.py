@@ -35,6 +35,7 @@ from ._core import (
     serve_tracker,
 )
 from . import types  # so that `matchtracker.types` works after `import matchtracker` alone
+from ._watch import watch
 
 __all__ = [
     "AsyncClient",
@@ -59,4 +60,5 @@ __all__ = [
     "run_simulation",
     "serve_server",
     "serve_tracker",
+    "watch",
 ]

@@ -181,6 +181,14 @@ def run_load(
         ValueError: an argument is out of range.
     """
 
+def _watch_with(fd: int) -> None:
+    """Gives the runtime the socket that wakes `matchtracker._watch`'s thread (its writing
+    end's descriptor)."""
+
+def _take_happenings() -> tuple[list[tuple[int, str, str, str]], int]:
+    """The node happenings not yet taken, as (node key, node name, kind, text) with kind
+    "lost", "back" or "ended", and how many were dropped since the last call."""
+
 def serve_tracker(
     listen: str | tuple[str, int],
     *,

@@ -27,6 +27,7 @@ use pyo3::types::{PyCFunction, PyTuple};
 use super::aio::awaitable;
 use super::args::{self, Int, Seconds};
 use super::errors::to_py;
+use super::happenings;
 use super::nodes::{opening, Again, Opening, Reach};
 use crate::connection::{self, Endpoint, Stream, TlsStream};
 use crate::error::Error;
@@ -58,6 +59,9 @@ const READ_CHUNK: usize = 16 * 1024;
 #[pyclass(module = "matchtracker._core", frozen)]
 pub struct AsyncClient {
     name: String,
+    /// How its happenings are told apart (`matchtracker.watch`), and where they go.
+    key: u64,
+    tell: live::Tell,
     state: Mutex<State>,
     /// How to find a tracker again; `None` with `reconnect=False`.
     redial: Option<Redial>,
@@ -143,6 +147,11 @@ impl Conn {
             patience: session::patience(deadline).as_secs_f64(),
             watched_by: None,
         })
+    }
+
+    /// The tracker's address, as the socket has it.
+    fn peer(&self) -> String {
+        self.stream.peer_addr().map_or_else(|_| "the tracker".to_owned(), |addr| addr.to_string())
     }
 
     /// Starts the loop watching the socket, if it does not yet.
@@ -291,6 +300,7 @@ impl AsyncClient {
         let name = args::name(name, "name")?;
         let (targets, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
         let again = Again::from_args(reconnect, reconnect_for)?;
+        happenings::start_watcher(py)?;
         opening(py, async move {
             let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
             let registered = reach.first(|to| register(to, name.clone(), token.clone())).await?;
@@ -302,13 +312,27 @@ impl AsyncClient {
                 reach: Arc::new(tokio::sync::Mutex::new(reach)),
                 closing: Shutdown::new(),
             });
-            Ok(AsyncClient { name: name.to_string(), state: Mutex::new(State::Up(Box::new(conn))), redial })
+            let key = happenings::new_key();
+            let tell = happenings::teller(key, name.clone());
+            Ok(AsyncClient {
+                name: name.to_string(),
+                key,
+                tell,
+                state: Mutex::new(State::Up(Box::new(conn))),
+                redial,
+            })
         })
     }
 
     #[getter]
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How this node's happenings are told apart, for `matchtracker.watch`.
+    #[getter]
+    fn _key(&self) -> u64 {
+        self.key
     }
 
     /// An awaitable of the servers holding `number`. Any number may be in flight at once;
@@ -448,10 +472,14 @@ impl AsyncClient {
             Err(e) => {
                 *state = State::Closed(e.same_failure());
                 drop(state);
+                if !matches!(e, Error::NodeClosed) {
+                    (slf.get().tell)(live::Happened::Ended(e.to_string()));
+                }
                 fail_each(py, waiting, &e);
                 return Ok(());
             }
         };
+        (slf.get().tell)(live::Happened::Back(conn.peer()));
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
         conn.watch(&event_loop, slf)?;
         let mut out = Vec::new();
@@ -521,7 +549,11 @@ impl AsyncClient {
             cut_off.extend(waiters);
         }
         let (next_id, patience) = (conn.session.next_id(), conn.patience);
-        let redial = client.redial.as_ref().filter(|_| live::lost_tracker(&e));
+        let lost = live::lost_tracker(&e);
+        if lost {
+            (client.tell)(live::Happened::Lost(e.to_string()));
+        }
+        let redial = client.redial.as_ref().filter(|_| lost);
         let Some(redial) = redial else {
             *state = State::Closed(e.same_failure());
             drop(state);

@@ -19,6 +19,7 @@ mod args;
 mod bridge;
 mod errors;
 mod functions;
+mod happenings;
 mod nodes;
 mod report;
 
@@ -36,6 +37,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::serve_tracker, m)?)?;
     m.add_function(wrap_pyfunction!(functions::serve_server, m)?)?;
     m.add_function(wrap_pyfunction!(functions::run_client, m)?)?;
+    m.add_function(wrap_pyfunction!(happenings::_watch_with, m)?)?;
+    m.add_function(wrap_pyfunction!(happenings::_take_happenings, m)?)?;
     m.add_class::<nodes::Tracker>()?;
     m.add_class::<nodes::Server>()?;
     m.add_class::<nodes::Client>()?;

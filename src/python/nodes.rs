@@ -20,6 +20,7 @@ use super::aio::awaitable;
 use super::args::{self, Int, Seconds};
 use super::bridge::wait;
 use super::errors::to_py;
+use super::happenings;
 use crate::client::ClientNode;
 use crate::error::{Error, Result};
 use crate::live::{self, LiveClient, LiveServer};
@@ -116,6 +117,8 @@ impl TrackerHandle {
 pub struct ServerHandle {
     name: String,
     number: u8,
+    /// How its happenings are told apart (`matchtracker.watch`).
+    key: u64,
     node: Mutex<Option<LiveServer>>,
 }
 
@@ -130,8 +133,10 @@ impl ServerHandle {
         let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
         let start = |to| ServerNode::start(to, name.clone(), number, token.clone(), Transcript::off());
         let node = reach.first(start).await?;
-        let live = LiveServer::serve(reach, node, number, token, again.reconnect);
-        Ok(ServerHandle { name: name.to_string(), number: number.value(), node: Mutex::new(Some(live)) })
+        let key = happenings::new_key();
+        let tell = happenings::teller(key, name.clone());
+        let live = LiveServer::serve(reach, node, number, token, again.reconnect, Some(tell));
+        Ok(ServerHandle { name: name.to_string(), number: number.value(), key, node: Mutex::new(Some(live)) })
     }
 
     /// Stops answering and closes the connection (nothing if closed).
@@ -151,6 +156,8 @@ impl ServerHandle {
 /// until `close()`; it reconnects when its tracker goes away, unless told not to.
 pub struct ClientHandle {
     name: String,
+    /// How its happenings are told apart (`matchtracker.watch`).
+    key: u64,
     node: RwLock<Option<Arc<LiveClient>>>,
 }
 
@@ -164,8 +171,10 @@ impl ClientHandle {
         let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
         let connect = |to| ClientNode::connect(to, name.clone(), token.clone(), Transcript::off());
         let node = reach.first(connect).await?;
-        let live = LiveClient::new(reach, node, token, again.reconnect, true);
-        Ok(ClientHandle { name: name.to_string(), node: RwLock::new(Some(Arc::new(live))) })
+        let key = happenings::new_key();
+        let tell = happenings::teller(key, name.clone());
+        let live = LiveClient::new(reach, node, token, again.reconnect, true, Some(tell));
+        Ok(ClientHandle { name: name.to_string(), key, node: RwLock::new(Some(Arc::new(live))) })
     }
 
     /// The answer to one request, as Python receives it.
@@ -424,12 +433,19 @@ impl Server {
         let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
         let again = Again::from_args(reconnect, reconnect_for)?;
+        happenings::start_watcher(py)?;
         Ok(Server(wait(py, ServerHandle::open(name, target, number, token, again))?))
     }
 
     #[getter]
     fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// How this node's happenings are told apart, for `matchtracker.watch`.
+    #[getter]
+    fn _key(&self) -> u64 {
+        self.0.key
     }
 
     #[getter]
@@ -484,12 +500,19 @@ impl Client {
         let name = args::name(name, "name")?;
         let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
         let again = Again::from_args(reconnect, reconnect_for)?;
+        happenings::start_watcher(py)?;
         Ok(Client(wait(py, ClientHandle::open(name, target, token, again))?))
     }
 
     #[getter]
     fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// How this node's happenings are told apart, for `matchtracker.watch`.
+    #[getter]
+    fn _key(&self) -> u64 {
+        self.0.key
     }
 
     /// The names of the servers holding `number`, in index order; empty if none. Calls
@@ -653,6 +676,12 @@ impl AsyncServer {
     #[getter]
     fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// How this node's happenings are told apart, for `matchtracker.watch`.
+    #[getter]
+    fn _key(&self) -> u64 {
+        self.0.key
     }
 
     #[getter]
