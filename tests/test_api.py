@@ -417,3 +417,21 @@ def test_ctrl_c_takes_the_progress_line_off_the_terminal_first() -> None:
     seen += proc.stderr.read()
     assert proc.wait(timeout=30) == 0
     assert seen.endswith(b"\r\x1b[Kstopped\n"), seen[-80:]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, word",
+    [
+        ({"nope": 1}, TypeError, "Tracker() got an unexpected keyword argument 'nope'"),
+        ({"early": 1}, TypeError, "early must be True or False, not int"),
+        ({"token": 5}, TypeError, "token must be a str or None, not int"),
+        ({"keepalive": "5"}, TypeError, "keepalive must be a number of seconds"),
+        ({"keepalive": 0}, ValueError, "keepalive must be more than 0"),
+    ],
+)
+def test_the_tracker_options_are_checked_by_name(kwargs: dict, error: type, word: str) -> None:
+    # The same options, defined once, for all three ways to start a tracker.
+    with pytest.raises(error, match=re.escape(word)):
+        Tracker(**kwargs)
+    with pytest.raises(error, match=re.escape(word.replace("Tracker()", "serve_tracker()"))):
+        matchtracker.serve_tracker("127.0.0.1:0", **kwargs)

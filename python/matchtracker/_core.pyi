@@ -1,11 +1,32 @@
 """The native core of matchtracker (Rust, via PyO3). Import from `matchtracker` instead."""
 
 import os
-from typing import Any, Awaitable, Generator, Generic, Literal, TypeVar, final
+from typing import Any, Awaitable, Generator, Generic, Literal, TypedDict, TypeVar, final, type_check_only
+
+from typing_extensions import Unpack
 
 from .types import ErrorCode, Event, Totals
 
 __version__: str
+
+@type_check_only
+class _TrackerOptions(TypedDict, total=False):
+    """The keyword options every tracker takes (`Tracker`, `AsyncTracker.start`,
+    `serve_tracker`), defined once; `Tracker.__new__` says what each does."""
+
+    early: bool
+    token: str | None
+    insecure_no_token: bool
+    keepalive: float
+    tls_cert: str | os.PathLike[str] | None
+    tls_key: str | os.PathLike[str] | None
+    insecure_plaintext: bool
+    cluster: str | list[str] | None
+    cluster_name: str | None
+    monitor: str | tuple[str, int] | None
+    monitor_insecure: bool
+    token_file: str | os.PathLike[str] | None
+
 MAX_N: int
 """The most servers (and the most clients) a simulation or a benchmark takes."""
 MAX_ROUNDS: int
@@ -193,20 +214,9 @@ def serve_tracker(
     listen: str | tuple[str, int],
     *,
     timeout: float = 2.0,
-    early: bool = False,
-    token: str | None = None,
-    insecure_no_token: bool = False,
     json: bool = False,
-    keepalive: float = 5.0,
-    tls_cert: str | os.PathLike[str] | None = None,
-    tls_key: str | os.PathLike[str] | None = None,
-    insecure_plaintext: bool = False,
-    cluster: str | list[str] | None = None,
-    cluster_name: str | None = None,
     drain_timeout: float | None = None,
-    monitor: str | tuple[str, int] | None = None,
-    monitor_insecure: bool = False,
-    token_file: str | os.PathLike[str] | None = None,
+    **options: Unpack[_TrackerOptions],
 ) -> None:
     """Run a tracker on `listen` in this thread, printing its lines, until Ctrl-C.
 
@@ -286,19 +296,7 @@ class Tracker:
         host: str = "127.0.0.1",
         port: int = 0,
         timeout: float = 2.0,
-        *,
-        early: bool = False,
-        token: str | None = None,
-        insecure_no_token: bool = False,
-        keepalive: float = 5.0,
-        tls_cert: str | os.PathLike[str] | None = None,
-        tls_key: str | os.PathLike[str] | None = None,
-        insecure_plaintext: bool = False,
-        cluster: str | list[str] | None = None,
-        cluster_name: str | None = None,
-        monitor: str | tuple[str, int] | None = None,
-        monitor_insecure: bool = False,
-        token_file: str | os.PathLike[str] | None = None,
+        **options: Unpack[_TrackerOptions],
     ) -> Tracker:
         """Listen on `host:port` (port 0 picks a free one); `timeout` is the request deadline;
         a node whose host vanished is dropped about 2.5 × `keepalive` seconds after it went
@@ -474,19 +472,7 @@ class AsyncTracker:
         host: str = "127.0.0.1",
         port: int = 0,
         timeout: float = 2.0,
-        *,
-        early: bool = False,
-        token: str | None = None,
-        insecure_no_token: bool = False,
-        keepalive: float = 5.0,
-        tls_cert: str | os.PathLike[str] | None = None,
-        tls_key: str | os.PathLike[str] | None = None,
-        insecure_plaintext: bool = False,
-        cluster: str | list[str] | None = None,
-        cluster_name: str | None = None,
-        monitor: str | tuple[str, int] | None = None,
-        monitor_insecure: bool = False,
-        token_file: str | os.PathLike[str] | None = None,
+        **options: Unpack[_TrackerOptions],
     ) -> Opening[AsyncTracker]:
         """Listen as `Tracker(...)` does; await the result, or enter it with `async with`."""
     @property

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyTuple};
 
 use super::errors::{invalid, to_py};
 use crate::args;
@@ -219,74 +219,149 @@ fn address_usage(what: &str, got: &str) -> PyErr {
     invalid(format!("{what} must be \"host:port\" or a (host, port) tuple (got {got})"))
 }
 
-/// How a tracker guards its port, and the cluster it joins, as the Python functions and
-/// classes take them.
+/// The keyword options every tracker takes (`Tracker(...)`, `aio.Tracker.start(...)` and
+/// `serve_tracker(...)`), defined once: their names, how each is checked, and the settings
+/// they make. Adding one is one field, one arm and its use in [`TrackerOptions::config`]
+/// (and one line of the stub's `_TrackerOptions`).
 #[derive(Default)]
-pub struct Guard<'a> {
-    pub token: Option<&'a str>,
-    pub insecure_no_token: bool,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub insecure_plaintext: bool,
+pub struct TrackerOptions {
+    early: bool,
+    token: Option<String>,
+    insecure_no_token: bool,
+    keepalive: Option<Seconds>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_plaintext: bool,
     /// NATS urls of a cluster of trackers to join, and the cluster's name.
-    pub cluster: Option<Urls>,
-    pub cluster_name: Option<&'a str>,
+    cluster: Option<Urls>,
+    cluster_name: Option<String>,
     /// Where the monitoring port listens, and whether it may answer beyond loopback
     /// without the token.
-    pub monitor: Option<(String, u16)>,
-    pub monitor_insecure: bool,
+    monitor: Option<(String, u16)>,
+    monitor_insecure: bool,
     /// A file holding the token, read again by a reload.
-    pub token_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
-/// A tracker's settings from the arguments the Python functions and class take.
-pub fn tracker_config(
-    timeout: Seconds,
-    early: bool,
-    keepalive: Seconds,
-    guard: Guard<'_>,
-) -> PyResult<TrackerConfig> {
-    let token = match (&guard.token_file, guard.token) {
-        (Some(_), Some(_)) => {
-            return Err(invalid("token and token_file are two ways to give one token: give one"))
+/// The default keepalive, in seconds.
+const KEEPALIVE: f64 = 5.0;
+
+impl TrackerOptions {
+    /// The options among `kwargs`, each checked; `function` names the caller in the
+    /// `TypeError` for a keyword it does not take.
+    ///
+    /// # Errors
+    /// `TypeError` for an unknown keyword or a value of the wrong type.
+    pub fn from_kwargs(kwargs: Option<&Bound<'_, PyDict>>, function: &str) -> PyResult<TrackerOptions> {
+        let mut options = TrackerOptions::default();
+        let Some(kwargs) = kwargs else { return Ok(options) };
+        for (key, value) in kwargs.iter() {
+            let key: String = key.extract()?;
+            let value = value.as_borrowed();
+            match key.as_str() {
+                "early" => options.early = flag(value, "early")?,
+                "token" => options.token = text(value, "token")?,
+                "insecure_no_token" => options.insecure_no_token = flag(value, "insecure_no_token")?,
+                "keepalive" => options.keepalive = Some(value.extract()?),
+                "tls_cert" => options.tls_cert = path(value, "tls_cert")?,
+                "tls_key" => options.tls_key = path(value, "tls_key")?,
+                "insecure_plaintext" => options.insecure_plaintext = flag(value, "insecure_plaintext")?,
+                "cluster" => options.cluster = if value.is_none() { None } else { Some(value.extract()?) },
+                "cluster_name" => options.cluster_name = text(value, "cluster_name")?,
+                "monitor" => {
+                    options.monitor = if value.is_none() {
+                        None
+                    } else {
+                        Some(address(&value.to_owned(), "monitor address")?)
+                    };
+                }
+                "monitor_insecure" => options.monitor_insecure = flag(value, "monitor_insecure")?,
+                "token_file" => options.token_file = path(value, "token_file")?,
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{function}() got an unexpected keyword argument '{other}'"
+                    )))
+                }
+            }
         }
-        (Some(file), None) => Some(crate::tracker::read_token(file).map_err(to_py)?),
-        (None, token) => self::token(token)?,
-    };
-    let reload = Reload {
-        tls_files: guard.tls_cert.clone().zip(guard.tls_key.clone()),
-        token_file: guard.token_file.clone(),
-    };
-    Ok(TrackerConfig {
-        reload,
-        deadline: seconds(timeout, "timeout")?,
-        keepalive: seconds(keepalive, "keepalive")?,
-        replies: ReplyMode::early(early),
-        token,
-        insecure_no_token: guard.insecure_no_token,
-        tls: tracker_tls(guard.tls_cert, guard.tls_key)?,
-        insecure_plaintext: guard.insecure_plaintext,
-        cluster: match guard.cluster {
-            Some(Urls(urls)) => {
-                Some(ClusterConfig::new(urls, guard.cluster_name.unwrap_or(DEFAULT_CLUSTER)).map_err(to_py)?)
+        Ok(options)
+    }
+
+    /// The tracker's settings, with `timeout` as its deadline.
+    ///
+    /// # Errors
+    /// `ValueError` for a value out of range or options that do not go together.
+    pub fn config(self, timeout: Seconds) -> PyResult<TrackerConfig> {
+        let token = match (&self.token_file, self.token.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("token and token_file are two ways to give one token: give one"))
             }
-            None if guard.cluster_name.is_some() => {
-                return Err(invalid("cluster_name needs cluster (the NATS urls)"))
-            }
-            None => None,
-        },
-        monitor: match guard.monitor {
-            Some((host, port)) => Some(MonitorConfig {
-                addr: resolve(&host, port, "monitor address")?,
-                insecure: guard.monitor_insecure,
-            }),
-            None if guard.monitor_insecure => {
-                return Err(invalid("monitor_insecure needs monitor (its address)"))
-            }
-            None => None,
-        },
-        ..TrackerConfig::default()
-    })
+            (Some(file), None) => Some(crate::tracker::read_token(file).map_err(to_py)?),
+            (None, token) => self::token(token)?,
+        };
+        let reload = Reload {
+            tls_files: self.tls_cert.clone().zip(self.tls_key.clone()),
+            token_file: self.token_file.clone(),
+        };
+        Ok(TrackerConfig {
+            reload,
+            deadline: seconds(timeout, "timeout")?,
+            keepalive: seconds(self.keepalive.unwrap_or(Seconds::Given(KEEPALIVE)), "keepalive")?,
+            replies: ReplyMode::early(self.early),
+            token,
+            insecure_no_token: self.insecure_no_token,
+            tls: tracker_tls(self.tls_cert, self.tls_key)?,
+            insecure_plaintext: self.insecure_plaintext,
+            cluster: match self.cluster {
+                Some(Urls(urls)) => Some(
+                    ClusterConfig::new(urls, self.cluster_name.as_deref().unwrap_or(DEFAULT_CLUSTER))
+                        .map_err(to_py)?,
+                ),
+                None if self.cluster_name.is_some() => {
+                    return Err(invalid("cluster_name needs cluster (the NATS urls)"))
+                }
+                None => None,
+            },
+            monitor: match self.monitor {
+                Some((host, port)) => Some(MonitorConfig {
+                    addr: resolve(&host, port, "monitor address")?,
+                    insecure: self.monitor_insecure,
+                }),
+                None if self.monitor_insecure => {
+                    return Err(invalid("monitor_insecure needs monitor (its address)"))
+                }
+                None => None,
+            },
+            ..TrackerConfig::default()
+        })
+    }
+}
+
+/// A `True` or `False` option (an int is not taken for one).
+fn flag(value: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<bool> {
+    match value.cast::<PyBool>() {
+        Ok(flag) => Ok(flag.is_true()),
+        Err(_) => Err(wrong_type(what, "True or False", &type_name(&value))),
+    }
+}
+
+/// A text option, or `None`.
+fn text(value: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Option<String>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    value.extract::<String>().map(Some).map_err(|_| wrong_type(what, "a str or None", &type_name(&value)))
+}
+
+/// A file's path (a str or a path-like object), or `None`.
+fn path(value: Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Option<PathBuf>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    value
+        .extract::<PathBuf>()
+        .map(Some)
+        .map_err(|_| wrong_type(what, "a path (str or os.PathLike) or None", &type_name(&value)))
 }
 
 /// `host` and `port` as one socket address; a host name is looked up (once, here).

@@ -87,43 +87,19 @@ pub fn run_simulation(
 /// stops at once).
 #[pyfunction]
 #[pyo3(
-    signature = (listen, *, timeout = Seconds::from(2.0), early = false, token = None, insecure_no_token = false, json = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, drain_timeout = None, monitor = None, monitor_insecure = false, token_file = None),
-    text_signature = "(listen, *, timeout=2.0, early=False, token=None, insecure_no_token=False, json=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, drain_timeout=None, monitor=None, monitor_insecure=False, token_file=None)"
+    signature = (listen, *, timeout = Seconds::from(2.0), json = false, drain_timeout = None, **options),
+    text_signature = "(listen, *, timeout=2.0, json=False, drain_timeout=None, **options)"
 )]
-#[allow(clippy::too_many_arguments)]
 pub fn serve_tracker(
     py: Python<'_>,
     listen: &Bound<'_, PyAny>,
     timeout: Seconds,
-    early: bool,
-    token: Option<&str>,
-    insecure_no_token: bool,
     json: bool,
-    keepalive: Seconds,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    insecure_plaintext: bool,
-    cluster: Option<args::Urls>,
-    cluster_name: Option<&str>,
     drain_timeout: Option<Seconds>,
-    monitor: Option<&Bound<'_, PyAny>>,
-    monitor_insecure: bool,
-    token_file: Option<PathBuf>,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
     let (host, port) = args::address(listen, "listen address")?;
-    let guard = args::Guard {
-        token,
-        insecure_no_token,
-        tls_cert,
-        tls_key,
-        insecure_plaintext,
-        cluster,
-        cluster_name,
-        monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
-        monitor_insecure,
-        token_file,
-    };
-    let mut config = args::tracker_config(timeout, early, keepalive, guard)?;
+    let mut config = args::TrackerOptions::from_kwargs(options, "serve_tracker")?.config(timeout)?;
     config.drain_timeout = drain_timeout.map(|t| args::seconds(t, "drain_timeout")).transpose()?;
     // A stopping tracker first answers its open requests.
     let grace = config.drain_bound() + STOP_GRACE;

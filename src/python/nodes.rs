@@ -230,14 +230,12 @@ impl Again {
 fn tracker_args(
     port: Int,
     timeout: Seconds,
-    early: bool,
-    keepalive: Seconds,
-    guard: args::Guard<'_>,
+    options: args::TrackerOptions,
 ) -> PyResult<(u16, TrackerConfig)> {
     // At most 65535, so the cast keeps every bit.
     #[allow(clippy::cast_possible_truncation)]
     let port = port.count("port", 0, u64::from(u16::MAX))? as u16;
-    Ok((port, args::tracker_config(timeout, early, keepalive, guard)?))
+    Ok((port, options.config(timeout)?))
 }
 
 /// How a node reaches its tracker, as every node class takes it: the address, the token,
@@ -303,41 +301,18 @@ pub struct Tracker(TrackerHandle);
 impl Tracker {
     #[new]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false, token_file = None),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False, token_file=None)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), **options),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, **options)"
     )]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         host: String,
         port: Int,
         timeout: Seconds,
-        early: bool,
-        token: Option<&str>,
-        insecure_no_token: bool,
-        keepalive: Seconds,
-        tls_cert: Option<PathBuf>,
-        tls_key: Option<PathBuf>,
-        insecure_plaintext: bool,
-        cluster: Option<args::Urls>,
-        cluster_name: Option<&str>,
-        monitor: Option<&Bound<'_, PyAny>>,
-        monitor_insecure: bool,
-        token_file: Option<PathBuf>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let guard = args::Guard {
-            token,
-            insecure_no_token,
-            tls_cert,
-            tls_key,
-            insecure_plaintext,
-            cluster,
-            cluster_name,
-            monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
-            monitor_insecure,
-            token_file,
-        };
-        let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
+        let options = args::TrackerOptions::from_kwargs(options, "Tracker")?;
+        let (port, config) = tracker_args(port, timeout, options)?;
         Ok(Tracker(wait(py, TrackerHandle::open(host, port, config))?))
     }
 
@@ -550,41 +525,18 @@ impl AsyncTracker {
     /// Listens on `host:port`; an awaitable of the running tracker.
     #[staticmethod]
     #[pyo3(
-        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), *, early = false, token = None, insecure_no_token = false, keepalive = Seconds::from(5.0), tls_cert = None, tls_key = None, insecure_plaintext = false, cluster = None, cluster_name = None, monitor = None, monitor_insecure = false, token_file = None),
-        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, *, early=False, token=None, insecure_no_token=False, keepalive=5.0, tls_cert=None, tls_key=None, insecure_plaintext=False, cluster=None, cluster_name=None, monitor=None, monitor_insecure=False, token_file=None)"
+        signature = (host = "127.0.0.1".to_owned(), port = Int::from(0), timeout = Seconds::from(2.0), **options),
+        text_signature = "(host='127.0.0.1', port=0, timeout=2.0, **options)"
     )]
-    #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
         host: String,
         port: Int,
         timeout: Seconds,
-        early: bool,
-        token: Option<&str>,
-        insecure_no_token: bool,
-        keepalive: Seconds,
-        tls_cert: Option<PathBuf>,
-        tls_key: Option<PathBuf>,
-        insecure_plaintext: bool,
-        cluster: Option<args::Urls>,
-        cluster_name: Option<&str>,
-        monitor: Option<&Bound<'_, PyAny>>,
-        monitor_insecure: bool,
-        token_file: Option<PathBuf>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Opening> {
-        let guard = args::Guard {
-            token,
-            insecure_no_token,
-            tls_cert,
-            tls_key,
-            insecure_plaintext,
-            cluster,
-            cluster_name,
-            monitor: monitor.map(|m| args::address(m, "monitor address")).transpose()?,
-            monitor_insecure,
-            token_file,
-        };
-        let (port, config) = tracker_args(port, timeout, early, keepalive, guard)?;
+        let options = args::TrackerOptions::from_kwargs(options, "Tracker.start")?;
+        let (port, config) = tracker_args(port, timeout, options)?;
         opening(py, async move { Ok(AsyncTracker(TrackerHandle::open(host, port, config).await?)) })
     }
 
