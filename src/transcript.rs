@@ -308,7 +308,7 @@ impl fmt::Display for Event {
                 write!(f, "{CENTRAL}: reload failed, keeping the old certificate and token: {reason}")
             }
             Event::Monitoring { address } => {
-                write!(f, "{CENTRAL}: monitoring on http://{address} (/metrics, /healthz, /readyz, /stats).")
+                write!(f, "{CENTRAL}: monitoring on http://{address} (/metrics, /healthz, /readyz, /stats, /connections).")
             }
             Event::Draining { open: 0 } => write!(f, "{CENTRAL}: stopping."),
             Event::Draining { open } => {
