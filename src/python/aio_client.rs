@@ -555,6 +555,8 @@ impl AsyncClient {
         }
         let redial = client.redial.as_ref().filter(|_| lost);
         let Some(redial) = redial else {
+            // Refused (say, dropped as a slow consumer), or not reconnecting: the end.
+            (client.tell)(live::Happened::Ended(e.to_string()));
             *state = State::Closed(e.same_failure());
             drop(state);
             fail_each(py, cut_off, &e);
