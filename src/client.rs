@@ -17,8 +17,6 @@ use crate::protocol::{self, End, Message, Name, ProtocolError, Token};
 use crate::session::{self, Session, Settled};
 use crate::transcript::{Event, Transcript};
 
-pub use crate::session::ANSWER_MARGIN;
-
 /// Most bytes of server lists an [`AnswerCache`] keeps (their names take up to about 25
 /// times as much); past it, it starts over.
 const CACHED_BYTES: usize = 1 << 20;

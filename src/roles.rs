@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::client::{Answer, ClientNode};
 use crate::connection::{self, Endpoint};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::live::{LiveClient, LiveServer, Reach};
 use crate::protocol::{Name, Token, NUMBERS};
 use crate::server::{Number, ServerNode};
@@ -181,30 +181,4 @@ pub async fn run_client(
         answers.push(answer);
     }
     Ok(answers)
-}
-
-/// What `attempt` makes with the first of `targets` that answers, trying each once, in
-/// order.
-///
-/// # Errors
-/// A refusal at once; the last target's error if none could be reached.
-pub async fn first_of<T, F, Fut>(targets: &[Target], attempt: F) -> Result<T>
-where
-    F: Fn(Endpoint) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut last = Error::InvalidArgument("no tracker address given".into());
-    for target in targets {
-        match async { attempt(target.resolve().await?).await }.await {
-            Ok(made) => return Ok(made),
-            Err(e) if lost_tracker(&e) => last = e,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
-}
-
-/// Whether `e` means the tracker is gone or cannot be reached (rather than refusing us).
-fn lost_tracker(e: &Error) -> bool {
-    crate::live::lost_tracker(e)
 }

@@ -125,6 +125,8 @@ def test_prometheus_scrapes_the_tracker(tmp_path: Path) -> None:
                 port = listening_port(proc.pid)
                 query = urllib.parse.urlencode({"query": "sum(matchtracker_requests_total)"})
                 # Prometheus scrapes every second: its answer is the count once it has scraped.
+                # Prometheus offers no event to wait on, so its query API is asked again (a
+                # fifth of a scrape interval apart) until it answers, for at most 30 s.
                 until = time.monotonic() + 30
                 seen = None
                 while time.monotonic() < until:
@@ -187,18 +189,20 @@ def test_the_command_line_refuses_an_open_monitor_in_one_line() -> None:
 
 
 def test_connections_lists_each_node_and_the_closed_ones_with_why() -> None:
-    with mt.Tracker(timeout=30, monitor="127.0.0.1:0") as tracker, mt.Server("S1", tracker.address, number=3):
+    with mt.Tracker(timeout=30, monitor="127.0.0.1:0") as tracker:
         host, port = tracker.address.rsplit(":", 1)
+        # Both nodes typed by hand: the server's QUERY lines are the moment the client's
+        # requests are open at the tracker.
+        server = socket.create_connection((host, int(port)), timeout=10)
+        queries = server.makefile("r", encoding="utf-8")
+        server.sendall(b"HELLO S1\n")
+        assert queries.readline().startswith("WELCOME S1 ")
         with socket.create_connection((host, int(port)), timeout=10) as raw:
             lines = raw.makefile("r", encoding="utf-8")
             raw.sendall(b"HI C9\n")
             assert lines.readline().startswith("WELCOME")
-            raw.sendall(b"FIND 1 4\nFIND 2 5\n")  # nobody holds 4 or 5: both stay open
-            tracker.wait_for_nodes(1, 1)
-            # The requests are open once the tracker has read them; stats() says when.
-            until = time.monotonic() + 10
-            while tracker.stats()["open_requests"] < 2 and time.monotonic() < until:
-                time.sleep(0.01)
+            raw.sendall(b"FIND 1 4\nFIND 2 5\n")  # the server never replies: both stay open
+            assert [queries.readline().split()[0] for _ in range(2)] == ["QUERY", "QUERY"]
             listed = json.loads(get(tracker.monitor_address, "/connections")[2])
             by_name = {c["name"]: c for c in listed["open"]}
             assert set(by_name) == {"S1", "C9"}
@@ -208,14 +212,12 @@ def test_connections_lists_each_node_and_the_closed_ones_with_why() -> None:
             assert c9["bytes_queued"] == 0 and c9["idle_for"] >= 0 and c9["connected_at"] <= time.time()
             assert by_name["S1"]["role"] == "server" and "open_requests" not in by_name["S1"]
             raw.sendall(b"CANCEL 1\nCANCEL 2\nBYE\n")
-            assert lines.readline() == ""  # the tracker closes after a client's BYE
-        until = time.monotonic() + 10
-        while time.monotonic() < until:
-            listed = json.loads(get(tracker.monitor_address, "/connections")[2])
-            if listed["closed"]:
-                break
-            time.sleep(0.01)
+            # The tracker closes after a client's BYE, once its registration is undone (and
+            # listed among the closed ones).
+            assert lines.readline() == ""
+        listed = json.loads(get(tracker.monitor_address, "/connections")[2])
         (closed,) = listed["closed"]
         assert closed["name"] == "C9" and closed["reason"].startswith("it left")
         assert [c["name"] for c in listed["open"]] == ["S1"]
         assert listed["closed_kept"] == 256
+        server.close()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
-import time
 
 import pytest
 
@@ -44,16 +44,21 @@ def test_a_request_in_flight_at_the_stop_is_answered_and_the_next_goes_to_the_ne
     tracker = mt.Tracker(timeout=1.0)
     port = tracker.port
     with mt.Server("S1", tracker.address, number=4) as server, mt.Client("C1", tracker.address) as client:
+        # A server typed by hand, which never replies: its QUERY line is the moment the
+        # request is open at the tracker.
+        host, tracker_port = tracker.address.rsplit(":", 1)
+        raw = socket.create_connection((host, int(tracker_port)), timeout=10)
+        lines = raw.makefile("r", encoding="utf-8")
+        raw.sendall(b"HELLO S9\n")
+        assert lines.readline().startswith("WELCOME S9 ")
         got: list[list[str]] = []
         # Nobody holds 6: the request stays open until the deadline, past the stop's start.
         asking = threading.Thread(target=lambda: got.append(client.find_match(6)))
         asking.start()
-        # Open once the tracker has read it; stats() says when (there is no event to wait on).
-        until = time.monotonic() + 5
-        while tracker.stats()["open_requests"] == 0 and time.monotonic() < until:
-            time.sleep(0.01)
+        assert lines.readline().startswith("QUERY ")
         tracker.close()  # drains: answers the open request at its deadline, then BYE
         asking.join()
+        raw.close()
         assert got == [[]]
         tracker = mt.Tracker(port=port, timeout=SHORT)
         try:

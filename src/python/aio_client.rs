@@ -28,7 +28,7 @@ use super::aio::awaitable;
 use super::args::{self, Int, Seconds};
 use super::errors::to_py;
 use super::happenings;
-use super::nodes::{opening, Again, Opening, Reach};
+use super::nodes::{opening, Joining, Opening, Reach};
 use crate::connection::{self, Endpoint, Stream, TlsStream};
 use crate::error::Error;
 use crate::live;
@@ -297,10 +297,8 @@ impl AsyncClient {
         reconnect: bool,
         reconnect_for: Option<Seconds>,
     ) -> PyResult<Opening> {
-        let name = args::name(name, "name")?;
-        let (targets, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        let again = Again::from_args(reconnect, reconnect_for)?;
-        happenings::start_watcher(py)?;
+        let reach = Reach { address: tracker_address, token, tls, tls_ca };
+        let Joining { name, targets, token, again } = reach.joining(py, name, reconnect, reconnect_for)?;
         opening(py, async move {
             let mut reach = live::Reach::new(targets, name.clone(), Transcript::off(), again.patience())?;
             let registered = reach.first(|to| register(to, name.clone(), token.clone())).await?;

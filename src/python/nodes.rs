@@ -253,6 +253,30 @@ impl Reach<'_, '_> {
     pub fn checked(self) -> PyResult<(Vec<Target>, Option<Token>)> {
         Ok((args::targets(self.address, self.tls, self.tls_ca.as_deref())?, args::token(self.token)?))
     }
+
+    /// What a library node takes to join, checked: its `name`, these trackers and token,
+    /// and whether it reconnects. Starts the watcher of what nodes tell their owners.
+    pub fn joining(
+        self,
+        py: Python<'_>,
+        name: &str,
+        reconnect: bool,
+        reconnect_for: Option<Seconds>,
+    ) -> PyResult<Joining> {
+        let name = args::name(name, "name")?;
+        let (targets, token) = self.checked()?;
+        let again = Again::from_args(reconnect, reconnect_for)?;
+        happenings::start_watcher(py)?;
+        Ok(Joining { name, targets, token, again })
+    }
+}
+
+/// A library node's name, trackers, token and reconnection, checked.
+pub struct Joining {
+    pub name: Name,
+    pub targets: Vec<Target>,
+    pub token: Option<Token>,
+    pub again: Again,
 }
 
 /// A node on its way, in asyncio: await it for the node, or enter it with `async with`,
@@ -405,11 +429,10 @@ impl Server {
         reconnect: bool,
         reconnect_for: Option<Seconds>,
     ) -> PyResult<Self> {
-        let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
-        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        let again = Again::from_args(reconnect, reconnect_for)?;
-        happenings::start_watcher(py)?;
-        Ok(Server(wait(py, ServerHandle::open(name, target, number, token, again))?))
+        let reach = Reach { address: tracker_address, token, tls, tls_ca };
+        let Joining { name, targets, token, again } = reach.joining(py, name, reconnect, reconnect_for)?;
+        let number = args::number_or_random(number)?;
+        Ok(Server(wait(py, ServerHandle::open(name, targets, number, token, again))?))
     }
 
     #[getter]
@@ -472,11 +495,9 @@ impl Client {
         reconnect: bool,
         reconnect_for: Option<Seconds>,
     ) -> PyResult<Self> {
-        let name = args::name(name, "name")?;
-        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        let again = Again::from_args(reconnect, reconnect_for)?;
-        happenings::start_watcher(py)?;
-        Ok(Client(wait(py, ClientHandle::open(name, target, token, again))?))
+        let reach = Reach { address: tracker_address, token, tls, tls_ca };
+        let Joining { name, targets, token, again } = reach.joining(py, name, reconnect, reconnect_for)?;
+        Ok(Client(wait(py, ClientHandle::open(name, targets, token, again))?))
     }
 
     #[getter]
@@ -616,12 +637,12 @@ impl AsyncServer {
         reconnect: bool,
         reconnect_for: Option<Seconds>,
     ) -> PyResult<Opening> {
-        let (name, number) = (args::name(name, "name")?, args::number_or_random(number)?);
-        let (target, token) = Reach { address: tracker_address, token, tls, tls_ca }.checked()?;
-        let again = Again::from_args(reconnect, reconnect_for)?;
+        let reach = Reach { address: tracker_address, token, tls, tls_ca };
+        let Joining { name, targets, token, again } = reach.joining(py, name, reconnect, reconnect_for)?;
+        let number = args::number_or_random(number)?;
         opening(
             py,
-            async move { Ok(AsyncServer(ServerHandle::open(name, target, number, token, again).await?)) },
+            async move { Ok(AsyncServer(ServerHandle::open(name, targets, number, token, again).await?)) },
         )
     }
 
