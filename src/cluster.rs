@@ -17,10 +17,11 @@
 //! each tracker holding a lease in `mt-<name>-trackers` that it renews every [`BEAT`] and that
 //! expires [`LEASE`] after its last renewal: a name whose owner's lease has expired is free.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::{LastRawMessageError, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -93,6 +94,14 @@ pub enum Claim {
     Taken,
 }
 
+/// Whether a tracker holds its lease, and its term: the number of times it has lost it so
+/// far. A node is served only in the term it registered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub term: u64,
+    pub holding: bool,
+}
+
 /// This tracker's membership of a cluster.
 pub struct Cluster {
     /// This tracker's id, fresh at every start.
@@ -103,9 +112,14 @@ pub struct Cluster {
     leases: kv::Store,
     /// Peers by id, with when each was last heard from.
     peers: Mutex<FastMap<String, Instant>>,
-    /// Whether this tracker holds a lease it has renewed lately: while it does not, it
-    /// serves no nodes (it cannot keep their names).
-    standing: watch::Sender<bool>,
+    /// Whether this tracker holds a lease it has renewed lately, and how many times it has
+    /// lost it: while it does not hold it, it serves no nodes (it cannot keep their names),
+    /// and a node registered before a loss is served no more.
+    standing: watch::Sender<Standing>,
+    /// When the last renewal that JetStream acknowledged was sent, in nanoseconds since
+    /// `born`: the lease's age by the monotonic clock, whatever the timers managed to run.
+    renewed: AtomicU64,
+    born: Instant,
     /// Set once this tracker has said it is leaving: it says `ALIVE` no more.
     leaving: AtomicBool,
 }
@@ -134,19 +148,34 @@ impl Cluster {
         let names = bucket(&js, &format!("mt-{}-names", config.name), None).await?;
         let leases = bucket(&js, &format!("mt-{}-trackers", config.name), Some(LEASE)).await?;
         let id = format!("{:016x}", rand::random::<u64>());
-        let standing = watch::channel(true).0;
+        let standing = watch::channel(Standing { term: 0, holding: true }).0;
         let peers = Mutex::new(FastMap::default());
-        let cluster =
-            Cluster { id, nats, prefix, names, leases, peers, standing, leaving: AtomicBool::new(false) };
+        let born = Instant::now();
+        let cluster = Cluster {
+            id,
+            nats,
+            prefix,
+            names,
+            leases,
+            peers,
+            standing,
+            renewed: AtomicU64::new(0),
+            born,
+            leaving: AtomicBool::new(false),
+        };
         // A bucket another tracker has just made may take a moment to elect its leader.
         let until = Instant::now() + JOIN_PATIENCE;
-        while let Err(e) = cluster.renew().await {
-            if Instant::now() >= until {
-                return Err(e);
+        loop {
+            let sent = Instant::now();
+            match cluster.renew().await {
+                Ok(()) => {
+                    cluster.renewed_at(sent);
+                    return Ok(cluster);
+                }
+                Err(e) if Instant::now() >= until => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Ok(cluster)
     }
 
     fn subject(&self, what: &str) -> String {
@@ -210,24 +239,81 @@ impl Cluster {
 
     /// Renews the lease every [`BEAT`] until `stop`. A missed renewal is made up by the next;
     /// past [`FENCE`] without one, the tracker loses its standing (and drops its nodes) until
-    /// a renewal goes through again.
+    /// a renewal goes through again. A renewal that comes after such a gap (the process was
+    /// paused, say, and no timer ran meanwhile) ends the term all the same: the lease may have
+    /// expired in the gap and the names of its nodes been given out.
     async fn keep_lease(self: Arc<Self>, transcript: Transcript, mut stop: StopSignal) {
-        let mut renewed = Instant::now();
         let mut beat = tokio::time::interval(BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut said = *self.standing.borrow();
         loop {
             tokio::select! {
                 _ = beat.tick() => {}
                 () = stop.requested() => break,
             }
             let sent = Instant::now();
-            if matches!(tokio::time::timeout(RENEW_PATIENCE, self.renew()).await, Ok(Ok(()))) {
-                renewed = sent;
+            let renewed = matches!(tokio::time::timeout(RENEW_PATIENCE, self.renew()).await, Ok(Ok(())));
+            if self.lease_age() >= FENCE {
+                self.lapse();
             }
-            let standing = renewed.elapsed() < FENCE;
-            if self.standing.send_if_modified(|now| std::mem::replace(now, standing) != standing) {
-                transcript.record(Event::Standing { standing });
+            if renewed {
+                self.renewed_at(sent);
+                self.standing.send_if_modified(|now| !std::mem::replace(&mut now.holding, true));
+            }
+            // Said as it changed, a loss even if the standing came back before this task ran.
+            let now = *self.standing.borrow();
+            if now != said {
+                if said.holding {
+                    transcript.record(Event::Standing { standing: false });
+                }
+                if now.holding {
+                    transcript.record(Event::Standing { standing: true });
+                }
+                said = now;
             }
         }
+    }
+
+    /// Notes a renewal sent at `sent` that JetStream acknowledged.
+    fn renewed_at(&self, sent: Instant) {
+        let nanos = u64::try_from(sent.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX);
+        self.renewed.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// How long ago the last acknowledged renewal was sent, by the monotonic clock.
+    fn lease_age(&self) -> Duration {
+        self.born.elapsed().saturating_sub(Duration::from_nanos(self.renewed.load(Ordering::Relaxed)))
+    }
+
+    /// Ends the term: the tracker no longer holds its lease. True if it held it until now.
+    fn lapse(&self) -> bool {
+        self.standing.send_if_modified(|now| {
+            let was = now.holding;
+            if was {
+                *now = Standing { term: now.term + 1, holding: false };
+            }
+            was
+        })
+    }
+
+    /// Whether this tracker may act on a node registered in `term`: by the monotonic clock,
+    /// its lease is younger than [`FENCE`] (so it cannot have expired), and it has not lost
+    /// it since. Checked where each decision is taken (a name granted, a request read, a
+    /// query written, an answer or a report sent), since after a pause work queued in the
+    /// sockets may run before the timer that would have stopped the tracker.
+    pub fn holds(&self, term: u64) -> bool {
+        if self.lease_age() >= FENCE {
+            self.lapse();
+            return false;
+        }
+        let now = *self.standing.borrow();
+        now.holding && now.term == term
+    }
+
+    /// How much longer, at least, the lease lasts: a name of one of this tracker's nodes is
+    /// not given out elsewhere before then.
+    pub fn lease_left(&self) -> Duration {
+        LEASE.saturating_sub(self.lease_age())
     }
 
     /// Tells the other trackers that this one is stopping, so that no request of theirs
@@ -239,8 +325,8 @@ impl Cluster {
         let _ = self.nats.flush().await;
     }
 
-    /// Whether this tracker holds its lease, as it changes.
-    pub fn standing(&self) -> watch::Receiver<bool> {
+    /// Whether this tracker holds its lease, and its term, as they change.
+    pub fn standing(&self) -> watch::Receiver<Standing> {
         self.standing.subscribe()
     }
 
@@ -290,6 +376,11 @@ impl Cluster {
 
     /// Takes `name` for a node registering here, unless a live tracker holds it.
     ///
+    /// The bucket's plain reads may come from any replica, and one that lags gives an old
+    /// value: nothing here is decided on them. The name is read from the bucket's leader, and
+    /// it is this tracker's only through a write the leader checks, a compare-and-set on the
+    /// revision read, which fails if another tracker took the name meanwhile.
+    ///
     /// # Errors
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down).
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
@@ -297,39 +388,63 @@ impl Cluster {
             |e: &dyn std::fmt::Display| Error::Cluster(format!("the cluster's names cannot be reached: {e}"));
         let ours = Bytes::from(self.id.clone());
         for _ in 0..3 {
-            match self.names.create(name.as_str(), ours.clone()).await {
-                Ok(_) => return Ok(Claim::Ours),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(unreachable(&e)),
-            }
-            let Some(entry) = self.names.entry(name.as_str()).await.map_err(|e| unreachable(&e))? else {
-                continue; // gone meanwhile: try again
+            let revision = match latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))? {
+                None => 0, // never written: the write expects no entry at all
+                Some(entry) => {
+                    if let Some(owner) = entry.owner.filter(|owner| *owner != self.id) {
+                        if self.lease_alive(&owner).await.map_err(|e| unreachable(&e))? {
+                            return Ok(Claim::Taken);
+                        }
+                    }
+                    // Ours already (a node of ours left and its release has not gone
+                    // through), deleted, or its owner's lease has lapsed.
+                    entry.revision
+                }
             };
-            if entry.operation == kv::Operation::Put {
-                let owner = String::from_utf8_lossy(&entry.value).into_owned();
-                if owner == self.id {
-                    return Ok(Claim::Ours);
-                }
-                if self.leases.get(owner).await.map_err(|e| unreachable(&e))?.is_some() {
-                    return Ok(Claim::Taken);
-                }
-            }
-            // Its owner's lease has lapsed (or it was deleted): take it over, unless another
-            // tracker did first.
-            if self.names.update(name.as_str(), ours.clone(), entry.revision).await.is_ok() {
-                return Ok(Claim::Ours);
+            match self.names.update(name.as_str(), ours.clone(), revision).await {
+                Ok(_) => return Ok(Claim::Ours),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {} // changed: again
+                Err(e) => return Err(unreachable(&e)),
             }
         }
         Ok(Claim::Taken)
     }
 
+    /// Whether tracker `owner` holds its lease, as the leases bucket's leader sees it.
+    async fn lease_alive(&self, owner: &str) -> std::result::Result<bool, LastRawMessageError> {
+        Ok(latest(&self.leases, owner).await?.is_some_and(|entry| entry.owner.is_some()))
+    }
+
     /// Gives `name` back when its node leaves, unless another tracker has taken it over.
     pub async fn release(&self, name: &Name) {
-        if let Ok(Some(entry)) = self.names.entry(name.as_str()).await {
-            if entry.operation == kv::Operation::Put && entry.value == self.id.as_bytes() {
+        if let Ok(Some(entry)) = latest(&self.names, name.as_str()).await {
+            if entry.owner.as_deref() == Some(self.id.as_str()) {
                 let _ = self.names.delete_expect_revision(name.as_str(), Some(entry.revision)).await;
             }
         }
+    }
+}
+
+/// A key's last entry, as the bucket's leader has it.
+struct Latest {
+    /// The value of a put (a name's owner; any value for a lease), or `None` for a delete or
+    /// purge marker.
+    owner: Option<String>,
+    revision: u64,
+}
+
+/// Reads `key` from the leader of `store`'s stream (a replica may lag); `None` if the key
+/// has never been written, or its last entry has expired.
+async fn latest(store: &kv::Store, key: &str) -> std::result::Result<Option<Latest>, LastRawMessageError> {
+    let subject = format!("{}{key}", store.prefix);
+    match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => {
+            let put = message.headers.get("KV-Operation").is_none_or(|op| op.as_str() == "PUT");
+            let owner = put.then(|| String::from_utf8_lossy(&message.payload).into_owned());
+            Ok(Some(Latest { owner, revision: message.sequence }))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -21,12 +21,16 @@ pub struct Ask {
 }
 
 /// One tracker's matches for a request: some as they come (`SOME <request> <tracker>
-/// [names...]`, `last` false), then its last word (`TOLD <request> <tracker> <complete 0|1>
-/// <servers asked> [names...]`, `last` true) with the rest.
+/// <lease ms> [names...]`, `last` false), then its last word (`TOLD <request> <tracker>
+/// <lease ms> <complete 0|1> <servers asked> [names...]`, `last` true) with the rest.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Told {
     pub request: u64,
     pub tracker: String,
+    /// How long after it received the `ASK` its lease is sure to hold, so that the names it
+    /// told cannot be another node's: the asking tracker counts this from when it asked (no
+    /// later than the receipt), and leaves the names out of an answer sent after that.
+    pub lease_ms: u64,
     pub last: bool,
     /// Every server it asked has replied (in its last word).
     pub complete: bool,
@@ -71,9 +75,10 @@ impl Ask {
 impl Told {
     pub fn encode(&self) -> Bytes {
         let mut line = if self.last {
-            format!("TOLD {} {} {} {}", self.request, self.tracker, u8::from(self.complete), self.asked)
+            let Told { request, tracker, lease_ms, complete, asked, .. } = self;
+            format!("TOLD {request} {tracker} {lease_ms} {} {asked}", u8::from(*complete))
         } else {
-            format!("SOME {} {}", self.request, self.tracker)
+            format!("SOME {} {} {}", self.request, self.tracker, self.lease_ms)
         };
         for name in &self.names {
             let _ = write!(line, " {name}");
@@ -88,6 +93,7 @@ impl Told {
         };
         let request = f.id().ok()?;
         let tracker = f.word().ok()?.to_owned();
+        let lease_ms = f.id().ok()?;
         let (complete, asked) = if last {
             let complete = match f.word().ok()? {
                 "1" => true,
@@ -99,7 +105,7 @@ impl Told {
             (false, 0)
         };
         let names = f.0.map(Name::new).collect::<Result<_, _>>().ok()?;
-        Some(Told { request, tracker, last, complete, asked, names })
+        Some(Told { request, tracker, lease_ms, last, complete, asked, names })
     }
 }
 
@@ -137,14 +143,30 @@ mod tests {
         };
         assert_eq!(Ask::decode(&ask.encode()), Some(ask));
         let names = vec![Name::new("S2").unwrap(), Name::new("S10").unwrap()];
-        let told = Told { request: 7, tracker: "abcd".into(), last: true, complete: true, asked: 12, names };
+        let told = Told {
+            request: 7,
+            tracker: "abcd".into(),
+            lease_ms: 1500,
+            last: true,
+            complete: true,
+            asked: 12,
+            names,
+        };
         assert_eq!(Told::decode(&told.encode()), Some(told));
-        let none =
-            Told { request: 1, tracker: "x".into(), last: true, complete: false, asked: 0, names: vec![] };
+        let none = Told {
+            request: 1,
+            tracker: "x".into(),
+            lease_ms: 1500,
+            last: true,
+            complete: false,
+            asked: 0,
+            names: vec![],
+        };
         assert_eq!(Told::decode(&none.encode()), Some(none));
         let some = Told {
             request: 2,
             tracker: "y".into(),
+            lease_ms: 800,
             last: false,
             complete: false,
             asked: 0,
@@ -158,8 +180,10 @@ mod tests {
             "ASK a 1 C1 4",
             "ASK a x C1 4 5",
             "ASK a 1 C1 11 5",
-            "TOLD 1 a 2 0",
-            "TOLD 1 a 1 0 bad!name",
+            "TOLD 1 a 900 2 0",
+            "TOLD 1 a 900 1 0 bad!name",
+            "TOLD 1 a 1 0",
+            "SOME 1 a S1",
             "HELLO",
             "ALIVE",
             "ALIVE a b",

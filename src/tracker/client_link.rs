@@ -56,6 +56,8 @@ struct ClientLink {
     permits: Arc<Semaphore>,
     waiting: Waiting,
     out: mpsc::UnboundedSender<Outgoing>,
+    /// The cluster term the client registered in: it is served while the tracker holds it.
+    term: u64,
 }
 
 /// Serves the client `name` from its greeting to its leaving.
@@ -80,6 +82,7 @@ pub(super) async fn run(
         permits,
         waiting: Waiting::default(),
         out,
+        term: seat.term(),
     };
     let stall = shared.config.stall_timeout;
     let ending = tokio::select! {
@@ -127,6 +130,12 @@ impl ClientLink {
                 // Out of permits: read on once an answer has been written.
                 _ = self.permits.acquire(), if reading && budget == 0 => continue,
                 (open, by_deadline) = self.waiting.next() => {
+                    // An answer goes out only while the tracker's lease holds: the names in it
+                    // may be other nodes' once it may have lapsed. The client hears why.
+                    if !self.shared.peers.holds(self.term) {
+                        self.free(open);
+                        return Ending::cut_off();
+                    }
                     self.answer(open, by_deadline);
                     continue;
                 }
@@ -136,8 +145,12 @@ impl ClientLink {
                     continue;
                 }
                 () = signals.stop.requested() => return Ending::Stopped,
-                () = self.shared.peers.cut_off() => return Ending::cut_off(),
+                () = self.shared.peers.cut_off(self.term) => return Ending::cut_off(),
             };
+            // Requests read after the lease may have lapsed (a pause, say) are not served.
+            if !self.shared.peers.holds(self.term) {
+                return Ending::cut_off();
+            }
             let full_turn = lines.len() == LINES_PER_TURN;
             self.conn.touch();
             for line in lines.drain(..) {

@@ -26,12 +26,15 @@ const ASK_PATIENCE: Duration = Duration::from_millis(250);
 
 /// What the other trackers have told about one request so far.
 pub(super) struct Gather {
+    /// When the request was asked of them: no tracker can have received it earlier.
+    asked_at: Instant,
     /// Peers that have not yet told everything (all their servers replied).
     incomplete: HashSet<String>,
     /// Peers that have not told at all.
     pub silent: HashSet<String>,
-    /// Their matching servers.
-    pub names: Vec<Name>,
+    /// Their matching servers, by tracker, with how long after `asked_at` that tracker's
+    /// lease surely holds.
+    told: FastMap<String, (Duration, Vec<Name>)>,
     /// Servers they asked.
     pub asked: usize,
     done: Option<Done>,
@@ -41,6 +44,24 @@ impl Gather {
     /// Whether every peer asked has told, with all its servers replied.
     pub fn complete(&self) -> bool {
         self.incomplete.is_empty()
+    }
+
+    /// The names an answer sent now may carry: those of trackers whose lease surely still
+    /// holds. A tracker whose lease may have lapsed (it was paused, or cut off) could have
+    /// lost its nodes' names to other nodes: its names are left out, and it counts as
+    /// silent.
+    pub fn names_now(&mut self) -> Vec<Name> {
+        let now = Instant::now();
+        let mut names = Vec::new();
+        for (tracker, (lease, told)) in self.told.drain() {
+            if told.is_empty() || now < self.asked_at + lease {
+                names.extend(told);
+            } else {
+                self.silent.insert(tracker.clone());
+                self.incomplete.insert(tracker);
+            }
+        }
+        names
     }
 }
 
@@ -63,9 +84,10 @@ impl Federation {
         let request = self.next.fetch_add(1, Ordering::Relaxed);
         let peers: HashSet<String> = self.cluster.live_peers().into_iter().collect();
         let gather = Gather {
+            asked_at: Instant::now(),
             incomplete: peers.clone(),
             silent: peers,
-            names: Vec::new(),
+            told: FastMap::default(),
             asked: 0,
             done: Some(done),
         };
@@ -110,7 +132,9 @@ impl Federation {
             let Some(gather) = gathers.get_mut(&told.request) else { return };
             // A tracker that was not waited for (not heard from lately when the request
             // went out) is welcome all the same: its names are right.
-            gather.names.extend(told.names);
+            let (lease, names) = gather.told.entry(told.tracker.clone()).or_default();
+            *lease = (*lease).max(Duration::from_millis(told.lease_ms));
+            names.extend(told.names);
             if !told.last {
                 return;
             }
@@ -150,7 +174,7 @@ pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
                         // A stopping tracker takes no new requests: it tells at once that it
                         // has nothing, so that a peer that had not yet heard it is leaving
                         // does not wait for it.
-                        let told = Told { request: ask.request, tracker: cluster.id.clone(), last: true, complete: true, asked: 0, names: Vec::new() };
+                        let told = Told { request: ask.request, tracker: cluster.id.clone(), lease_ms: 0, last: true, complete: true, asked: 0, names: Vec::new() };
                         cluster.tell(reply, &told).await;
                         continue;
                     }
@@ -171,15 +195,26 @@ const PASS_ON_EVERY: Duration = Duration::from_millis(20);
 async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, mut stop: StopSignal) {
     let Some(federation) = shared.peers.federation() else { return };
     let cluster = &federation.cluster;
+    let received = Instant::now();
+    // Whatever this tracker tells is told in the term it received the request in: once its
+    // lease may have lapsed, its servers' names may be other nodes', and it tells no more.
+    let term = shared.peers.term();
     let asked = shared.counts.borrow().0;
-    let told = |last, names| Told {
-        request: ask.request,
-        tracker: cluster.id.clone(),
-        last,
-        complete: true,
-        asked: 0,
-        names,
+    let told = |last, names| {
+        let lease = received.elapsed() + cluster.lease_left();
+        Told {
+            request: ask.request,
+            tracker: cluster.id.clone(),
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            last,
+            complete: true,
+            asked: 0,
+            names,
+        }
     };
+    if !cluster.holds(term) {
+        return;
+    }
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let Some(id) = shared.fan_out(&ask.client, ask.number, Done::new(done, 0, Part::Local)) else {
         return cluster.tell(reply, &told(true, Vec::new())).await;
@@ -200,12 +235,19 @@ async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, 
             _ = every.tick() => {}
         }
         if let Some((count, names)) = shared.matched_beyond(id, known) {
+            if !cluster.holds(term) {
+                shared.close(id);
+                return;
+            }
             known = count;
             let new: Vec<Name> = names.into_iter().filter(|name| sent.insert(name.clone())).collect();
             cluster.tell(reply.clone(), &told(false, new)).await;
         }
     }
     let Some((request, listed)) = shared.close(id) else { return };
+    if !cluster.holds(term) {
+        return;
+    }
     let mut last = told(true, listed.names.iter().filter(|name| !sent.contains(*name)).cloned().collect());
     last.complete = request.all_replied();
     last.asked = asked;

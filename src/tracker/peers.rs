@@ -36,13 +36,10 @@ pub(super) struct Heard {
 }
 
 impl From<Gather> for Heard {
-    fn from(gather: Gather) -> Heard {
-        Heard {
-            complete: gather.complete(),
-            asked: gather.asked,
-            silent: gather.silent.len(),
-            names: gather.names,
-        }
+    /// What the answer, sent now, takes from the other trackers.
+    fn from(mut gather: Gather) -> Heard {
+        let names = gather.names_now();
+        Heard { complete: gather.complete(), asked: gather.asked, silent: gather.silent.len(), names }
     }
 }
 
@@ -58,8 +55,8 @@ impl Peers {
     /// its lease (may give out names). `None` alone.
     pub fn standing(&self) -> Option<(usize, bool)> {
         let federation = self.federation()?;
-        let standing = *federation.cluster.standing().borrow();
-        Some((federation.cluster.live_peers().len(), standing))
+        let holding = federation.cluster.holds(federation.cluster.standing().borrow().term);
+        Some((federation.cluster.live_peers().len(), holding))
     }
 
     /// The cluster's side, for the tasks that serve it.
@@ -70,16 +67,35 @@ impl Peers {
         }
     }
 
-    /// Takes `name` across the cluster for a node registering here; the refusal to send
-    /// otherwise. A name held by another node of this tracker counts as taken here, and is
-    /// refused by the local registry next.
-    pub async fn claim(&self, name: &Name) -> Result<(), (ErrorCode, String)> {
-        let Some(federation) = self.federation().filter(|_| name.as_str() != CENTRAL) else { return Ok(()) };
-        if !*federation.cluster.standing().borrow() {
-            return Err((ErrorCode::Internal, CUT_OFF.to_owned()));
+    /// The term a node registering now is registered in (always 0 alone): it is served
+    /// while [`Peers::holds`] that term.
+    pub fn term(&self) -> u64 {
+        self.federation().map_or(0, |federation| federation.cluster.standing().borrow().term)
+    }
+
+    /// Whether this tracker may act for a node registered in `term`: always alone; in a
+    /// cluster, while its lease is fresh by the monotonic clock and has not lapsed since.
+    pub fn holds(&self, term: u64) -> bool {
+        self.federation().is_none_or(|federation| federation.cluster.holds(term))
+    }
+
+    /// Takes `name` across the cluster for a node registering here: the term it is
+    /// registered in, or the refusal to send. A name held by another node of this tracker
+    /// counts as taken here, and is refused by the local registry next.
+    pub async fn claim(&self, name: &Name) -> Result<u64, (ErrorCode, String)> {
+        let term = self.term();
+        let Some(federation) = self.federation().filter(|_| name.as_str() != CENTRAL) else {
+            return Ok(term);
+        };
+        let cut_off = || (ErrorCode::Internal, CUT_OFF.to_owned());
+        if !federation.cluster.holds(term) {
+            return Err(cut_off());
         }
         match federation.cluster.claim(name).await {
-            Ok(Claim::Ours) => Ok(()),
+            // The lease may have lapsed while the name was being taken (the process paused):
+            // then the name is not this tracker's to give.
+            Ok(Claim::Ours) if !federation.cluster.holds(term) => Err(cut_off()),
+            Ok(Claim::Ours) => Ok(term),
             Ok(Claim::Taken) => {
                 Err((ErrorCode::NameTaken, format!("the name {name} is taken by a live node")))
             }
@@ -100,14 +116,15 @@ impl Peers {
         }
     }
 
-    /// Resolves when this tracker loses its place in its cluster (never, alone): then it must
-    /// serve no node, whose name another tracker may soon give out.
-    pub async fn cut_off(&self) {
+    /// Resolves when this tracker may no longer serve a node registered in `term` (never,
+    /// alone): it lost its place in its cluster, and another tracker may soon give out the
+    /// node's name.
+    pub async fn cut_off(&self, term: u64) {
         match self.federation() {
             Some(federation) => {
                 let mut standing = federation.cluster.standing();
                 // The sender lives as long as the tracker: an error is the tracker going away.
-                let _ = standing.wait_for(|standing| !standing).await;
+                let _ = standing.wait_for(|now| !now.holding || now.term != term).await;
             }
             None => std::future::pending().await,
         }

@@ -28,6 +28,8 @@ pub(super) struct Seat {
     /// Its entry among the tracker's connections, and why it ended once that is known.
     conn: Arc<Conn>,
     why: Option<String>,
+    /// The cluster term it registered in (see [`Peers::holds`]).
+    term: u64,
 }
 
 impl Seat {
@@ -40,12 +42,12 @@ impl Seat {
         write: &mut WriteHalf,
     ) -> Option<Seat> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
-        claim(shared, &name, write).await?;
+        let term = claim(shared, &name, write).await?;
         if !shared.add_client(&name) {
             return refuse_taken(shared, &name, write).await;
         }
         let conn = shared.connections.opened(&name, Role::Client, origin);
-        let seat = Seat { shared: shared.clone(), name, server: None, conn, why: None };
+        let seat = Seat { shared: shared.clone(), name, server: None, conn, why: None, term };
         seat.welcome(Role::Client, write).await.then_some(seat)
     }
 
@@ -58,12 +60,12 @@ impl Seat {
         write: &mut WriteHalf,
     ) -> Option<(Seat, broadcast::Receiver<Bytes>)> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
-        claim(shared, &name, write).await?;
+        let term = claim(shared, &name, write).await?;
         let Some((server, queries)) = shared.add_server(&name) else {
             return refuse_taken(shared, &name, write).await;
         };
         let conn = shared.connections.opened(&name, Role::Server, origin);
-        let seat = Seat { shared: shared.clone(), name, server: Some(server), conn, why: None };
+        let seat = Seat { shared: shared.clone(), name, server: Some(server), conn, why: None, term };
         seat.welcome(Role::Server, write).await.then_some((seat, queries))
     }
 
@@ -74,6 +76,22 @@ impl Seat {
     /// Its entry among the tracker's connections.
     pub fn conn(&self) -> &Arc<Conn> {
         &self.conn
+    }
+
+    /// The cluster term it registered in.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Whether the tracker may still act for this node: its name cannot have been given out
+    /// elsewhere (always, alone).
+    pub fn held(&self) -> bool {
+        self.shared.peers.holds(self.term)
+    }
+
+    /// Resolves once the tracker may no longer serve this node (never, alone).
+    pub async fn cut_off(&self) {
+        self.shared.peers.cut_off(self.term).await;
     }
 
     /// The server's place in the registry (a client's seat has none).
@@ -125,10 +143,11 @@ impl Drop for Seat {
     }
 }
 
-/// Claims `name` across the cluster; `None` once the node has been refused.
-async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> Option<()> {
+/// Claims `name` across the cluster: the term it is held in, or `None` once the node has
+/// been refused.
+async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> Option<u64> {
     match shared.peers.claim(name).await {
-        Ok(()) => Some(()),
+        Ok(term) => Some(term),
         Err((code, text)) => {
             refuse(shared, write, name.as_str(), code, &text).await;
             None

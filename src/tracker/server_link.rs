@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use super::accept::error_line;
-use super::connections::{Conn, Origin};
+use super::connections::Origin;
 use super::requests::Reply;
 use super::seat::{Ending, Seat};
 use super::{ServerSeat, Shared};
@@ -41,10 +41,10 @@ pub(super) async fn run(
     let (errors, mut errors_rx) = mpsc::channel(SERVER_ERRORS);
     let stall = shared.config.stall_timeout;
     let ending = tokio::select! {
-        ending = read_replies(shared, server, seat.conn(), &mut reader, &errors) => ending,
-        ending = write_queries(&mut write, &mut queries, &mut errors_rx, stall) => ending,
+        ending = read_replies(shared, &seat, server, &mut reader, &errors) => ending,
+        ending = write_queries(&seat, &mut write, &mut queries, &mut errors_rx, stall) => ending,
         () = stop.requested() => Ending::Stopped,
-        () = shared.peers.cut_off() => Ending::cut_off(),
+        () = seat.cut_off() => Ending::cut_off(),
     };
     drop(queries);
     seat.leave(&mut write, ending).await;
@@ -52,8 +52,8 @@ pub(super) async fn run(
 
 async fn read_replies(
     shared: &Shared,
+    seat: &Seat,
     server: &ServerSeat,
-    conn: &Conn,
     reader: &mut LineReader,
     errors: &mpsc::Sender<Bytes>,
 ) -> Ending {
@@ -88,7 +88,12 @@ async fn read_replies(
                 ControlFlow::Continue(())
             })
             .await;
-        conn.touch();
+        seat.conn().touch();
+        // A reply read after the tracker's lease may have lapsed is not counted: the name
+        // may be another node's by now.
+        if !seat.held() {
+            return Ending::cut_off();
+        }
         shared.on_replies(server, &replies, &mut refused);
         replies.clear();
         for reply in refused.drain(..) {
@@ -122,6 +127,7 @@ fn send_error(shared: &Shared, errors: &mpsc::Sender<Bytes>, code: ErrorCode, te
 }
 
 async fn write_queries(
+    seat: &Seat,
     write: &mut WriteHalf,
     queries: &mut broadcast::Receiver<Bytes>,
     errors: &mut mpsc::Receiver<Bytes>,
@@ -150,6 +156,9 @@ async fn write_queries(
             Ok(out) => out,
             Err(behind) => return lagged(behind),
         };
+        if !seat.held() {
+            return Ending::cut_off();
+        }
         // A server stuck in a write never comes back to the queue to see that it lagged, so a
         // write that makes no progress for `stall` is what marks it as a slow consumer.
         match tokio::time::timeout(stall, write.send(&out)).await {
