@@ -521,18 +521,18 @@ class Nodes:
 KINDS = ["isolate", "bridge", "pause-tracker", "pause-nats", "crash-tracker", "crash-nats", "latency"]
 
 
+FIXED = {"isolate": 4, "bridge": 4, "pause-tracker": 3, "pause-nats": 3, "crash-tracker": 2,
+         "crash-nats": 2, "latency": 5}
+
+
 def schedule(rng: random.Random, seconds: float, fixed: bool) -> list[tuple[float, str, int, float]]:
     """(start, kind, host, how long) from second 5 on, each followed by a quiet spell. A
-    fixed schedule is every kind once, in order."""
-    plan, at, order = [], 5.0, list(KINDS)
-    while True:
-        if fixed:
-            if not order:
-                break
-            kind = order.pop(0)
-        else:
-            kind = rng.choice(KINDS)
-        length = {
+    fixed schedule is every kind once, in order, for a set time (a pause outlasts the 2 s
+    lease), 4 s apart: it fits in 60 s."""
+    plan, at = [], 5.0
+    kinds = iter(KINDS) if fixed else iter(lambda: rng.choice(KINDS), None)
+    for kind in kinds:
+        length = FIXED[kind] if fixed else {
             "isolate": rng.uniform(3, 8), "bridge": rng.uniform(3, 8), "latency": rng.uniform(5, 10),
             "pause-tracker": rng.uniform(1, 5), "pause-nats": rng.uniform(1, 5),
             "crash-tracker": rng.uniform(1, 3), "crash-nats": rng.uniform(1, 3),

@@ -101,7 +101,7 @@ def test_sixty_seconds_of_faults_break_no_promise(tmp_path) -> None:
     why = faults.can_run()
     if why:
         pytest.skip(f"the fault harness {why}")
-    history = faults.run_in_thread(60, seed=24, deadline=1.0, fixed=True, directory=tmp_path)
+    history = faults.run_history(60, seed=24, deadline=1.0, fixed=True, directory=tmp_path)
     result = faults.check(history)
     report = faults.table(result)
     assert {f.kind for f in history.faults} == set(faults.KINDS), report
