@@ -88,8 +88,8 @@ impl ClusterConfig {
 /// Whether a name could be had.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// It is this tracker's now.
-    Ours,
+    /// It is this tracker's now, at this revision of the name (its fencing token).
+    Ours(u64),
     /// A live tracker holds it.
     Taken,
 }
@@ -107,6 +107,7 @@ pub struct Cluster {
     /// This tracker's id, fresh at every start.
     pub id: String,
     nats: async_nats::Client,
+    js: jetstream::Context,
     prefix: String,
     names: kv::Store,
     leases: kv::Store,
@@ -154,6 +155,7 @@ impl Cluster {
         let cluster = Cluster {
             id,
             nats,
+            js,
             prefix,
             names,
             leases,
@@ -376,38 +378,31 @@ impl Cluster {
 
     /// Takes `name` for a node registering here, unless a live tracker holds it.
     ///
-    /// The bucket's plain reads may come from any replica, and one that lags gives an old
-    /// value: nothing here is decided on them. The name is read from the bucket's leader, and
-    /// it is this tracker's only through a write the leader checks, a compare-and-set on the
-    /// revision read, which fails if another tracker took the name meanwhile.
+    /// Nothing is decided on a plain read of the bucket: those may come from any replica,
+    /// and one that lags gives an old value. The name is read from the bucket's leader, and
+    /// it is this tracker's only through a write that the leader accepts only if nothing in
+    /// the bucket has changed since that read. (JetStream's per-key compare-and-set is not
+    /// serialized in a clustered stream on nats-server 2.9, nats-server#4320: with it, two
+    /// trackers took one name at once. The check on the whole stream's last sequence is.)
     ///
     /// # Errors
-    /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down).
+    /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down), or
+    /// is so busy that the write never finds it unchanged.
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
-        let unreachable =
-            |e: &dyn std::fmt::Display| Error::Cluster(format!("the cluster's names cannot be reached: {e}"));
-        let ours = Bytes::from(self.id.clone());
-        for _ in 0..3 {
-            let revision = match latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))? {
-                None => 0, // never written: the write expects no entry at all
-                Some(entry) => {
-                    if let Some(owner) = entry.owner.filter(|owner| *owner != self.id) {
-                        if self.lease_alive(&owner).await.map_err(|e| unreachable(&e))? {
-                            return Ok(Claim::Taken);
-                        }
-                    }
-                    // Ours already (a node of ours left and its release has not gone
-                    // through), deleted, or its owner's lease has lapsed.
-                    entry.revision
+        for _ in 0..WRITE_TRIES {
+            let (last, entry) = self.read_name(name).await?;
+            if let Some(owner) = entry.and_then(|entry| entry.owner).filter(|owner| *owner != self.id) {
+                if self.lease_alive(&owner).await.map_err(|e| unreachable(&e))? {
+                    return Ok(Claim::Taken);
                 }
-            };
-            match self.names.update(name.as_str(), ours.clone(), revision).await {
-                Ok(_) => return Ok(Claim::Ours),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {} // changed: again
-                Err(e) => return Err(unreachable(&e)),
+            }
+            // Free, ours already (a node of ours left and its release has not gone through),
+            // or its owner's lease has lapsed: take it, unless the bucket changed meanwhile.
+            if let Some(revision) = self.write_name(name, Some(&self.id), last).await? {
+                return Ok(Claim::Ours(revision));
             }
         }
-        Ok(Claim::Taken)
+        Err(Error::Cluster("the cluster's names are too busy to be written; try again".into()))
     }
 
     /// Whether tracker `owner` holds its lease, as the leases bucket's leader sees it.
@@ -415,14 +410,57 @@ impl Cluster {
         Ok(latest(&self.leases, owner).await?.is_some_and(|entry| entry.owner.is_some()))
     }
 
-    /// Gives `name` back when its node leaves, unless another tracker has taken it over.
-    pub async fn release(&self, name: &Name) {
-        if let Ok(Some(entry)) = latest(&self.names, name.as_str()).await {
-            if entry.owner.as_deref() == Some(self.id.as_str()) {
-                let _ = self.names.delete_expect_revision(name.as_str(), Some(entry.revision)).await;
+    /// Gives `name` back when its node leaves, if the name still has the `revision` this
+    /// node's claim wrote (its fencing token): not if another tracker took it over, nor if
+    /// another node of this tracker has claimed it again since.
+    pub async fn release(&self, name: &Name, revision: u64) {
+        for _ in 0..WRITE_TRIES {
+            let Ok((last, Some(entry))) = self.read_name(name).await else { return };
+            if entry.revision != revision || entry.owner.as_deref() != Some(self.id.as_str()) {
+                return;
+            }
+            if !matches!(self.write_name(name, None, last).await, Ok(None)) {
+                return; // given back, or the bucket out of reach: the lease covers it then
             }
         }
     }
+
+    /// The names bucket's last sequence, then `name`'s last entry, both from the leader: the
+    /// entry is the name's state as of that sequence (a later write to it would show).
+    async fn read_name(&self, name: &Name) -> Result<(u64, Option<Latest>)> {
+        let info = self.names.stream.get_info().await.map_err(|e| unreachable(&e))?;
+        let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
+        let last = info.state.last_sequence.max(entry.as_ref().map_or(0, |entry| entry.revision));
+        Ok((last, entry))
+    }
+
+    /// Writes `name`'s owner (`None`: deletes it) if nothing in the bucket has been written
+    /// since sequence `last`: the new revision, or `None` if something has.
+    async fn write_name(&self, name: &Name, owner: Option<&str>, last: u64) -> Result<Option<u64>> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, last.to_string().as_str());
+        if owner.is_none() {
+            headers.insert("KV-Operation", "DEL");
+        }
+        let subject = format!("{}{name}", self.names.prefix);
+        let payload = Bytes::from(owner.unwrap_or_default().to_owned());
+        let ack = match self.js.publish_with_headers(subject, headers, payload).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(unreachable(&e)),
+        }
+    }
+}
+
+/// How many times a write to the names bucket is tried when others keep changing it.
+const WRITE_TRIES: usize = 50;
+
+fn unreachable(e: &dyn std::fmt::Display) -> Error {
+    Error::Cluster(format!("the cluster's names cannot be reached: {e}"))
 }
 
 /// A key's last entry, as the bucket's leader has it.

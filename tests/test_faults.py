@@ -109,3 +109,26 @@ def test_sixty_seconds_of_faults_break_no_promise(tmp_path) -> None:
     assert not result["wrong"], report
     assert not result["doubles"], report
     assert not result["lost"], report
+
+
+def test_a_name_greeted_at_every_tracker_at_once_is_given_once(roles, nats) -> None:
+    """Twelve nodes greet with one name at three trackers at the same moment, round after
+    round, the one welcomed leaving at the end of each: every round exactly one is welcomed.
+    (JetStream's per-key compare-and-set is not serialized in a clustered stream on
+    nats-server 2.9, nats-server#4320: relying on it, trackers gave a name that had been
+    released to two nodes in most rounds.)"""
+    trackers = [address for _, address in start_trackers(roles, nats, 3)]
+    for round_ in range(15):
+        nodes = []
+        for address in trackers * 4:
+            host, port = address.rsplit(":", 1)
+            nodes.append(socket.create_connection((host, int(port)), timeout=PATIENCE))
+        for sock in nodes:  # the greetings leave together, once every connection is open
+            sock.sendall(b"HELLO S1\n")
+        said = [sock.makefile("r").readline().split()[:2] for sock in nodes]
+        welcomed = [s for s in said if s[0] == "WELCOME"]
+        assert len(welcomed) == 1, f"round {round_}: S1 was given {len(welcomed)} times: {said}"
+        assert all(s == ["ERROR", "name-taken"] for s in said if s[0] != "WELCOME"), said
+        for sock in nodes:
+            sock.sendall(b"BYE\n")
+            sock.close()

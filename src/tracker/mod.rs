@@ -566,11 +566,6 @@ impl Shared {
         }
     }
 
-    /// Whether a node of this name is registered here.
-    fn holds(&self, name: &Name) -> bool {
-        self.board.lock().registry.holds(name)
-    }
-
     /// Whether a stop has begun.
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

@@ -17,6 +17,15 @@ use crate::protocol::{ErrorCode, Name, CENTRAL};
 /// Why a tracker cut off from its cluster's names refuses and drops nodes.
 pub(super) const CUT_OFF: &str = "this tracker is cut off from its cluster for now; register with another";
 
+/// How a node's name is held: the cluster term it registered in (it is served while the
+/// tracker [`Peers::holds`] it), and the revision its claim wrote in the cluster's names, its
+/// fencing token (`None` alone).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Held {
+    pub term: u64,
+    revision: Option<u64>,
+}
+
 /// The other trackers, if any.
 pub(super) enum Peers {
     Alone,
@@ -79,13 +88,13 @@ impl Peers {
         self.federation().is_none_or(|federation| federation.cluster.holds(term))
     }
 
-    /// Takes `name` across the cluster for a node registering here: the term it is
-    /// registered in, or the refusal to send. A name held by another node of this tracker
-    /// counts as taken here, and is refused by the local registry next.
-    pub async fn claim(&self, name: &Name) -> Result<u64, (ErrorCode, String)> {
+    /// Takes `name` across the cluster for a node registering here: how it is held, or the
+    /// refusal to send. A name held by another node of this tracker counts as taken here, and
+    /// is refused by the local registry next.
+    pub async fn claim(&self, name: &Name) -> Result<Held, (ErrorCode, String)> {
         let term = self.term();
         let Some(federation) = self.federation().filter(|_| name.as_str() != CENTRAL) else {
-            return Ok(term);
+            return Ok(Held { term, revision: None });
         };
         let cut_off = || (ErrorCode::Internal, CUT_OFF.to_owned());
         if !federation.cluster.holds(term) {
@@ -94,8 +103,8 @@ impl Peers {
         match federation.cluster.claim(name).await {
             // The lease may have lapsed while the name was being taken (the process paused):
             // then the name is not this tracker's to give.
-            Ok(Claim::Ours) if !federation.cluster.holds(term) => Err(cut_off()),
-            Ok(Claim::Ours) => Ok(term),
+            Ok(Claim::Ours(_)) if !federation.cluster.holds(term) => Err(cut_off()),
+            Ok(Claim::Ours(revision)) => Ok(Held { term, revision: Some(revision) }),
             Ok(Claim::Taken) => {
                 Err((ErrorCode::NameTaken, format!("the name {name} is taken by a live node")))
             }
@@ -103,17 +112,16 @@ impl Peers {
         }
     }
 
-    /// Gives `name` back to the cluster once its node has left, unless another node of the
-    /// same name has registered here meanwhile.
-    pub fn release(shared: &Arc<Shared>, name: &Name) {
-        if let Peers::Cluster(_) = shared.peers {
-            let (shared, name) = (shared.clone(), name.clone());
-            tokio::spawn(async move {
-                if let Some(federation) = shared.peers.federation().filter(|_| !shared.holds(&name)) {
-                    federation.cluster.release(&name).await;
-                }
-            });
-        }
+    /// Gives `name` back to the cluster once its node has left, if its claim's revision is
+    /// still the name's.
+    pub fn release(shared: &Arc<Shared>, name: &Name, held: Held) {
+        let Some(revision) = held.revision else { return };
+        let (shared, name) = (shared.clone(), name.clone());
+        tokio::spawn(async move {
+            if let Some(federation) = shared.peers.federation() {
+                federation.cluster.release(&name, revision).await;
+            }
+        });
     }
 
     /// Resolves when this tracker may no longer serve a node registered in `term` (never,

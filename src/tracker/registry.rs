@@ -149,11 +149,6 @@ impl Registry {
     }
 
     /// Registers a client; false if its name is taken.
-    /// Whether a node of this name is registered.
-    pub fn holds(&self, name: &Name) -> bool {
-        self.names.contains(name)
-    }
-
     pub fn add_client(&mut self, name: &Name) -> bool {
         let fresh = self.take_name(name);
         self.clients += usize::from(fresh);

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use super::accept::{error_for, last_word, refuse};
 use super::connections::{Conn, Origin};
 use super::metrics::DropReason;
-use super::peers::{Peers, CUT_OFF};
+use super::peers::{Held, Peers, CUT_OFF};
 use super::{ServerSeat, Shared};
 use crate::connection::{self, WriteHalf};
 use crate::error::Error;
@@ -28,8 +28,8 @@ pub(super) struct Seat {
     /// Its entry among the tracker's connections, and why it ended once that is known.
     conn: Arc<Conn>,
     why: Option<String>,
-    /// The cluster term it registered in (see [`Peers::holds`]).
-    term: u64,
+    /// How its name is held in the cluster.
+    held: Held,
 }
 
 impl Seat {
@@ -42,12 +42,12 @@ impl Seat {
         write: &mut WriteHalf,
     ) -> Option<Seat> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Client, node: name.clone() });
-        let term = claim(shared, &name, write).await?;
+        let held = claim(shared, &name, write).await?;
         if !shared.add_client(&name) {
             return refuse_taken(shared, &name, write).await;
         }
         let conn = shared.connections.opened(&name, Role::Client, origin);
-        let seat = Seat { shared: shared.clone(), name, server: None, conn, why: None, term };
+        let seat = Seat { shared: shared.clone(), name, server: None, conn, why: None, held };
         seat.welcome(Role::Client, write).await.then_some(seat)
     }
 
@@ -60,12 +60,12 @@ impl Seat {
         write: &mut WriteHalf,
     ) -> Option<(Seat, broadcast::Receiver<Bytes>)> {
         shared.transcript.record_with(|| Event::GreetingReceived { role: Role::Server, node: name.clone() });
-        let term = claim(shared, &name, write).await?;
+        let held = claim(shared, &name, write).await?;
         let Some((server, queries)) = shared.add_server(&name) else {
             return refuse_taken(shared, &name, write).await;
         };
         let conn = shared.connections.opened(&name, Role::Server, origin);
-        let seat = Seat { shared: shared.clone(), name, server: Some(server), conn, why: None, term };
+        let seat = Seat { shared: shared.clone(), name, server: Some(server), conn, why: None, held };
         seat.welcome(Role::Server, write).await.then_some((seat, queries))
     }
 
@@ -80,18 +80,18 @@ impl Seat {
 
     /// The cluster term it registered in.
     pub fn term(&self) -> u64 {
-        self.term
+        self.held.term
     }
 
     /// Whether the tracker may still act for this node: its name cannot have been given out
     /// elsewhere (always, alone).
     pub fn held(&self) -> bool {
-        self.shared.peers.holds(self.term)
+        self.shared.peers.holds(self.held.term)
     }
 
     /// Resolves once the tracker may no longer serve this node (never, alone).
     pub async fn cut_off(&self) {
-        self.shared.peers.cut_off(self.term).await;
+        self.shared.peers.cut_off(self.held.term).await;
     }
 
     /// The server's place in the registry (a client's seat has none).
@@ -137,17 +137,17 @@ impl Drop for Seat {
             Some(server) => self.shared.remove_server(server),
             None => self.shared.remove_client(&self.name),
         }
-        Peers::release(&self.shared, &self.name);
+        Peers::release(&self.shared, &self.name, self.held);
         let why = self.why.take().unwrap_or_else(|| "the tracker stopped".to_owned());
         self.shared.connections.closed(&self.conn, why);
     }
 }
 
-/// Claims `name` across the cluster: the term it is held in, or `None` once the node has
-/// been refused.
-async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> Option<u64> {
+/// Claims `name` across the cluster: how it is held, or `None` once the node has been
+/// refused.
+async fn claim(shared: &Shared, name: &Name, write: &mut WriteHalf) -> Option<Held> {
     match shared.peers.claim(name).await {
-        Ok(term) => Some(term),
+        Ok(held) => Some(held),
         Err((code, text)) => {
             refuse(shared, write, name.as_str(), code, &text).await;
             None
