@@ -6,12 +6,13 @@
 
 Three hosts, each a network namespace on one bridge, each with a nats-server (JetStream,
 routed to the other two) and a tracker. The servers and clients are this process, on the
-bridge's own address, each given every tracker. Every NATS route and every tracker's link to
-its own NATS server passes through a small TCP proxy of this file's (`proxy`, run inside the
-host), which delays what it forwards while latency is on: this machine's kernel has no netem.
+bridge's own address, each given every tracker. Every NATS route and every link from a
+tracker to a NATS server passes through a small TCP proxy of this file's (`proxy`, run inside
+the host of that NATS server), which delays what it forwards, both ways, while latency is on:
+this machine's kernel has no netem.
 
 Faults, drawn from the seed (printed): a host cut off from the other two, a "bridge"
-partition (hosts 1 and 3 cannot reach each other, both reach 2), a tracker or a nats-server
+partition (two hosts cannot reach each other, both reach the third), a tracker or a nats-server
 paused (SIGSTOP for 1 to 5 s), killed (SIGKILL) and started again, and latency between the
 hosts. Meanwhile server names are contended by two instances each, holding different
 numbers, that register, stay a while, leave and try again; clients ask all the time.
@@ -39,7 +40,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+SBIN = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+NATS = shutil.which("nats-server", path=SBIN) or "/usr/sbin/nats-server"
+IP = shutil.which("ip", path=SBIN) or "ip"
+NFT = shutil.which("nft", path=SBIN) or "nft"
 HOSTS = 3
 SUBNET = "10.231.9"
 BRIDGE = "mtf0"
@@ -69,9 +73,9 @@ def can_run() -> str | None:
     """Why the harness cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, nftables)"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"needs `{tool}` (Debian: iproute2, nftables)"
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool, path=SBIN) is None:
+            return f"needs `{tool}` (Debian: {package})"
     if not os.path.exists(NATS):
         return "needs nats-server (Debian: nats-server)"
     return None
@@ -84,46 +88,46 @@ def can_run() -> str | None:
 class Network:
     def __init__(self) -> None:
         self.teardown()
-        sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        sh("ip", "addr", "add", f"{SUBNET}.254/24", "dev", BRIDGE)
-        sh("ip", "link", "set", BRIDGE, "up")
+        sh(IP, "link", "add", BRIDGE, "type", "bridge")
+        sh(IP, "addr", "add", f"{SUBNET}.254/24", "dev", BRIDGE)
+        sh(IP, "link", "set", BRIDGE, "up")
         for i in range(HOSTS):
             ns, outside = namespace(i), f"mtf-v{i + 1}"
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            sh("ip", "link", "set", outside, "master", BRIDGE)
-            sh("ip", "link", "set", outside, "up")
-            sh("ip", "-n", ns, "addr", "add", f"{host_ip(i)}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh(IP, "netns", "add", ns)
+            sh(IP, "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh(IP, "link", "set", outside, "master", BRIDGE)
+            sh(IP, "link", "set", outside, "up")
+            sh(IP, "-n", ns, "addr", "add", f"{host_ip(i)}/24", "dev", "eth0")
+            sh(IP, "-n", ns, "link", "set", "eth0", "up")
+            sh(IP, "-n", ns, "link", "set", "lo", "up")
             rules = (
                 "table inet mtf {\n"
                 " chain input { type filter hook input priority 0; policy accept; }\n"
                 " chain output { type filter hook output priority 0; policy accept; }\n"
                 "}\n"
             )
-            subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+            subprocess.run([IP, "netns", "exec", ns, NFT, "-f", "-"], input=rules, text=True, check=True)
 
     def cut(self, pairs: list[tuple[int, int]]) -> None:
         """Drops every packet between the hosts of each pair, both ways."""
         for a, b in pairs:
             for me, other in ((a, b), (b, a)):
                 ns = namespace(me)
-                sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "mtf", "input",
+                sh(IP, "netns", "exec", ns, NFT, "add", "rule", "inet", "mtf", "input",
                    "ip", "saddr", host_ip(other), "drop")
-                sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "mtf", "output",
+                sh(IP, "netns", "exec", ns, NFT, "add", "rule", "inet", "mtf", "output",
                    "ip", "daddr", host_ip(other), "drop")
 
     def heal(self) -> None:
         for i in range(HOSTS):
             for chain in ("input", "output"):
-                sh("ip", "netns", "exec", namespace(i), "nft", "flush", "chain", "inet", "mtf", chain)
+                sh(IP, "netns", "exec", namespace(i), NFT, "flush", "chain", "inet", "mtf", chain)
 
     @staticmethod
     def teardown() -> None:
         for i in range(HOSTS):
-            sh("ip", "netns", "del", namespace(i), check=False)
-        sh("ip", "link", "del", BRIDGE, check=False)
+            sh(IP, "netns", "del", namespace(i), check=False)
+        sh(IP, "link", "del", BRIDGE, check=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ class Process:
     def start(self) -> None:
         # `ip netns exec` execs the command: the pid is the command's own.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *self.command],
+            [IP, "netns", "exec", self.ns, *self.command],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.seen = 0
@@ -259,35 +263,39 @@ class Process:
 
 
 class Host:
-    def __init__(self, i: int, directory: Path, deadline: float, early: bool) -> None:
+    """One host: a delaying proxy, a nats-server and a tracker of the cluster; or, `lone`,
+    a tracker of its own and nothing else."""
+
+    def __init__(self, i: int, directory: Path, deadline: float, early: bool, lone: bool = False) -> None:
         self.i, self.ns = i, namespace(i)
+        self.directory = directory
+        self.proxy = self.nats = self.tracker = None
         ip = host_ip(i)
-        routes = ",".join(f"nats://{host_ip(j)}:{ROUTE_VIA_PROXY}" for j in range(HOSTS))
-        self.proxy = Process(self.ns, [
-            sys.executable, __file__, "proxy",
-            f"{ip}:{ROUTE_VIA_PROXY}=127.0.0.1:{ROUTE_PORT}",
-            f"127.0.0.1:{NATS_VIA_PROXY}=127.0.0.1:{NATS_PORT}",
-        ], directory / f"proxy{i + 1}.log")
-        self.proxy.wait_for("proxying")
-        self.nats = Process(self.ns, [
-            NATS, "-a", "0.0.0.0", "-p", str(NATS_PORT), "-n", f"n{i + 1}", "-js",
-            "-sd", str(directory / f"n{i + 1}"), "--cluster_name", "mtf",
-            "--cluster", f"nats://127.0.0.1:{ROUTE_PORT}",
-            "--cluster_advertise", f"{ip}:{ROUTE_VIA_PROXY}", "--routes", routes,
-            "--no_advertise",
-        ], directory / f"nats{i + 1}.log")
-        # Its own NATS server through the proxy first, then the others directly.
-        urls = [f"nats://127.0.0.1:{NATS_VIA_PROXY}"] + [
-            f"nats://{host_ip(j)}:{NATS_PORT}" for j in range(HOSTS) if j != i
-        ]
+        joining: list[str] = []
+        if not lone:
+            routes = ",".join(f"nats://{host_ip(j)}:{ROUTE_VIA_PROXY}" for j in range(HOSTS))
+            self.proxy = Process(self.ns, [
+                sys.executable, __file__, "proxy",
+                f"{ip}:{ROUTE_VIA_PROXY}=127.0.0.1:{ROUTE_PORT}",
+                f"{ip}:{NATS_VIA_PROXY}=127.0.0.1:{NATS_PORT}",
+            ], directory / f"proxy{i + 1}.log")
+            self.proxy.wait_for("proxying")
+            self.nats = Process(self.ns, [
+                NATS, "-a", "0.0.0.0", "-p", str(NATS_PORT), "-n", f"n{i + 1}", "-js",
+                "-sd", str(directory / f"n{i + 1}"), "--cluster_name", "mtf",
+                "--cluster", f"nats://127.0.0.1:{ROUTE_PORT}",
+                "--cluster_advertise", f"{ip}:{ROUTE_VIA_PROXY}", "--routes", routes,
+                "--no_advertise",
+            ], directory / f"nats{i + 1}.log")
+            # Every NATS server, its own first, each through its host's proxy: whichever the
+            # tracker is connected to (it moves when one dies), the link is delayed.
+            urls = [f"nats://{host_ip(j)}:{NATS_VIA_PROXY}" for j in [i] + [j for j in range(HOSTS) if j != i]]
+            joining = ["--cluster", ",".join(urls), "--cluster-name", "faults"]
         self.tracker_command = [
             sys.executable, "-m", "matchtracker", "tracker", "--listen", f"{ip}:{TRACKER_PORT}",
-            "--insecure-no-token", "--insecure-plaintext", "--timeout", str(deadline),
-            "--cluster", ",".join(urls), "--cluster-name", "faults", "--keepalive", "1",
-            *(["--early"] if early else []),
+            "--insecure-no-token", "--insecure-plaintext", "--timeout", str(deadline), "--keepalive", "1",
+            *joining, *(["--early"] if early else []),
         ]
-        self.tracker: Process | None = None
-        self.directory = directory
 
     def start_tracker(self) -> None:
         if self.tracker is None:
@@ -376,6 +384,7 @@ class Nodes:
                  servers: int, clients: int) -> None:
         self.history, self.trackers, self.deadline, self.rng = history, trackers, deadline, rng
         self.running = True
+        self.replies_all = False  # early mode: servers reply MISS too (WELCOME says `all`)
         self.tasks: list[asyncio.Task] = []
         for k in range(1, servers + 1):
             first = rng.randint(1, 3)
@@ -407,6 +416,7 @@ class Nodes:
         now = time.monotonic()
         if line[:1] == ["WELCOME"]:
             reg.outcome, reg.granted = "granted", now
+            self.replies_all = line[3:4] == ["all"]
             return index, reader, writer
         reg.outcome = f"refused:{line[1]}" if line[:1] == ["ERROR"] else "failed"
         reg.ended = now
@@ -444,8 +454,8 @@ class Nodes:
                         matched = int(line[3]) == number
                         self.history.queries.append(
                             Query(instance, index, time.monotonic(), line[2], int(line[3]), matched))
-                        if matched:
-                            writer.write(f"MATCH {line[1]}\n".encode())
+                        if matched or self.replies_all:
+                            writer.write(f"{'MATCH' if matched else 'MISS'} {line[1]}\n".encode())
                     elif line[:1] in (["ERROR"], ["BYE"]):
                         self.ended(reg, " ".join(line[:2]).lower())
                         break
@@ -545,17 +555,21 @@ def schedule(rng: random.Random, seconds: float, fixed: bool) -> list[tuple[floa
 
 
 class Cluster:
-    def __init__(self, directory: Path, deadline: float, early: bool) -> None:
+    """Three hosts of a cluster, ready once every tracker has heard the others; or, `lone`,
+    one host with a tracker of its own, to compare against."""
+
+    def __init__(self, directory: Path, deadline: float, early: bool, lone: bool = False) -> None:
         self.network = Network()
         self.hosts: list[Host] = []
         try:
-            self.hosts = [Host(i, directory, deadline, early) for i in range(HOSTS)]
+            self.hosts = [Host(i, directory, deadline, early, lone) for i in range(1 if lone else HOSTS)]
             for host in self.hosts:
-                host.nats.wait_for("metadata leader")  # JetStream elected, as every server sees it
+                if host.nats is not None:
+                    host.nats.wait_for("metadata leader")  # JetStream elected, as every server sees it
             for host in self.hosts:
                 host.start_tracker()
             for host in self.hosts:
-                host.tracker.wait_for("of the cluster is heard from", HOSTS - 1)
+                host.tracker.wait_for("of the cluster is heard from", len(self.hosts) - 1)
         except BaseException:
             self.stop()
             raise
@@ -565,7 +579,8 @@ class Cluster:
 
     def latency(self, on: bool) -> None:
         for host in self.hosts:
-            host.proxy.signal(signal.SIGUSR1 if on else signal.SIGUSR2)
+            if host.proxy is not None:
+                host.proxy.signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
     def stop(self) -> None:
         for host in self.hosts:
@@ -609,15 +624,16 @@ async def inflict(cluster: Cluster, history: History, kind: str, host: int, leng
 
 
 def run_history(seconds: float, seed: int, deadline: float, fixed: bool, directory: Path,
-                latency_only: bool = False, early: bool = False) -> History:
-    """Runs the cluster under faults for `seconds` and returns the history."""
-    return asyncio.run(run(seconds, seed, deadline, fixed, latency_only, early, directory))
+                latency_only: bool = False, early: bool = False, lone: bool = False) -> History:
+    """Runs the cluster under faults (or only latency, or a lone tracker without faults) for
+    `seconds` and returns the history."""
+    return asyncio.run(run(seconds, seed, deadline, fixed, latency_only, early, lone, directory))
 
 
 async def run(seconds: float, seed: int, deadline: float, fixed: bool, latency_only: bool, early: bool,
-              directory: Path) -> History:
+              lone: bool, directory: Path) -> History:
     rng = random.Random(seed)
-    cluster = await asyncio.to_thread(Cluster, directory, deadline, early)
+    cluster = await asyncio.to_thread(Cluster, directory, deadline, early, lone)
     history = History()
     try:
         history.began = time.monotonic()
@@ -625,7 +641,7 @@ async def run(seconds: float, seed: int, deadline: float, fixed: bool, latency_o
             cluster.latency(True)
             history.faults.append(Fault("latency", "all", history.began))
         nodes = Nodes(history, cluster.addresses(), deadline, rng, servers=6, clients=5)
-        if not latency_only:
+        if not (latency_only or lone):
             for at, kind, host, length in schedule(rng, seconds, fixed):
                 await asyncio.sleep(max(0.0, history.began + at - time.monotonic()))
                 print(f"{time.monotonic() - history.began:6.1f}s {kind} h{host + 1} for {length:.1f}s", flush=True)
@@ -737,7 +753,13 @@ def check(history: History) -> dict:
                 break
         row["recovery"].append(recovered)
     quiet = [r for r in requests if not any(overlaps(r, f.start, (f.heal or history.finished) + 3) for f in history.faults)]
+    waits = sorted(r.ended - r.asked for r in requests if r.outcome == "answered")
+
+    def percentile(p: float) -> float:
+        return waits[min(len(waits) - 1, int(p * len(waits)))] if waits else float("nan")
+
     return {
+        "latency": {"p50": percentile(0.5), "p99": percentile(0.99), "max": waits[-1] if waits else float("nan")},
         "requests": len(requests),
         "answered": sum(r.outcome == "answered" for r in requests),
         "refused": sum(r.outcome.startswith("error") for r in requests),
@@ -756,6 +778,8 @@ def table(result: dict) -> str:
         f"{result['refused']}), registrations granted {result['registrations']}",
         f"wrong answers {len(result['wrong'])}, double names {len(result['doubles'])}, "
         f"lost requests {len(result['lost'])}",
+        "answered in {p50:.1f} ms (median), {p99:.1f} ms (99th percentile), {max:.1f} ms at most".format(
+            **{k: v * 1000 for k, v in result["latency"].items()}),
         "",
         "| fault | survived | requests during | answered completely | recovery after healing (s) |",
         "|---|---|---|---|---|",
@@ -789,6 +813,7 @@ def main() -> None:
     go.add_argument("--early", action="store_true", help="trackers end requests early")
     go.add_argument("--fixed", action="store_true", help="every kind of fault once, in order")
     go.add_argument("--latency-only", action="store_true", help="50 ms ± 10 ms between hosts, no other fault")
+    go.add_argument("--lone", action="store_true", help="one tracker of its own, no fault: to compare against")
     go.add_argument("--history", type=Path, help="write the history here as JSON")
     args = parser.parse_args()
     why = can_run()
@@ -797,7 +822,8 @@ def main() -> None:
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"seed {seed}", flush=True)
     directory = Path(tempfile.mkdtemp(prefix="mt-faults-"))
-    history = run_history(args.seconds, seed, args.deadline, args.fixed, directory, args.latency_only, args.early)
+    history = run_history(args.seconds, seed, args.deadline, args.fixed, directory, args.latency_only, args.early,
+                          args.lone)
     if args.history:
         history.dump(args.history)
     print(table(check(history)))

@@ -132,3 +132,17 @@ def test_a_name_greeted_at_every_tracker_at_once_is_given_once(roles, nats) -> N
         for sock in nodes:
             sock.sendall(b"BYE\n")
             sock.close()
+
+
+def test_answers_are_complete_at_the_deadline_with_latency_between_hosts(tmp_path) -> None:
+    """50 ms ± 10 ms on every link between hosts: a tracker's last word on a request arrives
+    after the asking tracker's deadline, so the names it told earlier must still count then
+    (each report says how long its lease holds, and it says so again as the lease is renewed)."""
+    why = faults.can_run()
+    if why:
+        pytest.skip(f"the fault harness {why}")
+    history = faults.run_history(12, seed=3, deadline=2.0, fixed=True, directory=tmp_path, latency_only=True)
+    result = faults.check(history)
+    row = result["kinds"]["latency"]
+    assert row["requests"] > 10 and row["complete"] == row["requests"], faults.table(result)
+    assert not result["wrong"] and not result["doubles"] and not result["lost"], faults.table(result)

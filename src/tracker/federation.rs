@@ -189,6 +189,9 @@ pub(super) async fn serve(shared: Arc<Shared>, mut stop: StopSignal) {
 
 /// How often a tracker passes on its servers' new matches for another tracker's request.
 const PASS_ON_EVERY: Duration = Duration::from_millis(20);
+/// How often, at most, a tracker that has told matches for a request still open says that its
+/// lease holds longer now (once per renewal).
+const REFRESH_EVERY: Duration = crate::cluster::BEAT;
 
 /// Asks this tracker's servers for another tracker's request, and tells it their matches as
 /// they come, then its last word when all have replied or just before the deadline.
@@ -227,6 +230,7 @@ async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, 
     let mut sent: HashSet<Name> = HashSet::new();
     let mut known = 0;
     let mut every = tokio::time::interval(PASS_ON_EVERY);
+    let mut reported = Instant::now();
     loop {
         tokio::select! {
             _ = done_rx.recv() => break,
@@ -234,15 +238,23 @@ async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, 
             () = stop.requested() => break,
             _ = every.tick() => {}
         }
-        if let Some((count, names)) = shared.matched_beyond(id, known) {
-            if !cluster.holds(term) {
-                shared.close(id);
-                return;
+        let new = match shared.matched_beyond(id, known) {
+            Some((count, names)) => {
+                known = count;
+                names.into_iter().filter(|name| sent.insert(name.clone())).collect()
             }
-            known = count;
-            let new: Vec<Name> = names.into_iter().filter(|name| sent.insert(name.clone())).collect();
-            cluster.tell(reply.clone(), &told(false, new)).await;
+            // Nothing new, but the lease has been renewed since the last report: say so, so
+            // that the names told so far may go in an answer sent later (the last word may
+            // come too late for that when the trip between trackers is slow).
+            None if !sent.is_empty() && reported.elapsed() >= REFRESH_EVERY => Vec::new(),
+            None => continue,
+        };
+        if !cluster.holds(term) {
+            shared.close(id);
+            return;
         }
+        cluster.tell(reply.clone(), &told(false, new)).await;
+        reported = Instant::now();
     }
     let Some((request, listed)) = shared.close(id) else { return };
     if !cluster.holds(term) {
