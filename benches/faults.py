@@ -52,6 +52,10 @@ BRIDGE = "mtf0"
 # crash must be found where it was).
 TRACKER_PORT, NATS_PORT, NATS_VIA_PROXY, ROUTE_PORT, ROUTE_VIA_PROXY = 7000, 4222, 4223, 6222, 6223
 PATIENCE = 30.0  # seconds: an upper bound on waiting for a process to be ready, never a pause
+# How long past its deadline a client waits for an answer or an error before it counts the
+# request as lost: longer than the longest pause (5 s), since a paused tracker answers nothing
+# until it wakes, and then must answer or refuse what waited.
+MARGIN = 6.0
 
 
 def host_ip(i: int) -> str:
@@ -428,63 +432,19 @@ class Nodes:
         if reg.ended is None:
             reg.ended, reg.end = time.monotonic(), how
 
-    async def server(self, name: str, instance: str, number: int) -> None:
+    async def live(self, verb: str, name: str, instance: str, number: int | None, stay: tuple[float, float],
+                   session) -> None:
+        """A node's life: greets a tracker drawn at random until welcomed, runs `session` for a
+        while, leaves (`BYE`) unless the tracker ended it first, and starts again."""
         while self.running:
-            greeted = await self.greet("HELLO", name, instance, number)
+            greeted = await self.greet(verb, name, instance, number)
             if greeted is None:
                 await asyncio.sleep(self.rng.uniform(0.1, 0.4))
                 continue
             index, reader, writer = greeted
             reg = self.history.registrations[index]
-            stay = time.monotonic() + self.rng.uniform(3.0, 10.0)
             try:
-                while self.running:
-                    left = stay - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        raw = await asyncio.wait_for(reader.readline(), left)
-                    except asyncio.TimeoutError:
-                        break
-                    line = raw.decode().split()
-                    if not raw:
-                        self.ended(reg, "closed")
-                        break
-                    if line[:1] == ["QUERY"] and len(line) == 4:
-                        matched = int(line[3]) == number
-                        self.history.queries.append(
-                            Query(instance, index, time.monotonic(), line[2], int(line[3]), matched))
-                        if matched or self.replies_all:
-                            writer.write(f"{'MATCH' if matched else 'MISS'} {line[1]}\n".encode())
-                    elif line[:1] in (["ERROR"], ["BYE"]):
-                        self.ended(reg, " ".join(line[:2]).lower())
-                        break
-                if reg.ended is None:
-                    writer.write(b"BYE\n")
-                    self.ended(reg, "left")
-            except OSError:
-                self.ended(reg, "closed")
-            writer.close()
-            await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-
-    async def client(self, name: str, instance: str) -> None:
-        ids = 0
-        while self.running:
-            greeted = await self.greet("HI", name, instance, None)
-            if greeted is None:
-                await asyncio.sleep(self.rng.uniform(0.1, 0.4))
-                continue
-            index, reader, writer = greeted
-            reg = self.history.registrations[index]
-            stay = time.monotonic() + self.rng.uniform(5.0, 15.0)
-            try:
-                while self.running and time.monotonic() < stay and reg.ended is None:
-                    ids += 1
-                    request = Request(instance, name, index, reg.tracker, self.rng.randint(1, 3), time.monotonic())
-                    self.history.requests.append(request)
-                    writer.write(f"FIND {ids} {request.number}\n".encode())
-                    await self.await_answer(reader, reg, request, ids)
-                    await asyncio.sleep(self.rng.uniform(0.0, 0.05))
+                await session(index, reg, reader, writer, time.monotonic() + self.rng.uniform(*stay))
                 if reg.ended is None:
                     writer.write(b"BYE\n")
                     self.ended(reg, "left")
@@ -493,10 +453,48 @@ class Nodes:
             writer.close()
             await asyncio.sleep(self.rng.uniform(0.1, 0.5))
 
+    async def server(self, name: str, instance: str, number: int) -> None:
+        async def session(index: int, reg: Registration, reader, writer, stay: float) -> None:
+            """Replies to queries (MATCH when its number matches) until `stay`."""
+            while self.running and (left := stay - time.monotonic()) > 0:
+                try:
+                    raw = await asyncio.wait_for(reader.readline(), left)
+                except asyncio.TimeoutError:
+                    return
+                line = raw.decode().split()
+                if not raw:
+                    return self.ended(reg, "closed")
+                if line[:1] == ["QUERY"] and len(line) == 4:
+                    matched = int(line[3]) == number
+                    self.history.queries.append(
+                        Query(instance, index, time.monotonic(), line[2], int(line[3]), matched))
+                    if matched or self.replies_all:
+                        writer.write(f"{'MATCH' if matched else 'MISS'} {line[1]}\n".encode())
+                elif line[:1] in (["ERROR"], ["BYE"]):
+                    return self.ended(reg, " ".join(line[:2]).lower())
+
+        await self.live("HELLO", name, instance, number, (3.0, 10.0), session)
+
+    async def client(self, name: str, instance: str) -> None:
+        ids = 0
+
+        async def session(index: int, reg: Registration, reader, writer, stay: float) -> None:
+            """Asks, one request at a time, until `stay`."""
+            nonlocal ids
+            while self.running and time.monotonic() < stay and reg.ended is None:
+                ids += 1
+                request = Request(instance, name, index, reg.tracker, self.rng.randint(1, 3), time.monotonic())
+                self.history.requests.append(request)
+                writer.write(f"FIND {ids} {request.number}\n".encode())
+                await self.await_answer(reader, reg, request, ids)
+                await asyncio.sleep(self.rng.uniform(0.0, 0.05))
+
+        await self.live("HI", name, instance, None, (5.0, 15.0), session)
+
     async def await_answer(self, reader, reg: Registration, request: Request, id_: int) -> None:
         """Waits for the answer well past the deadline: a request the tracker neither answers
         nor refuses by then counts as lost (`timeout`)."""
-        until = time.monotonic() + self.deadline + 3.0
+        until = time.monotonic() + self.deadline + MARGIN
         while True:
             try:
                 raw = await asyncio.wait_for(reader.readline(), max(0.0, until - time.monotonic()))
