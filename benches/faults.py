@@ -622,14 +622,14 @@ async def inflict(cluster: Cluster, history: History, kind: str, host: int, leng
 
 
 def run_history(seconds: float, seed: int, deadline: float, fixed: bool, directory: Path,
-                latency_only: bool = False, early: bool = False, lone: bool = False) -> History:
+                latency_only: bool = False, early: bool = False, lone: bool = False, no_faults: bool = False) -> History:
     """Runs the cluster under faults (or only latency, or a lone tracker without faults) for
     `seconds` and returns the history."""
-    return asyncio.run(run(seconds, seed, deadline, fixed, latency_only, early, lone, directory))
+    return asyncio.run(run(seconds, seed, deadline, fixed, latency_only, early, lone, no_faults, directory))
 
 
 async def run(seconds: float, seed: int, deadline: float, fixed: bool, latency_only: bool, early: bool,
-              lone: bool, directory: Path) -> History:
+              lone: bool, no_faults: bool, directory: Path) -> History:
     rng = random.Random(seed)
     cluster = await asyncio.to_thread(Cluster, directory, deadline, early, lone)
     history = History()
@@ -639,7 +639,7 @@ async def run(seconds: float, seed: int, deadline: float, fixed: bool, latency_o
             cluster.latency(True)
             history.faults.append(Fault("latency", "all", history.began))
         nodes = Nodes(history, cluster.addresses(), deadline, rng, servers=6, clients=5)
-        if not (latency_only or lone):
+        if not (latency_only or lone or no_faults):
             for at, kind, host, length in schedule(rng, seconds, fixed):
                 await asyncio.sleep(max(0.0, history.began + at - time.monotonic()))
                 print(f"{time.monotonic() - history.began:6.1f}s {kind} h{host + 1} for {length:.1f}s", flush=True)
@@ -812,6 +812,7 @@ def main() -> None:
     go.add_argument("--fixed", action="store_true", help="every kind of fault once, in order")
     go.add_argument("--latency-only", action="store_true", help="50 ms ± 10 ms between hosts, no other fault")
     go.add_argument("--lone", action="store_true", help="one tracker of its own, no fault: to compare against")
+    go.add_argument("--no-faults", action="store_true", help="the cluster without any fault")
     go.add_argument("--history", type=Path, help="write the history here as JSON")
     args = parser.parse_args()
     why = can_run()
@@ -821,7 +822,7 @@ def main() -> None:
     print(f"seed {seed}", flush=True)
     directory = Path(tempfile.mkdtemp(prefix="mt-faults-"))
     history = run_history(args.seconds, seed, args.deadline, args.fixed, directory, args.latency_only, args.early,
-                          args.lone)
+                          args.lone, args.no_faults)
     if args.history:
         history.dump(args.history)
     print(table(check(history)))

@@ -111,6 +111,9 @@ pub struct Cluster {
     prefix: String,
     names: kv::Store,
     leases: kv::Store,
+    /// Taken while writing a name: the bucket accepts one write since a read, so this
+    /// tracker's writes go one at a time (see [`Cluster::claim`]).
+    writing: tokio::sync::Mutex<()>,
     /// Peers by id, with when each was last heard from.
     peers: Mutex<FastMap<String, Instant>>,
     /// Whether this tracker holds a lease it has renewed lately, and how many times it has
@@ -159,6 +162,7 @@ impl Cluster {
             prefix,
             names,
             leases,
+            writing: tokio::sync::Mutex::new(()),
             peers,
             standing,
             renewed: AtomicU64::new(0),
@@ -389,6 +393,8 @@ impl Cluster {
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down), or
     /// is so busy that the write never finds it unchanged.
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
+        // One write of names at a time from this tracker: they would only spoil each other's.
+        let _turn = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
             let (last, entry) = self.read_name(name).await?;
             if let Some(owner) = entry.and_then(|entry| entry.owner).filter(|owner| *owner != self.id) {
@@ -414,6 +420,7 @@ impl Cluster {
     /// node's claim wrote (its fencing token): not if another tracker took it over, nor if
     /// another node of this tracker has claimed it again since.
     pub async fn release(&self, name: &Name, revision: u64) {
+        let _turn = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
             let Ok((last, Some(entry))) = self.read_name(name).await else { return };
             if entry.revision != revision || entry.owner.as_deref() != Some(self.id.as_str()) {

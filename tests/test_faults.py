@@ -146,3 +146,18 @@ def test_answers_are_complete_at_the_deadline_with_latency_between_hosts(tmp_pat
     row = result["kinds"]["latency"]
     assert row["requests"] > 10 and row["complete"] == row["requests"], faults.table(result)
     assert not result["wrong"] and not result["doubles"] and not result["lost"], faults.table(result)
+
+
+def test_names_told_early_still_count_at_a_deadline_longer_than_the_lease(roles, nats) -> None:
+    """A tracker whose servers have all replied tells its last word at once; the asking
+    tracker keeps it until its own deadline (3 s, longer than the 2 s lease), and the names
+    must still count then: the teller says its lease holds, again, until that deadline."""
+    (_, a), (_, b) = start_trackers(roles, nats, 2, "--timeout", "3")
+    server = register(a, "HELLO S1")
+    silent = register(b, "HELLO S2")  # never replies: the asking tracker waits to its deadline
+    client = register(b, "HI C1")
+    client.send("FIND 1 5")
+    query = server.line().split()
+    server.send(f"MATCH {query[1]}")  # every server of its tracker has replied
+    assert client.line().split() == ["ANSWER", "1", "deadline", "S1"]
+    silent.sock.close()

@@ -263,5 +263,18 @@ async fn answer_peer(shared: Arc<Shared>, ask: Ask, reply: async_nats::Subject, 
     let mut last = told(true, listed.names.iter().filter(|name| !sent.contains(*name)).cloned().collect());
     last.complete = request.all_replied();
     last.asked = asked;
-    cluster.tell(reply, &last).await;
+    let told_names = !sent.is_empty() || !last.names.is_empty();
+    cluster.tell(reply.clone(), &last).await;
+    // A last word that came early (every server replied) may wait at the asking tracker
+    // until its deadline: its names count until then only if the lease is said to hold.
+    while told_names && Instant::now() < until {
+        tokio::select! {
+            () = tokio::time::sleep_until((Instant::now() + REFRESH_EVERY).min(until)) => {}
+            () = stop.requested() => return,
+        }
+        if !cluster.holds(term) {
+            return;
+        }
+        cluster.tell(reply.clone(), &told(false, Vec::new())).await;
+    }
 }
