@@ -114,6 +114,9 @@ pub struct Cluster {
     /// Taken while writing a name: the bucket accepts one write since a read, so this
     /// tracker's writes go one at a time (see [`Cluster::claim`]).
     writing: tokio::sync::Mutex<()>,
+    /// The names bucket's last sequence as far as this tracker knows (from its writes' acks
+    /// and the leader's answers): a write's condition starts from it.
+    names_seen: AtomicU64,
     /// Peers by id, with when each was last heard from.
     peers: Mutex<FastMap<String, Instant>>,
     /// Whether this tracker holds a lease it has renewed lately, and how many times it has
@@ -163,6 +166,7 @@ impl Cluster {
             names,
             leases,
             writing: tokio::sync::Mutex::new(()),
+            names_seen: AtomicU64::new(0),
             peers,
             standing,
             renewed: AtomicU64::new(0),
@@ -393,22 +397,38 @@ impl Cluster {
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down), or
     /// is so busy that the write never finds it unchanged.
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
+        // Most refusals need no write, and wait for nobody's.
+        let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
+        if self.held_elsewhere(entry.as_ref()).await? {
+            return Ok(Claim::Taken);
+        }
         // One write of names at a time from this tracker: they would only spoil each other's.
         let _turn = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
-            let (last, entry) = self.read_name(name).await?;
-            if let Some(owner) = entry.and_then(|entry| entry.owner).filter(|owner| *owner != self.id) {
-                if self.lease_alive(&owner).await.map_err(|e| unreachable(&e))? {
-                    return Ok(Claim::Taken);
-                }
+            // Every write up to `known` was applied before this tracker learned of it, so the
+            // entry read next reflects them all: it is the name's state as of `last`.
+            let known = self.names_seen.load(Ordering::Relaxed);
+            let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
+            if self.held_elsewhere(entry.as_ref()).await? {
+                return Ok(Claim::Taken);
             }
             // Free, ours already (a node of ours left and its release has not gone through),
             // or its owner's lease has lapsed: take it, unless the bucket changed meanwhile.
+            let last = known.max(entry.map_or(0, |entry| entry.revision));
             if let Some(revision) = self.write_name(name, Some(&self.id), last).await? {
                 return Ok(Claim::Ours(revision));
             }
+            self.learn_names_sequence().await?;
         }
         Err(Error::Cluster("the cluster's names are too busy to be written; try again".into()))
+    }
+
+    /// Whether `entry` gives the name to another tracker whose lease is alive.
+    async fn held_elsewhere(&self, entry: Option<&Latest>) -> Result<bool> {
+        match entry.and_then(|entry| entry.owner.as_deref()) {
+            Some(owner) if owner != self.id => self.lease_alive(owner).await.map_err(|e| unreachable(&e)),
+            _ => Ok(false),
+        }
     }
 
     /// Whether tracker `owner` holds its lease, as the leases bucket's leader sees it.
@@ -422,27 +442,31 @@ impl Cluster {
     pub async fn release(&self, name: &Name, revision: u64) {
         let _turn = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
-            let Ok((last, Some(entry))) = self.read_name(name).await else { return };
+            let known = self.names_seen.load(Ordering::Relaxed);
+            let Ok(Some(entry)) = latest(&self.names, name.as_str()).await else { return };
             if entry.revision != revision || entry.owner.as_deref() != Some(self.id.as_str()) {
                 return;
             }
-            if !matches!(self.write_name(name, None, last).await, Ok(None)) {
-                return; // given back, or the bucket out of reach: the lease covers it then
+            // Given back, or the bucket out of reach (the lease covers the name then): done.
+            if !matches!(self.write_name(name, None, known.max(entry.revision)).await, Ok(None)) {
+                return;
+            }
+            if self.learn_names_sequence().await.is_err() {
+                return;
             }
         }
     }
 
-    /// The names bucket's last sequence, then `name`'s last entry, both from the leader: the
-    /// entry is the name's state as of that sequence (a later write to it would show).
-    async fn read_name(&self, name: &Name) -> Result<(u64, Option<Latest>)> {
+    /// Asks the names bucket's leader for its last sequence.
+    async fn learn_names_sequence(&self) -> Result<()> {
         let info = self.names.stream.get_info().await.map_err(|e| unreachable(&e))?;
-        let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
-        let last = info.state.last_sequence.max(entry.as_ref().map_or(0, |entry| entry.revision));
-        Ok((last, entry))
+        self.names_seen.fetch_max(info.state.last_sequence, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes `name`'s owner (`None`: deletes it) if nothing in the bucket has been written
-    /// since sequence `last`: the new revision, or `None` if something has.
+    /// since sequence `last`: the new revision, or `None` if something has. (The leader
+    /// checks the condition against the writes it has in flight, unlike the per-key one.)
     async fn write_name(&self, name: &Name, owner: Option<&str>, last: u64) -> Result<Option<u64>> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, last.to_string().as_str());
@@ -456,7 +480,10 @@ impl Cluster {
             Err(e) => Err(e),
         };
         match ack {
-            Ok(ack) => Ok(Some(ack.sequence)),
+            Ok(ack) => {
+                self.names_seen.fetch_max(ack.sequence, Ordering::Relaxed);
+                Ok(Some(ack.sequence))
+            }
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
             Err(e) => Err(unreachable(&e)),
         }
