@@ -111,12 +111,6 @@ pub struct Cluster {
     prefix: String,
     names: kv::Store,
     leases: kv::Store,
-    /// Taken while writing a name: the bucket accepts one write since a read, so this
-    /// tracker's writes go one at a time (see [`Cluster::claim`]).
-    writing: tokio::sync::Mutex<()>,
-    /// The names bucket's last sequence as far as this tracker knows (from its writes' acks
-    /// and the leader's answers): a write's condition starts from it.
-    names_seen: AtomicU64,
     /// Peers by id, with when each was last heard from.
     peers: Mutex<FastMap<String, Instant>>,
     /// Whether this tracker holds a lease it has renewed lately, and how many times it has
@@ -165,8 +159,7 @@ impl Cluster {
             prefix,
             names,
             leases,
-            writing: tokio::sync::Mutex::new(()),
-            names_seen: AtomicU64::new(0),
+
             peers,
             standing,
             renewed: AtomicU64::new(0),
@@ -397,28 +390,17 @@ impl Cluster {
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down), or
     /// is so busy that the write never finds it unchanged.
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
-        // Most refusals need no write, and wait for nobody's.
-        let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
-        if self.held_elsewhere(entry.as_ref()).await? {
-            return Ok(Claim::Taken);
-        }
-        // One write of names at a time from this tracker: they would only spoil each other's.
-        let _turn = self.writing.lock().await;
         for _ in 0..WRITE_TRIES {
-            // Every write up to `known` was applied before this tracker learned of it, so the
-            // entry read next reflects them all: it is the name's state as of `last`.
-            let known = self.names_seen.load(Ordering::Relaxed);
             let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
             if self.held_elsewhere(entry.as_ref()).await? {
                 return Ok(Claim::Taken);
             }
             // Free, ours already (a node of ours left and its release has not gone through),
-            // or its owner's lease has lapsed: take it, unless the bucket changed meanwhile.
-            let last = known.max(entry.map_or(0, |entry| entry.revision));
-            if let Some(revision) = self.write_name(name, Some(&self.id), last).await? {
+            // or its owner's lease has lapsed: take it, unless it changed since the read.
+            let revision = entry.map_or(0, |entry| entry.revision);
+            if let Some(revision) = self.write_name(name, Some(&self.id), revision).await? {
                 return Ok(Claim::Ours(revision));
             }
-            self.learn_names_sequence().await?;
         }
         Err(Error::Cluster("the cluster's names are too busy to be written; try again".into()))
     }
@@ -440,36 +422,28 @@ impl Cluster {
     /// node's claim wrote (its fencing token): not if another tracker took it over, nor if
     /// another node of this tracker has claimed it again since.
     pub async fn release(&self, name: &Name, revision: u64) {
-        let _turn = self.writing.lock().await;
-        for _ in 0..WRITE_TRIES {
-            let known = self.names_seen.load(Ordering::Relaxed);
-            let Ok(Some(entry)) = latest(&self.names, name.as_str()).await else { return };
-            if entry.revision != revision || entry.owner.as_deref() != Some(self.id.as_str()) {
-                return;
-            }
-            // Given back, or the bucket out of reach (the lease covers the name then): done.
-            if !matches!(self.write_name(name, None, known.max(entry.revision)).await, Ok(None)) {
-                return;
-            }
-            if self.learn_names_sequence().await.is_err() {
-                return;
+        if let Ok(Some(entry)) = latest(&self.names, name.as_str()).await {
+            if entry.revision == revision && entry.owner.as_deref() == Some(self.id.as_str()) {
+                // Given back, or changed meanwhile, or the bucket out of reach (the lease
+                // covers the name then): either way there is nothing more to do.
+                let _ = self.write_name(name, None, revision).await;
             }
         }
     }
 
-    /// Asks the names bucket's leader for its last sequence.
-    async fn learn_names_sequence(&self) -> Result<()> {
-        let info = self.names.stream.get_info().await.map_err(|e| unreachable(&e))?;
-        self.names_seen.fetch_max(info.state.last_sequence, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Writes `name`'s owner (`None`: deletes it) if nothing in the bucket has been written
-    /// since sequence `last`: the new revision, or `None` if something has. (The leader
-    /// checks the condition against the writes it has in flight, unlike the per-key one.)
-    async fn write_name(&self, name: &Name, owner: Option<&str>, last: u64) -> Result<Option<u64>> {
+    /// Writes `name`'s owner (`None`: deletes it) if the name is still at `revision` (0: it
+    /// has never been written): the new revision, or `None` if it has changed.
+    ///
+    /// On nats-server 2.9 the per-key condition alone lets two writes based on the same
+    /// revision both through when they are in flight together (nats-server#4320). Each write
+    /// also carries the id `<name>@<revision>`, and JetStream keeps one message per id (it
+    /// answers any other with the first's sequence, marked a duplicate): so of all writes
+    /// based on one revision, one is stored.
+    async fn write_name(&self, name: &Name, owner: Option<&str>, revision: u64) -> Result<Option<u64>> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, last.to_string().as_str());
+        headers
+            .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, revision.to_string().as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{name}@{revision}").as_str());
         if owner.is_none() {
             headers.insert("KV-Operation", "DEL");
         }
@@ -480,10 +454,8 @@ impl Cluster {
             Err(e) => Err(e),
         };
         match ack {
-            Ok(ack) => {
-                self.names_seen.fetch_max(ack.sequence, Ordering::Relaxed);
-                Ok(Some(ack.sequence))
-            }
+            Ok(ack) if ack.duplicate => Ok(None),
+            Ok(ack) => Ok(Some(ack.sequence)),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
             Err(e) => Err(unreachable(&e)),
         }
