@@ -87,7 +87,7 @@ pub(super) async fn run(
     let stall = shared.config.stall_timeout;
     let ending = tokio::select! {
         ending = link.serve(&mut signals) => ending,
-        ending = write_lines(&mut write, &mut out_rx, stall) => ending,
+        ending = write_lines(&seat, &mut write, &mut out_rx, stall) => ending,
     };
     let ending = match ending {
         // Every request is answered and nothing more will be read: write what is queued,
@@ -95,7 +95,7 @@ pub(super) async fn run(
         Ending::Left | Ending::Drained => {
             drop(link);
             tokio::select! {
-                written = write_lines(&mut write, &mut out_rx, stall) => match written {
+                written = write_lines(&seat, &mut write, &mut out_rx, stall) => match written {
                     Ending::Left => ending,
                     other => other,
                 },
@@ -292,6 +292,7 @@ fn merged(local: Option<Listed>, remote: Vec<Name>) -> Listed {
 /// permit back once it is written. Ends when the queue is closed and drained (`Left`), the
 /// socket fails (`Broken`), or a write makes no progress for `stall` (a slow consumer).
 async fn write_lines(
+    seat: &Seat,
     write: &mut WriteHalf,
     queue: &mut mpsc::UnboundedReceiver<Outgoing>,
     stall: Duration,
@@ -307,6 +308,11 @@ async fn write_lines(
             }))
         });
         let Ok(batch) = batch;
+        // Checked again right before the write: the answers were made while the lease held,
+        // but this task may run after a pause.
+        if !seat.held() {
+            return Ending::cut_off();
+        }
         match tokio::time::timeout(stall, write.send(&batch)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Ending::Broken,
