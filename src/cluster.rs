@@ -6,16 +6,19 @@
 //! Subjects, under `mt.<cluster name>`:
 //! - `.ask`: `ASK <origin> <request> <client> <number> <deadline ms>`, published once by the
 //!   tracker a client asked; every other tracker asks its own servers.
-//! - `.told.<origin>`: `TOLD <request> <tracker> <complete 0|1> <servers asked> [names...]`,
-//!   each tracker's last word on the request (when all its servers replied, or just before
-//!   the deadline), and before it `SOME <request> <tracker> [names...]` as its servers
-//!   match, so that a match reaches the asking tracker at once whenever it comes.
+//! - `.told.<origin>`: `TOLD <request> <tracker> <lease ms> <complete 0|1> <servers asked>
+//!   [names...]`, each tracker's last word on the request (when all its servers replied, or
+//!   just before the deadline), and before it `SOME <request> <tracker> <lease ms> [names...]`
+//!   as its servers match, so that a match reaches the asking tracker at once whenever it
+//!   comes; `<lease ms>` says how long the names count (see `protocol::Told`).
 //! - `.alive`: `ALIVE <tracker>` every [`BEAT`], so each tracker knows whom to wait for, and
 //!   `LEAVING <tracker>` once from a tracker that is stopping: it is no longer waited for.
 //!
 //! Names live in the JetStream key-value bucket `mt-<name>-names` (name → owning tracker),
 //! each tracker holding a lease in `mt-<name>-trackers` that it renews every [`BEAT`] and that
 //! expires [`LEASE`] after its last renewal: a name whose owner's lease has expired is free.
+//! Both are read from the buckets' leaders, and a name is written only on its revision (see
+//! [`Cluster::claim`]). A tracker acts for its nodes only while [`Cluster::holds`] their term.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
