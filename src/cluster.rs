@@ -303,7 +303,7 @@ impl Cluster {
     }
 
     /// Whether this tracker may act on a node registered in `term`: by the monotonic clock,
-    /// its lease is younger than [`FENCE`] (so it cannot have expired), and it has not lost
+    /// its lease is younger than `FENCE` (1.2 s, so it cannot have expired), and it has not lost
     /// it since. Checked where each decision is taken (a name granted, a request read, a
     /// query written, an answer or a report sent), since after a pause work queued in the
     /// sockets may run before the timer that would have stopped the tracker.
