@@ -393,16 +393,20 @@ impl Cluster {
     /// [`Error::Cluster`] if the bucket cannot be reached (a partition, JetStream down), or
     /// is so busy that the write never finds it unchanged.
     pub async fn claim(&self, name: &Name) -> Result<Claim> {
+        let mut lost_at = None;
         for _ in 0..WRITE_TRIES {
             let entry = latest(&self.names, name.as_str()).await.map_err(|e| unreachable(&e))?;
-            if self.held_elsewhere(entry.as_ref()).await? {
+            let revision = entry.as_ref().map_or(0, |entry| entry.revision);
+            // Another tracker's write on the same revision won and is not stored yet: it is
+            // that tracker's.
+            if lost_at == Some(revision) || self.held_elsewhere(entry.as_ref()).await? {
                 return Ok(Claim::Taken);
             }
             // Free, ours already (a node of ours left and its release has not gone through),
             // or its owner's lease has lapsed: take it, unless it changed since the read.
-            let revision = entry.map_or(0, |entry| entry.revision);
-            if let Some(revision) = self.write_name(name, Some(&self.id), revision).await? {
-                return Ok(Claim::Ours(revision));
+            match self.write_name(name, Some(&self.id), revision).await? {
+                Some(written) => return Ok(Claim::Ours(written)),
+                None => lost_at = Some(revision),
             }
         }
         Err(Error::Cluster("the cluster's names are too busy to be written; try again".into()))
@@ -439,14 +443,17 @@ impl Cluster {
     ///
     /// On nats-server 2.9 the per-key condition alone lets two writes based on the same
     /// revision both through when they are in flight together (nats-server#4320). Each write
-    /// also carries the id `<name>@<revision>`, and JetStream keeps one message per id (it
+    /// also carries the id `take <name>@<revision>` (or `give ...`), and JetStream keeps one
+    /// message per id (it
     /// answers any other with the first's sequence, marked a duplicate): so of all writes
     /// based on one revision, one is stored.
     async fn write_name(&self, name: &Name, owner: Option<&str>, revision: u64) -> Result<Option<u64>> {
         let mut headers = async_nats::HeaderMap::new();
         headers
             .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, revision.to_string().as_str());
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{name}@{revision}").as_str());
+        // A take and a give-back based on one revision must not pass for each other.
+        let verb = if owner.is_some() { "take" } else { "give" };
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{verb} {name}@{revision}").as_str());
         if owner.is_none() {
             headers.insert("KV-Operation", "DEL");
         }
